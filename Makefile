@@ -1,0 +1,58 @@
+# ferry: the two commands a new user runs are `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+CONSTRAINTS := requirements/constraints.txt
+REPO ?= model-repository
+MODEL ?= digits
+
+.DEFAULT_GOAL := help
+.PHONY: help serve demo test lint check clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ferry needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	@echo "==> installing ferry with the Keras demo extra into $(VENV) (pinned by $(CONSTRAINTS))"
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[demo]'
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	@echo "==> installing ferry with every extra and the test tools into $(VENV)"
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[all,dev]'
+	@touch $@ $(VENV)/.installed-serve
+
+serve: $(VENV)/.installed-serve ## Build the demo model and run a prediction with it
+	@if $(BIN)/ferry --repo $(REPO) show $(MODEL) >/dev/null 2>&1; then \
+	  echo "==> $(REPO) already holds '$(MODEL)' (run 'make demo' to train a new version)"; \
+	else \
+	  echo "==> training the seed network on scikit-learn's digits and importing it into $(REPO)"; \
+	  $(BIN)/ferry --repo $(REPO) demo --name $(MODEL); \
+	fi
+	@echo "==> predicting one test digit (a '0') with $(MODEL): examples/seed/sample.json"
+	$(BIN)/ferry --repo $(REPO) predict $(MODEL) --input examples/seed/sample.json
+
+demo: $(VENV)/.installed-serve ## Train and import a new version of the demo model
+	$(BIN)/ferry --repo $(REPO) demo --name $(MODEL)
+
+lint: $(VENV)/.installed-test ## ruff, import-linter layer contracts, mypy --strict
+	@echo "==> ruff"
+	$(BIN)/ruff check .
+	@echo "==> import-linter (layer boundaries of STYLE.md section 2)"
+	$(BIN)/lint-imports --no-cache
+	@echo "==> mypy --strict"
+	$(BIN)/mypy
+
+test: $(VENV)/.installed-test lint ## Install what the tests need, lint, and run every test
+	@echo "==> pytest (unit, integration, e2e)"
+	$(BIN)/python -m pytest
+
+clean: ## Remove the virtualenv, build outputs and the demo repository
+	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""``ferry import`` and ``ferry formats``: bring a model file into the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ferry.cli.app import app, state
+from ferry.cli.console import ConsoleProgress, err_console, out_console
+from ferry.errors import InputError
+from ferry.formats import ImportOptions, import_model, iter_importers
+from ferry.repository import Manifest
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(
+        help="The model as saved: my_model.h5, model.keras, model.onnx, ...",
+        show_default=False,
+    )],
+    name: Annotated[str, typer.Option(
+        "--name", "-n", help="Model name in the repository (letters, digits, _ . -).",
+        show_default=False,
+    )],
+    format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="Source format; detected from the file's bytes when omitted.",
+    )] = None,
+    samples: Annotated[Path | None, typer.Option(
+        "--samples", help="Inputs for the parity check (.npy, .npz or .json); generated "
+        "from the signature when omitted.",
+    )] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        "--tolerance", min=0.0, help="Largest accepted max |Δ| between source and artifact "
+        "(default: the format's, e.g. 1e-4 for Keras).",
+    )] = None,
+    labels: Annotated[str | None, typer.Option(
+        "--labels", help="Class labels: 'cat,dog,...' or @FILE with one label per line.",
+    )] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset for conversion.")] = None,
+) -> None:
+    """Import a model file as a new version: convert to ONNX, prove parity, store.
+
+    Nothing is written unless every check passes. Examples:
+
+      [bold]ferry import my_model.h5 --name digits[/]
+      [bold]ferry import model.onnx --name resnet --samples inputs.npz[/]
+    """
+    repo = state(ctx).repo
+    options = ImportOptions(samples=samples, tolerance=tolerance, labels=_labels(labels),
+                            opset=opset)
+    manifest = import_model(repo, file, name, format=format, options=options,
+                            progress=ConsoleProgress())
+    _summary(manifest, repo.root)
+
+
+def _labels(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise InputError(f"--labels: cannot read {path} ({exc.strerror})") from None
+        return [line.strip() for line in lines if line.strip()]
+    return [part.strip() for part in text.split(",")]
+
+
+def _summary(m: Manifest, root: Path) -> None:
+    parity = m.parity
+    figures = ""
+    if parity:
+        worst = max(parity.max_abs_diff.values(), default=0.0)
+        figures = (f"; parity max |Δ| {worst:.2g} on {parity.samples} samples "
+                   f"(tolerance {parity.tolerance:g})")
+    out_console.print(
+        f"imported [bold]{m.name}:{m.version}[/] ({m.format} -> {m.runtime}) into "
+        f"{root / m.name / str(m.version)}{figures}", highlight=False,
+    )
+
+
+@app.command("formats")
+def formats() -> None:
+    """List the model formats ferry imports, with their converters and install state."""
+    table = Table("format", "reads", "converter", "installed")
+    for importer in iter_importers():
+        ok = importer.available()
+        extra = f"pip install 'ferry[{importer.extra}]'" if importer.extra else "core"
+        table.add_row(importer.format, importer.description, importer.converter,
+                      "yes" if ok else f"no: {extra}")
+    out_console.print(table)
+    err_console.print("the format is detected from the file; --format overrides")

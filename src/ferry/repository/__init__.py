@@ -1,0 +1,29 @@
+"""The model repository: versioned, immutable, hash-checked model artifacts on disk."""
+
+from ferry.repository.layout import MANIFEST_NAME, ModelRef, check_model_name, parse_version
+from ferry.repository.manifest import (
+    FileEntry,
+    Manifest,
+    ParityReport,
+    SourceInfo,
+    now_utc,
+    read_manifest,
+)
+from ferry.repository.store import Repository, StoredModel
+from ferry.repository.versions import VersionPolicy
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FileEntry",
+    "Manifest",
+    "ModelRef",
+    "ParityReport",
+    "Repository",
+    "SourceInfo",
+    "StoredModel",
+    "VersionPolicy",
+    "check_model_name",
+    "now_utc",
+    "parse_version",
+    "read_manifest",
+]

@@ -1,0 +1,282 @@
+"""The model repository: a plain directory of immutable, hash-checked model versions.
+
+Layout::
+
+    <root>/
+      <model>/<version>/manifest.json   one directory per version, never changed once written
+      <model>/<version>/model.onnx      ... and the artifact files the manifest lists
+      .staging/<pid>-<random>/          versions being written (invisible to readers)
+      .locks/<model>.lock               serializes version numbering per model
+
+A new version is written completely into ``.staging``, then renamed into place while the
+model's lock is held, so two concurrent imports get two distinct numbers and a reader never
+sees half a version. A process killed mid-import leaves only its staging directory, which
+the next writer removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry.errors import IntegrityError, NotFoundError
+from ferry.repository.atomic import fsync_dir
+from ferry.repository.hashing import hash_tree
+from ferry.repository.layout import MANIFEST_NAME, ModelRef, check_model_name
+from ferry.repository.manifest import FileEntry, Manifest, read_manifest
+from ferry.repository.versions import VersionPolicy
+
+__all__ = ["Repository", "StoredModel"]
+
+_STAGING = ".staging"
+_LOCKS = ".locks"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A committed version whose files were checked against its manifest."""
+
+    manifest: Manifest
+    path: Path
+
+    @property
+    def artifact_path(self) -> Path:
+        """Absolute path of the main artifact file."""
+        return self.path / self.manifest.artifact
+
+
+class Repository:
+    """A model repository rooted at a directory (created on first write)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Repository({str(self.root)!r})"
+
+    # ----------------------------------------------------------------- reading
+
+    def models(self) -> list[str]:
+        """Names of the models that have at least one committed version, sorted."""
+        if not self.root.is_dir():
+            return []
+        names = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            if self.versions(entry.name):
+                names.append(entry.name)
+        return names
+
+    def versions(self, name: str) -> list[int]:
+        """Committed versions of a model, ascending (empty if the model does not exist)."""
+        model_dir = self.root / check_model_name(name)
+        if not model_dir.is_dir():
+            return []
+        found = []
+        for entry in model_dir.iterdir():
+            if entry.name.isdigit() and (entry / MANIFEST_NAME).is_file():
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def resolve(self, ref: ModelRef | str) -> int:
+        """Return the version a reference names: its own, or the model's latest.
+
+        Raises:
+            NotFoundError: no such model, or no such version (the message lists them).
+        """
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        have = self.versions(ref.name)
+        if not have:
+            known = ", ".join(self.models()) or "none"
+            raise NotFoundError(
+                f"model {ref.name!r} is not in repository {str(self.root)!r} (models: {known})"
+            )
+        if ref.version is None:
+            return have[-1]
+        if ref.version not in have:
+            raise NotFoundError(
+                f"model {ref.name!r} has no version {ref.version} "
+                f"(versions: {', '.join(map(str, have))})"
+            )
+        return ref.version
+
+    def select(self, name: str, policy: VersionPolicy) -> list[int]:
+        """The versions of ``name`` that a version policy chooses."""
+        return policy.select(self.versions(name))
+
+    def manifest(self, ref: ModelRef | str) -> Manifest:
+        """Read a version's manifest without hashing its files (for listings)."""
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        version = self.resolve(ref)
+        return read_manifest(self.root / ref.name / str(version) / MANIFEST_NAME)
+
+    def open(self, ref: ModelRef | str) -> StoredModel:
+        """Return a version after checking every file against the manifest.
+
+        Raises:
+            NotFoundError: no such model or version.
+            IntegrityError: a file is missing, unexpected, a link, or was modified; the
+                message names it.
+        """
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        version = self.resolve(ref)
+        path = self.root / ref.name / str(version)
+        manifest = read_manifest(path / MANIFEST_NAME)
+        _verify(path, manifest, f"{ref.name}:{version}")
+        return StoredModel(manifest, path)
+
+    # ----------------------------------------------------------------- writing
+
+    @contextlib.contextmanager
+    def stage(self) -> Iterator[Path]:
+        """Yield an empty private directory to write a new version into.
+
+        Whatever is left of it when the block ends (an error, or nothing committed) is
+        removed. Leftovers of processes that died are removed first.
+        """
+        staging_root = self.root / _STAGING
+        staging_root.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging(staging_root)
+        path = staging_root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            if path.exists():
+                _remove_tree(path)
+
+    def commit(self, staging: Path, draft: Manifest) -> Manifest:
+        """Turn a staging directory into the next version of ``draft.name``.
+
+        The draft's ``version`` and ``files`` are filled in here: the version is the next
+        free number, chosen under the model's lock; ``files`` hashes what ``staging`` holds.
+
+        Returns:
+            The manifest as written.
+
+        Raises:
+            IntegrityError: the artifact named by the draft is not in the staging directory.
+        """
+        name = check_model_name(draft.name)
+        hashed = hash_tree(staging, exclude=frozenset({MANIFEST_NAME}))
+        if draft.artifact not in hashed:
+            raise IntegrityError(f"artifact {draft.artifact!r} was not written to {staging}")
+        links = [rel for rel, (digest, _) in hashed.items() if digest == "symlink"]
+        if links:
+            raise IntegrityError(f"artifact file {links[0]!r} is a symbolic link; copy it instead")
+        files = {rel: FileEntry(sha256=h, size=n) for rel, (h, n) in hashed.items()}
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock(name):
+            taken = [int(e.name) for e in model_dir.iterdir() if e.name.isdigit()]
+            version = max(taken, default=0) + 1
+            manifest = draft.model_copy(update={"version": version, "files": files})
+            (staging / MANIFEST_NAME).write_bytes(manifest.to_json())
+            _seal(staging)
+            os.rename(staging, model_dir / str(version))
+            fsync_dir(model_dir)
+        return manifest
+
+    def delete(self, ref: ModelRef | str) -> list[int]:
+        """Delete one version, or every version of a model when none is named.
+
+        The version directory is first renamed out of sight, so readers see it whole or
+        not at all. Returns the versions deleted.
+        """
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        targets = [self.resolve(ref)] if ref.version is not None else self.versions(ref.name)
+        if not targets:
+            self.resolve(ref)  # raises the NotFoundError that names what exists
+        staging_root = self.root / _STAGING
+        staging_root.mkdir(parents=True, exist_ok=True)
+        with self._lock(ref.name):
+            for version in targets:
+                doomed = staging_root / f"{os.getpid()}-deleted-{uuid.uuid4().hex[:12]}"
+                os.rename(self.root / ref.name / str(version), doomed)
+                _remove_tree(doomed)
+            model_dir = self.root / ref.name
+            if not any(e.name.isdigit() for e in model_dir.iterdir()):
+                shutil.rmtree(model_dir, ignore_errors=True)
+        return targets
+
+    # ----------------------------------------------------------------- helpers
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        lock_dir = self.root / _LOCKS
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with (lock_dir / f"{name}.lock").open("a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _sweep_staging(staging_root: Path) -> None:
+        """Remove staging directories whose writing process no longer exists."""
+        for entry in staging_root.iterdir():
+            pid_text = entry.name.partition("-")[0]
+            if pid_text.isdigit() and not _alive(int(pid_text)):
+                _remove_tree(entry)
+
+
+def _verify(path: Path, manifest: Manifest, where: str) -> None:
+    if manifest.name != path.parent.name or manifest.version != int(path.name):
+        raise IntegrityError(
+            f"model {where}: manifest says {manifest.name}:{manifest.version}; "
+            "a version directory was copied or renamed by hand"
+        )
+    actual = hash_tree(path, exclude=frozenset({MANIFEST_NAME}))
+    for rel, entry in manifest.files.items():
+        if rel not in actual:
+            raise IntegrityError(f"model {where}: file {rel!r} is missing")
+        digest, size = actual[rel]
+        if digest == "symlink":
+            raise IntegrityError(f"model {where}: file {rel!r} is a symbolic link")
+        if digest != entry.sha256:
+            raise IntegrityError(
+                f"model {where}: file {rel!r} does not match its recorded sha256 "
+                f"(expected {entry.sha256[:16]}..., got {digest[:16]}..., "
+                f"{size} bytes vs {entry.size} recorded); it was modified after import",
+                hint="re-import the model, or restore the file from a backup",
+            )
+    extra = sorted(set(actual) - set(manifest.files))
+    if extra:
+        raise IntegrityError(
+            f"model {where}: unexpected file {extra[0]!r} that the manifest does not list"
+        )
+
+
+def _seal(path: Path) -> None:
+    """Make every file of a version read-only and flush it to disk before it is published."""
+    for file in path.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
+            file.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    fsync_dir(path)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,14 @@
+"""Runtimes: the one interface that runs a stored model, ONNX Runtime first."""
+
+from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions
+from ferry.runtimes.registry import load_runtime, register_runtime, runtime_class, runtime_names
+
+__all__ = [
+    "Arrays",
+    "Runtime",
+    "RuntimeOptions",
+    "load_runtime",
+    "register_runtime",
+    "runtime_class",
+    "runtime_names",
+]
