@@ -107,7 +107,7 @@ def h2load_command(url: str, body: Path, *, connections: int, seconds: float, wa
     return [*command, url]
 
 
-_H2_FINISHED = re.compile(r"^finished in ([\d.]+)(ms|s),", re.M)
+_H2_FINISHED = re.compile(r"^finished in ([\d.]+)(ms|s), ([\d.]+) req/s", re.M)
 _H2_REQUESTS = re.compile(
     r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
     r"(\d+) errored, (\d+) timeout", re.M)
@@ -127,15 +127,21 @@ def parse_h2load(output: str, log_lines: Iterable[str], connections: int) -> Loa
                                                               _H2_STATUS))
     if not (finished and requests and status):
         raise LoadgenError(f"cannot read h2load's summary:\n{output[-2000:]}")
-    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     _, _, done, succeeded, failed, errored, timeout = (int(g) for g in requests.groups())
+    # "finished in" includes the warm-up; the counts and req/s cover the measured phase only,
+    # so the measured seconds are recovered from them.
+    rate = float(finished.group(3))
+    seconds = (succeeded / rate if rate > 0 else
+               float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1))
     ok2xx, r3xx, r4xx, r5xx = (int(g) for g in status.groups())
     durations = []
     for line in log_lines:
         fields = line.split()
         if len(fields) >= 3:
             durations.append(int(fields[2]))
-    errors = failed + errored + timeout + r3xx + r4xx + r5xx
+    # h2load's "failed" already includes "errored" (which includes "timeout") and HTTP
+    # failures; 3xx is no failure to h2load but is not an answer here either.
+    errors = max(failed, errored + r4xx + r5xx) + r3xx
     detail = (f"HTTP 2xx {ok2xx}, 3xx {r3xx}, 4xx {r4xx}, 5xx {r5xx}; failed {failed}, "
               f"errored {errored}, timeout {timeout}")
     return LoadResult(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from benchmarks.loadgen import LoadResult
 
 FERRY = "ferry"
-FASTAPI = "FastAPI + ORT (plain)"
+FASTAPI = "FastAPI + ORT (async def, no access log)"
+FASTAPI_TYPICAL = "FastAPI + ORT (def route, access log)"
 FLASK = "Flask + Keras (seed)"
 NOOP = "no-op, uvicorn + Starlette"
 
@@ -117,6 +118,12 @@ def ratios(report: Report) -> list[Ratio]:
     for route in (V2_JSON, PREDICT, GRPC):
         out.append(Ratio(f"W2, 64 conns: ferry {route} / raw ORT batch 64", _div(
             report.rps("W2", FERRY, route, 64), raw64), 0.5, "%", "requests/s vs samples/s"))
+    for conns in (64, 1):
+        out.append(Ratio(f"W1, {conns} conn{'s' if conns > 1 else ''}: ferry /predict / "
+                         "FastAPI, typical form", _div(report.rps("W1", FERRY, PREDICT, conns),
+                                                      report.rps("W1", FASTAPI_TYPICAL,
+                                                                 PREDICT, conns)),
+                         None, "x", "requests/s"))
     for conns in (64, 1):
         out.append(Ratio(f"W1, {conns} conn{'s' if conns > 1 else ''}: ferry /predict / "
                          "Flask seed", _div(report.rps("W1", FERRY, PREDICT, conns),
