@@ -100,8 +100,8 @@ def h2load_command(url: str, body: Path, *, connections: int, seconds: float, wa
     ``-m 1`` keeps one request in flight per connection, so ``connections`` means the same
     concurrency as for wrk.
     """
-    command = ["h2load", "-t1", f"-c{connections}", "-m1", f"-D{_secs(seconds)}",
-               f"--warm-up-time={_secs(warmup)}", "-d", str(body), f"--log-file={log_file}"]
+    command = ["h2load", "-t1", f"-c{connections}", "-m1", f"-D{_millis(seconds)}",
+               f"--warm-up-time={_millis(warmup)}", "-d", str(body), f"--log-file={log_file}"]
     for header in headers:
         command += ["-H", header]
     return [*command, url]
@@ -162,6 +162,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def _percentile_ms(durations_us: Sequence[int], q: float) -> float | None:
     return percentile(durations_us, q) / 1000 if durations_us else None
+
+
+def _millis(value: float) -> str:
+    """h2load's DURATION: an integer with a unit (it refuses "0.5")."""
+    return f"{round(value * 1000)}ms"
 
 
 def _secs(value: float) -> str:

@@ -8,8 +8,6 @@ counts every status other than OK as an error.
 
 from __future__ import annotations
 
-from collections import Counter
-
 
 def grpc_status_counts(text: str) -> dict[str, float] | None:
     """Requests by gRPC status from the first counter labelled with ``protocol`` and ``status``.
@@ -27,11 +25,12 @@ def grpc_status_counts(text: str) -> dict[str, float] | None:
                    if s.name.endswith("_total") and {"protocol", "status"} <= s.labels.keys()]
         if not samples:
             continue
-        counts: Counter[str] = Counter()
+        counts: dict[str, float] = {}
         for sample in samples:
             if sample.labels["protocol"] == "grpc":
-                counts[sample.labels["status"]] += sample.value
-        return dict(counts)
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0.0) + float(sample.value)
+        return counts
     return None
 
 

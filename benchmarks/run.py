@@ -285,6 +285,11 @@ class Bench:
             except ServerError as exc:
                 self._skip(w, server, [PREDICT], WRK, _first_line(exc))
 
+    def fastapi_all(self, workloads: dict[str, Workload]) -> None:
+        """The FastAPI baselines of every workload."""
+        for w in workloads.values():
+            self.fastapi(w)
+
     def flask(self, w: Workload) -> None:
         """The seed's own service: examples/seed/app.py on the my_model.h5 it was trained to."""
         port = free_port()
@@ -400,7 +405,7 @@ class Bench:
         w1 = workloads["W1"]
         steps: list[tuple[str, Callable[[], None]]] = [
             ("raw", lambda: self.raw_ort(workloads)),
-            ("fastapi", lambda: [self.fastapi(w) for w in workloads.values()] and None),
+            ("fastapi", lambda: self.fastapi_all(workloads)),
             ("ferry", lambda: self.ferry(workloads)),
             ("flask", lambda: self.flask(w1)),
             ("noop", lambda: self.noop(w1)),

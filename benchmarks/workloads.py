@@ -12,6 +12,7 @@ caught rather than measured.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def build_mlp(path: Path, sizes: tuple[int, ...] = W2_SIZES, *, seed: int = 0) -
     rng = np.random.default_rng(seed)
     nodes, initializers = [], []
     current = W2_INPUT
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         weight = rng.standard_normal((fan_in, fan_out), dtype=np.float32)
         weight *= np.float32(np.sqrt(2.0 / fan_in))
         bias = (rng.standard_normal(fan_out, dtype=np.float32) * np.float32(0.01))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from benchmarks.loadgen import (
     LUA_SCRIPT,
     LoadgenError,
@@ -100,7 +99,7 @@ def test_h2load_command_sends_grpc_headers_one_stream_per_connection(tmp_path: P
     command = h2load_command("http://127.0.0.1:9/inference.GRPCInferenceService/ModelInfer",
                              tmp_path / "b.bin", connections=1, seconds=15, warmup=3,
                              log_file=tmp_path / "log.tsv")
-    assert {"-c1", "-m1", "-D15", "--warm-up-time=3"} <= set(command)
+    assert {"-c1", "-m1", "-D15000ms", "--warm-up-time=3000ms"} <= set(command)
     assert command[command.index("-H") + 1] == "content-type: application/grpc"
     assert "te: trailers" in command
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from benchmarks.loadgen import LoadResult
 from benchmarks.machine import cpu_model, os_name
 from benchmarks.metrics import grpc_status_counts, non_ok

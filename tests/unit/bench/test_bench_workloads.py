@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from benchmarks.workloads import (
     W2_SIZES,
     Workload,
