@@ -83,6 +83,17 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads) and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for each in (pid, *_descendants(pid)):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 class Service:
     """A server process started for one measurement; a context manager that always stops it."""
 
@@ -114,6 +125,10 @@ class Service:
         if self.process is None:
             raise ServerError(f"{self.name} was never started")
         return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the server (and any worker it forked) has used so far."""
+        return cpu_seconds(self.pid)
 
     def check_running(self) -> None:
         """Raise with the end of the log if the process has exited."""

@@ -34,6 +34,9 @@ class Measurement:
     client: str
     result: LoadResult | None = None
     note: str = ""
+    #: The server's CPU time during the measured run over its length: ~1.0 when it had the
+    #: whole core; clearly less under load means something else took the core (or it waited).
+    server_cpu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,10 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f} %"
+
+
 def _mark(met: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "-"}[met]
 
@@ -200,19 +207,19 @@ def _targets_section(report: Report) -> list[str]:
 def _runs_section(measurements: Sequence[Measurement]) -> list[str]:
     lines = ["## Load runs (batch 1, closed loop)", "",
              "| workload | server | route | client | conns | req/s | p50 ms | p99 ms | errors |"
-             " note |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+             " server CPU | note |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for m in measurements:
         r = m.result
         if r is None:
             lines.append(f"| {m.workload} | {m.server} | {m.route} | {m.client} | "
-                         f"{m.connections} | - | - | - | - | {m.note} |")
+                         f"{m.connections} | - | - | - | - | - | {m.note} |")
             continue
         note = "; ".join(part for part in (m.note, r.detail) if part)
         lines.append(
             f"| {m.workload} | {m.server} | {m.route} | {m.client} | {m.connections} | "
             f"{_num(r.rps, 0)} | {_num(r.p50_ms, 2)} | {_num(r.p99_ms, 2)} | {r.errors} | "
-            f"{note} |")
+            f"{_pct(m.server_cpu)} | {note} |")
     return [*lines, ""]
 
 

@@ -189,8 +189,8 @@ class Bench:
         out = _run(command, timeout=seconds + 60)
         return loadgen.parse_wrk(out, connections)
 
-    def http_runs(self, w: Workload, server: str, route: str, url: str, body: bytes,
-                  check: Check) -> None:
+    def http_runs(self, service: Service, w: Workload, server: str, route: str, url: str,
+                  body: bytes, check: Check) -> None:
         """Check one answer, then warm up and measure at each connection count."""
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
         for conns in self.o.connections:
@@ -198,7 +198,9 @@ class Bench:
             try:
                 self._verify(url, body, check, w)
                 self._wrk(url, path, conns, self.o.warmup)
+                cpu_before = service.cpu_seconds()
                 result = self._wrk(url, path, conns, self.o.duration)
+                cpu = (service.cpu_seconds() - cpu_before) / result.seconds
                 self._verify(url, body, check, w)  # still right after the load
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
@@ -206,12 +208,14 @@ class Bench:
             except Exception as exc:  # a failed run is reported, the benchmark goes on
                 m = Measurement(w.key, server, route, conns, WRK, note=_first_line(exc))
             else:
-                m = Measurement(w.key, server, route, conns, WRK, result)
+                m = Measurement(w.key, server, route, conns, WRK, result, server_cpu=cpu)
                 log(f"{w.key} {server} {route} c={conns}: {result.rps:,.0f} req/s, "
-                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}")
+                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
+                    f"server CPU {cpu:.0%}")
             self.report.measurements.append(m)
 
-    def grpc_runs(self, w: Workload, target: str, metrics_url: str | None) -> None:
+    def grpc_runs(self, service: Service, w: Workload, target: str,
+                  metrics_url: str | None) -> None:
         """Check one gRPC answer, then measure with h2load at each connection count."""
         import grpc
 
@@ -224,12 +228,15 @@ class Bench:
                     call = channel.unary_unary(grpc_method())
                     check_grpc(call(message, timeout=30), w)
                 before = _grpc_counts(metrics_url)
+                cpu_before = service.cpu_seconds()
                 log_file = self.o.workdir / "logs" / f"h2load-{w.key}-{conns}.tsv"
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 command = pinned(loadgen.h2load_command(
                     url, path, connections=conns, seconds=self.o.duration,
                     warmup=self.o.warmup, log_file=log_file), LOAD_CORE)
                 out = _run(command, timeout=self.o.duration + self.o.warmup + 60)
+                # h2load warms up inside the same command: the share covers both phases.
+                cpu = (service.cpu_seconds() - cpu_before) / (self.o.duration + self.o.warmup)
                 with log_file.open(encoding="utf-8") as lines:
                     result = loadgen.parse_h2load(out, lines, conns)
                 after = _grpc_counts(metrics_url)
@@ -241,9 +248,10 @@ class Bench:
                 else:
                     result = result.with_errors(0, "gRPC statuses NOT counted (no /metrics "
                                                    "counter by protocol and status)")
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, result)
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, result, server_cpu=cpu)
                 log(f"{w.key} ferry gRPC c={conns}: {result.rps:,.0f} req/s, "
-                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}")
+                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
+                    f"server CPU {cpu:.0%}")
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
                 m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=f"WRONG ANSWER: {exc}")
@@ -281,7 +289,8 @@ class Bench:
             log(f"{w.key}: {server} on :{port}")
             try:
                 with running(service, post_ok(url, w.predict_body()), timeout=60):
-                    self.http_runs(w, server, PREDICT, url, w.predict_body(), check_predict)
+                    self.http_runs(service, w, server, PREDICT, url, w.predict_body(),
+                                   check_predict)
             except ServerError as exc:
                 self._skip(w, server, [PREDICT], WRK, _first_line(exc))
 
@@ -300,7 +309,7 @@ class Bench:
         log(f"{w.key}: Flask + Keras seed service on :{port}")
         try:
             with running(service, post_ok(url, w.predict_body(), timeout=30), timeout=180):
-                self.http_runs(w, FLASK, PREDICT, url, w.predict_body(), check_predict)
+                self.http_runs(service, w, FLASK, PREDICT, url, w.predict_body(), check_predict)
         except ServerError as exc:
             self._skip(w, FLASK, [PREDICT], WRK, _first_line(exc))
 
@@ -317,7 +326,7 @@ class Bench:
 
         try:
             with running(service, post_ok(url, b"{}"), timeout=60):
-                self.http_runs(w, NOOP, NOOP_ROUTE, url, w.predict_body(), check)
+                self.http_runs(service, w, NOOP, NOOP_ROUTE, url, w.predict_body(), check)
         except ServerError as exc:
             self._skip(w, NOOP, [NOOP_ROUTE], WRK, _first_line(exc))
 
@@ -359,11 +368,11 @@ class Bench:
         try:
             with running(service, ready, timeout=120):
                 for w in workloads.values():
-                    self.http_runs(w, FERRY, PREDICT, f"{base}/predict/{w.model}",
+                    self.http_runs(service, w, FERRY, PREDICT, f"{base}/predict/{w.model}",
                                    w.predict_body(), check_predict)
-                    self.http_runs(w, FERRY, V2_JSON, f"{base}/v2/models/{w.model}/infer",
-                                   w.v2_body(), check_v2)
-                    self.grpc_runs(w, f"127.0.0.1:{grpc_port}", f"{base}/metrics")
+                    self.http_runs(service, w, FERRY, V2_JSON,
+                                   f"{base}/v2/models/{w.model}/infer", w.v2_body(), check_v2)
+                    self.grpc_runs(service, w, f"127.0.0.1:{grpc_port}", f"{base}/metrics")
         except ServerError as exc:
             for w in workloads.values():
                 self._skip(w, FERRY, [PREDICT, V2_JSON], WRK, _first_line(exc))
