@@ -52,8 +52,17 @@ class Pending:
         future: resolved with the outputs (a dict of arrays) or an exception.
     """
 
-    __slots__ = ("arrays", "deadline", "dead", "enqueued", "future", "key", "outputs", "rows",
-                 "timer")
+    __slots__ = (
+        "arrays",
+        "dead",
+        "deadline",
+        "enqueued",
+        "future",
+        "key",
+        "outputs",
+        "rows",
+        "timer",
+    )
 
     def __init__(self, arrays: dict[str, np.ndarray[Any, Any]], outputs: tuple[str, ...] | None,
                  rows: int, key: object, deadline: float | None,

@@ -97,7 +97,13 @@ class ModelConfig(BaseModel):
         256, ge=1, le=1_000_000,
         description="requests that may wait for an instance; more are refused at once",
     )
-    warmup: bool = Field(True, description="run each instance once before it becomes ready")
+    warmup: bool = Field(True, description="run each instance before it becomes ready")
+    inline_below_ms: float = Field(
+        0.1, ge=0.0, le=10.0,
+        description="with one instance, run a batch on the event loop instead of a thread "
+        "when the warm-up predicts it takes less than this: cheaper than the thread "
+        "hand-off (0 = always use the thread)",
+    )
     runtime: RuntimeOptions = Field(default_factory=_serving_runtime_defaults)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
