@@ -9,7 +9,7 @@ REPO ?= model-repository
 MODEL ?= digits
 
 .DEFAULT_GOAL := help
-.PHONY: help serve demo test lint check clean
+.PHONY: help serve demo test lint check clean proto
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ lint: $(VENV)/.installed-test ## ruff, import-linter layer contracts, mypy --str
 test: $(VENV)/.installed-test lint ## Install what the tests need, lint, and run every test
 	@echo "==> pytest (unit, integration, e2e)"
 	$(BIN)/python -m pytest
+
+proto: $(VENV)/.installed-test ## Regenerate the gRPC code in src/ferry/protocols/grpc/_generated
+	$(BIN)/python scripts/generate_grpc.py
 
 clean: ## Remove the virtualenv, build outputs and the demo repository
 	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache
