@@ -30,8 +30,10 @@ __all__ = [
     "decode_bytes",
     "decode_parameters",
     "decode_request",
+    "decode_response",
     "encode_bytes",
     "encode_parameters",
+    "encode_request",
     "encode_response",
 ]
 
@@ -73,6 +75,9 @@ MAX_RANK = 64
 
 _LENGTH = struct.Struct("<I")
 
+# Request inputs and response outputs carry the same tensor fields.
+_WireTensor = pb.ModelInferRequest.InferInputTensor | pb.ModelInferResponse.InferOutputTensor
+
 
 # --------------------------------------------------------------------------- requests
 
@@ -113,9 +118,9 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
                     f"input {name!r} has typed 'contents' but the request also has "
                     "raw_input_contents; use one or the other for all inputs"
                 )
-            tensors.append(_decode_raw_input(tensor, raw[index]))
+            tensors.append(_decode_raw(tensor, raw[index]))
         else:
-            tensors.append(_decode_typed_input(tensor))
+            tensors.append(_decode_typed(tensor))
     outputs = [
         RequestedOutput(out.name, decode_parameters(out.parameters)) for out in message.outputs
     ]
@@ -130,74 +135,76 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
     )
 
 
-def _checked_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
+def _checked_shape(what: str, shape: Any) -> tuple[tuple[int, ...], int]:
     dims = tuple(shape)
     if len(dims) > MAX_RANK:
-        raise InputError(f"input {name!r}: shape has {len(dims)} dimensions; at most "
+        raise InputError(f"{what}: shape has {len(dims)} dimensions; at most "
                          f"{MAX_RANK} are possible")
     if any(d < 0 for d in dims):
-        raise InputError(f"input {name!r}: shape {format_shape(dims)} has a negative "
-                         "dimension; every dimension of a request tensor must be >= 0")
+        raise InputError(f"{what}: shape {format_shape(dims)} has a negative "
+                         "dimension; every dimension of a concrete tensor must be >= 0")
     return dims, math.prod(dims)
 
 
-def _datatype(name: str, datatype: str) -> str:
+def _datatype(what: str, datatype: str) -> str:
     if datatype not in DATATYPES:
-        raise InputError(f"input {name!r}: unknown datatype {datatype!r}; expected one of "
+        raise InputError(f"{what}: unknown datatype {datatype!r}; expected one of "
                          f"{', '.join(DATATYPES)}")
     return datatype
 
 
-def _decode_raw_input(tensor: pb.ModelInferRequest.InferInputTensor, data: bytes) -> Tensor:
+def _decode_raw(tensor: _WireTensor, data: bytes, role: str = "input") -> Tensor:
     name = tensor.name
-    datatype = _datatype(name, tensor.datatype)
-    shape, count = _checked_shape(name, tensor.shape)
+    what = f"{role} {name!r}"
+    datatype = _datatype(what, tensor.datatype)
+    shape, count = _checked_shape(what, tensor.shape)
     if datatype == "BYTES":
-        array = decode_bytes(data, count, what=f"input {name!r}").reshape(shape)
+        array = decode_bytes(data, count, what=what).reshape(shape)
     else:
         wire = _WIRE_DTYPE[datatype]
         need = count * wire.itemsize
         if len(data) != need:
             raise InputError(
-                f"input {name!r}: raw contents hold {len(data)} bytes but {datatype} with "
+                f"{what}: raw contents hold {len(data)} bytes but {datatype} with "
                 f"shape {format_shape(shape)} needs {need} ({count} elements of "
                 f"{wire.itemsize} bytes)"
             )
         array = np.frombuffer(data, dtype=wire).reshape(shape)
         if datatype == "BOOL" and count and int(array.view(np.uint8).max()) > 1:
-            raise InputError(f"input {name!r}: raw BOOL contents must be bytes of 0 or 1")
+            raise InputError(f"{what}: raw BOOL contents must be bytes of 0 or 1")
         if not wire.isnative:  # big-endian hosts only
             array = array.astype(wire.newbyteorder("="))
     return Tensor(name, datatype, shape, array, decode_parameters(tensor.parameters))
 
 
-def _decode_typed_input(tensor: pb.ModelInferRequest.InferInputTensor) -> Tensor:
+def _decode_typed(tensor: _WireTensor, role: str = "input") -> Tensor:
     name = tensor.name
-    datatype = _datatype(name, tensor.datatype)
-    shape, count = _checked_shape(name, tensor.shape)
+    what = f"{role} {name!r}"
+    datatype = _datatype(what, tensor.datatype)
+    shape, count = _checked_shape(what, tensor.shape)
     field = TYPED_FIELD.get(datatype)
     contents = tensor.contents
     present = [f.name for f, _ in contents.ListFields()]
     if field is None:  # FP16
         raise InputError(
-            f"input {name!r}: {datatype} has no typed contents field; send it in "
+            f"{what}: {datatype} has no typed contents field; send it in "
             "raw_input_contents (little-endian, 2 bytes per element)"
         )
     wrong = [f for f in present if f != field]
     if wrong:
         raise InputError(
-            f"input {name!r}: datatype {datatype} takes its data in contents.{field}, "
+            f"{what}: datatype {datatype} takes its data in contents.{field}, "
             f"but the request filled contents.{wrong[0]}"
         )
     values = getattr(contents, field)
     if len(values) != count:
         if not present and count:
             raise InputError(
-                f"input {name!r} has no data: expected {count} elements for shape "
+                f"{what} has no data: expected {count} elements for shape "
                 f"{format_shape(shape)} in contents.{field} or in raw_input_contents"
             )
         raise InputError(
-            f"input {name!r}: contents.{field} has {len(values)} elements but shape "
+            f"{what}: contents.{field} has {len(values)} elements but shape "
             f"{format_shape(shape)} needs {count}"
         )
     if datatype == "BYTES":
@@ -213,7 +220,7 @@ def _decode_typed_input(tensor: pb.ModelInferRequest.InferInputTensor) -> Tensor
         if count and (int(array.min()) < info.min or int(array.max()) > info.max):
             bad = int(array.min()) if int(array.min()) < info.min else int(array.max())
             raise InputError(
-                f"input {name!r}: value {bad} is out of range for {datatype} "
+                f"{what}: value {bad} is out of range for {datatype} "
                 f"[{info.min}, {info.max}]"
             )
         array = array.astype(target)
@@ -299,13 +306,13 @@ def encode_response(response: InferResponse, *, raw: bool = True) -> pb.ModelInf
         if tensor.parameters:
             encode_parameters(tensor.parameters, out.parameters)
         if raw:
-            raw_contents.append(_raw_output(tensor))
+            raw_contents.append(_raw_contents(tensor))
         else:
             _typed_output(tensor, out.contents)
     return message
 
 
-def _raw_output(tensor: Tensor) -> bytes:
+def _raw_contents(tensor: Tensor) -> bytes:
     if tensor.datatype == "BYTES":
         return encode_bytes(tensor.data)
     wire = _WIRE_DTYPE[tensor.datatype]
@@ -325,6 +332,61 @@ def _typed_output(tensor: Tensor, contents: pb.InferTensorContents) -> None:
         # tolist() first: protobuf converts Python numbers several times faster than
         # numpy scalars.
         values.extend(tensor.data.reshape(-1).tolist())
+
+
+# ------------------------------------------------------------- the client's direction
+
+
+def encode_request(request: InferRequest) -> pb.ModelInferRequest:
+    """Turn an :class:`InferRequest` into a ``ModelInferRequest`` with raw contents.
+
+    Used by :class:`ferry.client.GrpcClient` and the tests; the server's inverse is
+    :func:`decode_request`.
+    """
+    message = pb.ModelInferRequest(
+        model_name=request.model_name,
+        model_version=request.model_version or "",
+        id=request.id or "",
+    )
+    if request.parameters:
+        encode_parameters(request.parameters, message.parameters)
+    for tensor in request.inputs:
+        item = message.inputs.add(name=tensor.name, datatype=tensor.datatype,
+                                  shape=tensor.data.shape)
+        if tensor.parameters:
+            encode_parameters(tensor.parameters, item.parameters)
+        message.raw_input_contents.append(_raw_contents(tensor))
+    for output in request.outputs or ():
+        wanted = message.outputs.add(name=output.name)
+        if output.parameters:
+            encode_parameters(output.parameters, wanted.parameters)
+    return message
+
+
+def decode_response(message: pb.ModelInferResponse) -> InferResponse:
+    """Turn a ``ModelInferResponse`` (raw or typed contents) into an :class:`InferResponse`.
+
+    Raises:
+        InputError: the response is malformed (raw contents that do not match an output's
+            shape, an unknown datatype); the message says which output.
+    """
+    raw = message.raw_output_contents
+    if raw and len(raw) != len(message.outputs):
+        raise InputError(f"response has {len(message.outputs)} outputs but {len(raw)} raw "
+                         "contents")
+    outputs: list[Tensor] = []
+    for index, tensor in enumerate(message.outputs):
+        if raw:
+            outputs.append(_decode_raw(tensor, raw[index], "output"))
+        else:
+            outputs.append(_decode_typed(tensor, "output"))
+    return InferResponse(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        outputs=outputs,
+        id=message.id or None,
+        parameters=decode_parameters(message.parameters),
+    )
 
 
 # ------------------------------------------------------------------------- parameters

@@ -331,3 +331,47 @@ def test_parameters_keep_their_types() -> None:
         "b": True, "i": -3, "u": 2**64 - 1, "f": 0.25, "s": "x", "huge": str(2**70),
         "np": 4, "other": "[1]",
     }
+
+
+# --------------------------------------------------------------- client direction
+
+
+def test_client_request_roundtrips_through_the_server_decoder() -> None:
+    from ferry.inference import InferRequest, RequestedOutput
+    from ferry.protocols.grpc.convert import encode_request
+
+    arrays = {d: _sample(d) for d in [*NUMERIC, "BYTES"]}
+    request = InferRequest(
+        model_name="m", model_version="1", id="r",
+        inputs=[Tensor(d.lower(), d, a.shape, a) for d, a in arrays.items()],
+        outputs=[RequestedOutput("y", {"binary_data": True})], parameters={"p": 1},
+    )
+    wire = pb.ModelInferRequest.FromString(encode_request(request).SerializeToString())
+    back = decode_request(wire)
+    assert (back.model_name, back.model_version, back.id, back.parameters) == ("m", "1", "r",
+                                                                             {"p": 1})
+    assert [(o.name, o.parameters) for o in back.outputs or []] == [("y", {"binary_data": True})]
+    for tensor in back.inputs:
+        np.testing.assert_array_equal(tensor.data, arrays[tensor.datatype])
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_client_decodes_raw_and_typed_responses(raw: bool) -> None:
+    from ferry.protocols.grpc.convert import decode_response
+
+    arrays = {d: _sample(d) for d in TYPED_FIELD}
+    message = encode_response(_response(*[Tensor(d, d, a.shape, a) for d, a in arrays.items()],
+                                        id="q"), raw=raw)
+    back = decode_response(pb.ModelInferResponse.FromString(message.SerializeToString()))
+    assert (back.model_name, back.model_version, back.id) == ("m", "2", "q")
+    for tensor in back.outputs:
+        np.testing.assert_array_equal(tensor.data, arrays[tensor.name])
+
+
+def test_malformed_responses_name_the_output() -> None:
+    from ferry.protocols.grpc.convert import decode_response
+
+    message = pb.ModelInferResponse(model_name="m", raw_output_contents=[b"\x00" * 3])
+    message.outputs.add(name="y", datatype="FP32", shape=[1])
+    with pytest.raises(InputError, match="output 'y': raw contents hold 3 bytes"):
+        decode_response(message)
