@@ -8,15 +8,18 @@ the event loop that runs the engine and the REST server.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ferry.engine import Engine
 from ferry.errors import ConfigError
 from ferry.protocols.grpc._generated import inference_pb2 as pb
-from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
 from ferry.protocols.grpc.health import ReadinessHealthServicer
 from ferry.protocols.grpc.servicer import InferenceServicer
 
@@ -60,7 +63,7 @@ def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE
         # receive limit.
         ("grpc.max_send_message_length", -1),
     ])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine), server)
+    _add_inference_service(server, InferenceServicer(engine))
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     health_pb2_grpc.add_HealthServicer_to_server(
         ReadinessHealthServicer(engine, [SERVICE_NAME]), server)
@@ -86,6 +89,63 @@ def bind(server: grpc.aio.Server, host: str, port: int) -> int:
         raise ConfigError(f"cannot listen for gRPC on {address}: {reason}",
                           hint="choose another port with --grpc-port, or stop what uses it")
     return bound
+
+
+def _add_inference_service(server: grpc.aio.Server, servicer: InferenceServicer) -> None:
+    """Register the service as the generated ``add_..._to_server`` does, but parse leniently.
+
+    With the generated deserializers, bytes that are not a valid protobuf make gRPC answer
+    INTERNAL ("Exception deserializing request!"), a server error for a client's mistake.
+    Here such a request reaches a guard that answers INVALID_ARGUMENT instead.
+    """
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guarded(getattr(servicer, method.name)),
+            request_deserializer=_lenient(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+class _Malformed:
+    """Stands in for a request whose bytes protobuf could not parse."""
+
+    __slots__ = ("problem", "type_name")
+
+    def __init__(self, type_name: str, problem: str) -> None:
+        self.type_name = type_name
+        self.problem = problem
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    parse = message_type.FromString
+    name = message_type.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Malformed(name, str(exc) or "not a protobuf message")
+
+    return deserialize
+
+
+def _guarded(method: Callable[[Any, Any], Awaitable[Any]]
+             ) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: Any) -> Any:
+        if type(request) is _Malformed:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request.type_name} message: {request.problem}",
+            )
+        return await method(request, context)
+
+    return handle
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:
