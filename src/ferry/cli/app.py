@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from ferry import __version__
 from ferry.cli.console import err_console
@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("FERRY_DEBUG", "") not in ("", "0", "false")
     try:
         result = app(args=args, prog_name="ferry", standalone_mode=False)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except TyperException as exc:  # usage errors: shown the way Typer shows them
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         return 1
     except KeyboardInterrupt:

@@ -178,7 +178,7 @@ def _load(keras: Any, source: Path) -> Any:
             f"{source.name} uses a class Keras cannot find: {_first_sentence(exc)}",
             hint="custom layers must be registered with @keras.saving.register_keras_serializable",
         ) from None
-    except (OSError, KeyError) as exc:
+    except Exception as exc:  # h5py, zipfile and Keras raise many types for damaged files
         raise ArtifactError(
             f"{source.name}: Keras cannot load it ({_first_sentence(exc)}); the file may be "
             "truncated or corrupted"

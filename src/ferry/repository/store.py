@@ -6,7 +6,8 @@ Layout::
       <model>/<version>/manifest.json   one directory per version, never changed once written
       <model>/<version>/model.onnx      ... and the artifact files the manifest lists
       .staging/<pid>-<random>/          versions being written (invisible to readers)
-      .locks/<model>.lock               serializes version numbering per model
+      .locks/<model>.lock               serializes version numbering per model, and holds
+                                        the highest number given (never reused)
 
 A new version is written completely into ``.staging``, then renamed into place while the
 model's lock is held, so two concurrent imports get two distinct numbers and a reader never
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ferry.errors import IntegrityError, NotFoundError
 from ferry.repository.atomic import fsync_dir
@@ -175,9 +177,17 @@ class Repository:
         files = {rel: FileEntry(sha256=h, size=n) for rel, (h, n) in hashed.items()}
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock(name):
+        with self._lock(name) as lock:
+            # The lock file remembers the highest number ever given, so a deleted version's
+            # number is never reused for different content.
+            lock.seek(0)
+            given = lock.read().strip()
             taken = [int(e.name) for e in model_dir.iterdir() if e.name.isdigit()]
-            version = max(taken, default=0) + 1
+            version = max([*taken, int(given) if given.isdigit() else 0]) + 1
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(version).encode())
+            lock.flush()
             manifest = draft.model_copy(update={"version": version, "files": files})
             (staging / MANIFEST_NAME).write_bytes(manifest.to_json())
             _seal(staging)
@@ -210,13 +220,13 @@ class Repository:
     # ----------------------------------------------------------------- helpers
 
     @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
+    def _lock(self, name: str) -> Iterator[BinaryIO]:
         lock_dir = self.root / _LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
         with (lock_dir / f"{name}.lock").open("a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                yield
+                yield handle
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 

@@ -25,7 +25,9 @@ def demo(
     The network is the tutorial's Dense 64-64-10; it is saved as my_model.h5, imported,
     and its test accuracy printed under Keras and under ONNX Runtime.
 
-    Needs the demo extra: pip install 'ferry[demo]'.
+    Needs the demo extra: pip install 'ferry[demo]'. Example:
+
+      [bold]ferry --repo model-repository demo --epochs 20[/]
     """
     from ferry.demo import run_demo
 

@@ -19,7 +19,7 @@ from ferry.repository import Manifest
 def import_(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(
-        help="The model as saved: my_model.h5, model.keras, model.onnx, ...",
+        metavar="FILE", help="The model as saved: my_model.h5, model.keras, model.onnx, ...",
         show_default=False,
     )],
     name: Annotated[str, typer.Option(

@@ -20,7 +20,8 @@ from ferry.runtimes import load_runtime
 @app.command("predict")
 def predict(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: the latest).")],
+    model: Annotated[str, typer.Argument(
+        metavar="MODEL", help="NAME or NAME:VERSION (default: the latest).")],
     input: Annotated[str | None, typer.Option(
         "--input", "-i", help="Inputs: a .json, .npy or .npz file, or '-' for stdin "
         "(also read from stdin when omitted and piped).",

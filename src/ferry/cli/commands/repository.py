@@ -49,7 +49,8 @@ def models(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: the latest).")],
+    model: Annotated[str, typer.Argument(
+        metavar="MODEL", help="NAME or NAME:VERSION (default: the latest).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest.")] = False,
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Check every file's sha256 against the manifest.",
@@ -98,7 +99,8 @@ def _print_manifest(m: Manifest, *, verified: bool) -> None:
 @app.command("delete")
 def delete(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="NAME (every version) or NAME:VERSION.")],
+    model: Annotated[str, typer.Argument(
+        metavar="MODEL", help="NAME (every version) or NAME:VERSION.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete one version of a model, or all of its versions.
