@@ -9,6 +9,7 @@ with no copy at all (:mod:`ferry.protocols.rest.binary`).
 
 from __future__ import annotations
 
+import reprlib
 from math import prod
 from typing import Any
 
@@ -113,7 +114,7 @@ def tensor_from_json(data: Any, name: str, datatype: str,
         raise InputError(f"input {name!r}: 'data' must be a list of values, got {_kind(data)}")
     # model_construct skips validation: the datatype was checked above, and this is per request.
     spec = TensorSpec.model_construct(name=name, datatype=datatype, shape=shape)
-    array = as_array(spec, data)
+    array = _uint64(data, name) if datatype == "UINT64" else as_array(spec, data)
     want = prod(shape)
     if array.size != want:
         raise InputError(
@@ -122,13 +123,26 @@ def tensor_from_json(data: Any, name: str, datatype: str,
     return array if array.shape == shape else array.reshape(shape)
 
 
+def _uint64(data: Any, name: str) -> np.ndarray[Any, Any]:
+    # numpy turns [1, 2**64 - 1] into float64 (no integer type holds both int64 and uint64
+    # values), losing precision; convert element by element instead.
+    array = np.asarray(data, dtype=object)
+    flat = array.reshape(-1)
+    for value in flat:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"input {name!r}: expected UINT64 values, got {_kind(value)}")
+        if not 0 <= value < 1 << 64:
+            raise InputError(f"input {name!r}: value {value} is out of range for UINT64")
+    return array.astype(np.uint64)
+
+
 def _shape(value: Any, name: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM
             for d in value):
         raise InputError(
             f"input {name!r}: 'shape' must be a list of non-negative integers, got "
-            f"{orjson.dumps(value).decode() if _small(value) else _kind(value)}")
+            f"{reprlib.repr(value) if isinstance(value, list) else _kind(value)}")
     return tuple(value)
 
 
@@ -231,10 +245,6 @@ def json_value(array: Any) -> Any:
     if array.dtype.kind == "O":
         return [json_value(a) for a in array]
     return np.ascontiguousarray(array)
-
-
-def _small(value: Any) -> bool:
-    return isinstance(value, list) and len(value) <= 16
 
 
 def _kind(value: Any) -> str:
