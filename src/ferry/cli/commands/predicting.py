@@ -14,8 +14,8 @@ from ferry.cli.app import app, state
 from ferry.cli.console import print_json
 from ferry.errors import InputError
 from ferry.repository import ModelRef
-from ferry.signature import Signature
 from ferry.runtimes import load_runtime
+from ferry.signature import Signature
 
 
 @app.command("predict")
