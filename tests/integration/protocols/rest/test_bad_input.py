@@ -111,7 +111,8 @@ def test_bad_input_is_a_4xx_naming_the_problem(http, path, body, headers, status
     ("/v1/models/pair/versions/99:predict", ["99"]),
 ], ids=["v2-model", "v2-version", "predict-model", "tfserving-model", "tfserving-version"])
 def test_unknown_model_or_version_is_404(http, path, phrases):
-    body = orjson.dumps(_pair()) if "/v2/" in path else b'{"instances": [[1, 2, 3, 4]]}'
+    body = (orjson.dumps(_pair()) if "/v2/" in path else b'{"data": [[1, 2, 3, 4]]}'
+            if "/predict" in path else b'{"instances": [[1, 2, 3, 4]]}')
     _check(http.post(path, content=body), 404, *phrases)
 
 
@@ -157,7 +158,7 @@ def test_gzip_body_within_the_limit_is_read(http):
 
 
 def test_bad_bytes_binary_element_length(http):
-    doc = orjson.dumps({"inputs": [{"name": "in_bytes", "datatype": "BYTES", "shape": [1, 3],
+    doc = orjson.dumps({"inputs": [{"name": "in_bytes", "datatype": "BYTES", "shape": [1, 1],
                                     "parameters": {"binary_data_size": 8}}]})
     raw = struct.pack("<I", 1000) + b"abcd"
     response = http.post("/v2/models/alltypes/infer", content=doc + raw,
