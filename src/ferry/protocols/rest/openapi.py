@@ -118,6 +118,7 @@ _SCHEMAS: dict[str, Any] = {
     "PredictRequest": {
         "type": "object",
         "description": "'data' for a model with one input, or 'inputs' by name; not both.",
+        "oneOf": [{"required": ["data"]}, {"required": ["inputs"]}],
         "properties": {"data": _DATA,
                        "inputs": {"type": "object", "additionalProperties": _DATA}}},
     "PredictResponse": {
@@ -128,6 +129,7 @@ _SCHEMAS: dict[str, Any] = {
     "TFServingRequest": {
         "type": "object",
         "description": "Exactly one of 'instances' (row format) and 'inputs' (columnar).",
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
         "properties": {"signature_name": {"type": "string"},
                        "instances": {"type": "array", "minItems": 1},
                        "inputs": {"anyOf": [{"type": "object"}, {"type": "array"}, _SCALAR]}}},

@@ -176,3 +176,15 @@ def test_the_server_still_answers_after_all_that(http):
     assert response.status_code == 200
     outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
     assert outputs == {"sum": [2.0, 3.0, 4.0, 5.0], "diff": [0.0, 1.0, 2.0, 3.0]}
+
+
+def test_a_client_that_leaves_mid_body_does_not_hurt_the_server(http, server):
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/pair/infer HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"inputs\": [")
+    for _ in range(3):
+        assert http.post(INFER, content=orjson.dumps(_pair())).status_code == 200
