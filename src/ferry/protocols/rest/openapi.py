@@ -137,6 +137,13 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"predictions": {"type": "array"},
                        "outputs": {"anyOf": [{"type": "object"}, {"type": "array"}]}}},
+    "TFServingStatus": {
+        "type": "object", "required": ["name", "ready", "model_version_status"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"},
+                       "model_version_status": {"type": "array", "items": {
+                           "type": "object", "properties": {
+                               "version": {"type": "string"}, "state": {"type": "string"},
+                               "status": {"type": "object"}}}}}},
     "RepositoryIndexRequest": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
     "RepositoryModel": {
         "type": "object", "required": ["name", "state"],
@@ -182,6 +189,7 @@ def _paths() -> dict[str, Any]:
     predict_ok = {"200": _answer("Predictions", _ref("PredictResponse")), **_ERRORS}
     tf_ok = {"200": _answer("Predictions or outputs", _ref("TFServingResponse")), **_ERRORS}
     tf_body = _body(_ref("TFServingRequest"))
+    tf_status = {"200": _answer("Status", _ref("TFServingStatus")), **_READ_ERRORS}
     return {
         "/v2/health/live": {"get": _op("Server liveness", {"200": health, "503": not_ok},
                                        tag="V2 health")},
@@ -224,6 +232,12 @@ def _paths() -> dict[str, Any]:
         "/v1/models/{model}/versions/{version}:predict": {"post": _op(
             "TensorFlow Serving predict (one version)", tf_ok, params=[_MODEL, _VERSION],
             body=tf_body, tag="TensorFlow Serving")},
+        "/v1/models/{model}": {"get": _op(
+            "Model status (TensorFlow Serving and KServe V1)", tf_status, params=[_MODEL],
+            tag="TensorFlow Serving")},
+        "/v1/models/{model}/versions/{version}": {"get": _op(
+            "Model version status", tf_status, params=[_MODEL, _VERSION],
+            tag="TensorFlow Serving")},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {
             "description": "Exposition text", "content": {"text/plain": {
                 "schema": {"type": "string"}}}}}, tag="Operations")},

@@ -8,7 +8,9 @@
 * the columnar format ``{"inputs": value}`` or ``{"inputs": {"name": value, ...}}``;
   answered with ``{"outputs": value}`` or ``{"outputs": {"name": value, ...}}``.
 
-``signature_name`` is accepted (ferry's models have one signature). Errors are TF Serving's
+``GET /v1/models/{model}[/versions/{version}]`` reports the model's status in TF Serving's
+form (``model_version_status``) plus KServe V1's ``{"name", "ready"}``, so both kinds of
+client can ask. ``signature_name`` is accepted (ferry's models have one signature). Errors are TF Serving's
 own shape, ``{"error": "..."}``, which is also the V2 one.
 """
 
@@ -68,9 +70,26 @@ def routes(ctx: RestContext) -> list[Route]:
 
         return await exchange(ctx, model, work)
 
+    async def status(request: Request) -> Response:
+        model: str = request.path_params["model"]
+        version: str | None = request.path_params.get("version")
+        meta = engine.model_metadata(model, version)  # NotFoundError (404) if unknown
+        versions = [version] if version is not None else meta.versions
+        return json_response({
+            "name": model,
+            "ready": engine.model_ready(model, version),
+            "model_version_status": [
+                {"version": v,
+                 "state": "AVAILABLE" if engine.model_ready(model, v) else "UNAVAILABLE",
+                 "status": {"error_code": "OK", "error_message": ""}}
+                for v in versions],
+        })
+
     return [
         Route("/v1/models/{model}:predict", predict, methods=["POST"]),
         Route("/v1/models/{model}/versions/{version}:predict", predict, methods=["POST"]),
+        Route("/v1/models/{model}", status, methods=["GET"]),
+        Route("/v1/models/{model}/versions/{version}", status, methods=["GET"]),
     ]
 
 

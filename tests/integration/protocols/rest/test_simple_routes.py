@@ -98,3 +98,13 @@ def test_tfserving_rows_that_name_different_inputs(http):
         "instances": [{"a": [1, 2, 3, 4], "b": [1, 1, 1, 1]}, {"a": [0, 0, 0, 0]}]})
     assert response.status_code == 400
     assert "every row must name the same inputs" in response.json()["error"]
+
+
+def test_tfserving_model_status(http):
+    status = http.get("/v1/models/mlp").json()
+    assert status["ready"] is True and status["name"] == "mlp"
+    assert status["model_version_status"] == [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+    assert http.get("/v1/models/mlp/versions/1").json()["ready"] is True
+    missing = http.get("/v1/models/mlp/versions/7")
+    assert missing.status_code == 404 and "7" in missing.json()["error"]

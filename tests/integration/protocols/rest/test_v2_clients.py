@@ -155,5 +155,6 @@ async def test_kserve_rest_client_v1_is_tf_serving_predict(server):
         rows = [[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]
         answer = await client.infer(server.url, {"instances": rows}, model_name="mlp")
         assert np.asarray(answer["predictions"]).shape == (2, 3)
+        assert await client.is_model_ready(server.url, "mlp")
     finally:
         await client.close()
