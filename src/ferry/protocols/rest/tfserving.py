@@ -10,8 +10,8 @@
 
 ``GET /v1/models/{model}[/versions/{version}]`` reports the model's status in TF Serving's
 form (``model_version_status``) plus KServe V1's ``{"name", "ready"}``, so both kinds of
-client can ask. ``signature_name`` is accepted (ferry's models have one signature). Errors are TF Serving's
-own shape, ``{"error": "..."}``, which is also the V2 one.
+client can ask. ``signature_name`` is accepted (ferry's models have one signature). Errors
+are TF Serving's own shape, ``{"error": "..."}``, which is also the V2 one.
 """
 
 from __future__ import annotations
