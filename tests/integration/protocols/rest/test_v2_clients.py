@@ -158,3 +158,14 @@ async def test_kserve_rest_client_v1_is_tf_serving_predict(server):
         assert await client.is_model_ready(server.url, "mlp")
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests(client, algorithm):
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    inputs = [triton.InferInput("a", [2, 4], "FP32"), triton.InferInput("b", [2, 4], "FP32")]
+    for tensor in inputs:
+        tensor.set_data_from_numpy(a, binary_data=True)
+    result = client.infer("pair", inputs, request_compression_algorithm=algorithm,
+                          response_compression_algorithm=algorithm)
+    assert np.array_equal(result.as_numpy("sum"), a + a)
