@@ -9,7 +9,7 @@ REPO ?= model-repository
 MODEL ?= digits
 
 .DEFAULT_GOAL := help
-.PHONY: help serve demo test lint check clean bench bench-tools
+.PHONY: help serve demo test lint check clean bench bench-tools proto
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench-tools: ## Install the load generators (wrk, h2load) with apt-get if missin
 	  echo "==> installing$$missing with apt-get"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+proto: $(VENV)/.installed-test ## Regenerate the gRPC code in src/ferry/protocols/grpc/_generated
+	$(BIN)/python scripts/generate_grpc.py
 
 clean: ## Remove the virtualenv, build outputs and the demo repository
 	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache benchmarks/.work
