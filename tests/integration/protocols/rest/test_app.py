@@ -88,13 +88,17 @@ def test_docs_page_renders_the_document(http):
     assert 'spec-url="openapi.json"' in response.text
 
 
-def test_health_503_and_infer_503_with_retry_after_while_the_engine_is_stopped(rest_repo):
+def test_health_503_and_infer_503_with_retry_after_once_the_engine_is_stopping(rest_repo):
     engine = make_engine(rest_repo)
-    with serve(engine, rest_repo, start_engine=False) as served, \
+    with serve(engine, rest_repo) as served, \
             httpx.Client(base_url=served.url, timeout=30) as http:
+        assert http.post("/v2/models/pair/infer", json=PAIR).status_code == 200
+        served.call(engine.stop(timeout=5.0))
         ready = http.get("/v2/health/ready")
         assert ready.status_code == 503 and ready.json() == {"ready": False}
+        model_ready = http.get("/v2/models/pair/ready")
+        assert model_ready.status_code in (404, 503)
         response = http.post("/v2/models/pair/infer", json=PAIR)
         assert response.status_code == 503, response.text
-        assert response.headers["retry-after"].isdigit()
-        assert response.json()["error"]
+        assert response.headers["retry-after"] == "1"
+        assert "shutting down" in response.json()["error"]
