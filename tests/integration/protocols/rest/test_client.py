@@ -91,3 +91,44 @@ def test_ferry_predict_url_errors_are_one_line(server, tmp_path):
     unknown = subprocess.run([str(FERRY), "predict", "nope", "--input", str(sample),
                               "--url", server.url], capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_ferry_predict_url_grpc_scheme(rest_repo, tmp_path):
+    """grpc://HOST:PORT goes through ferry's GrpcClient to a real gRPC server."""
+    import asyncio
+    import threading
+
+    from ferry.protocols.grpc.server import bind, build_server
+    from rest_server import make_engine
+
+    engine = make_engine(rest_repo)
+    started, stop, port = threading.Event(), None, {}
+
+    async def main():
+        nonlocal stop
+        stop = asyncio.Event()
+        await engine.start()
+        server = build_server(engine)
+        port["value"] = bind(server, "127.0.0.1", 0)
+        await server.start()
+        started.set()
+        await stop.wait()
+        await server.stop(1)
+        await engine.stop(timeout=5)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(60)
+        sample = tmp_path / "rows.json"
+        sample.write_text(json.dumps({"data": [[1, 2, 3, 4]]}))
+        result = subprocess.run([str(FERRY), "predict", "mlp", "--input", str(sample), "--url",
+                                 f"grpc://127.0.0.1:{port['value']}"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["outputs"][0]["shape"] == [1, 3]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
