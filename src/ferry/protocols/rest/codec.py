@@ -21,7 +21,7 @@ from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
 from ferry.protocols.rest.binary import decode_tensor, encode_tensor
 from ferry.signature import DATATYPES, TensorSpec, as_array, format_shape
 
-__all__ = ["decode_request", "encode_response", "json_data", "json_value", "tensor_from_json"]
+__all__ = ["convert", "decode_request", "encode_response", "json_data", "json_value", "tensor_from_json"]
 
 _SCALARS = (str, int, float, bool)
 #: A dimension must fit the protocol's uint64, and numpy's int64 in practice.
@@ -112,15 +112,34 @@ def tensor_from_json(data: Any, name: str, datatype: str,
     """
     if not isinstance(data, list) and not isinstance(data, _SCALARS):
         raise InputError(f"input {name!r}: 'data' must be a list of values, got {_kind(data)}")
-    # model_construct skips validation: the datatype was checked above, and this is per request.
-    spec = TensorSpec.model_construct(name=name, datatype=datatype, shape=shape)
-    array = _uint64(data, name) if datatype == "UINT64" else as_array(spec, data)
+    array = convert(data, name, datatype)
     want = prod(shape)
     if array.size != want:
         raise InputError(
             f"input {name!r}: shape {format_shape(shape)} needs {want} values, "
             f"'data' has {array.size}")
     return array if array.shape == shape else array.reshape(shape)
+
+
+def convert(data: Any, name: str, datatype: str) -> np.ndarray[Any, Any]:
+    """JSON values -> an array of ``datatype`` (:func:`ferry.signature.as_array`'s rules).
+
+    Raises:
+        InputError: as ``as_array``, and for numbers too large for a float datatype
+            (1e6 in FP16 would silently become infinity).
+    """
+    if datatype == "UINT64":
+        return _uint64(data, name)
+    # model_construct skips validation: the datatype was checked before; this is per request.
+    spec = TensorSpec.model_construct(name=name, datatype=datatype, shape=())
+    try:
+        with np.errstate(over="raise"):
+            return as_array(spec, data)
+    except FloatingPointError:
+        limit = float(np.finfo(DATATYPES[datatype]).max)
+        raise InputError(
+            f"input {name!r}: a value is out of range for {datatype} "
+            f"(largest magnitude {limit:g})") from None
 
 
 def _uint64(data: Any, name: str) -> np.ndarray[Any, Any]:

@@ -20,9 +20,9 @@ from starlette.routing import Route
 from ferry.errors import InputError, NotFoundError
 from ferry.inference import InferRequest, ModelMetadata, RequestedOutput, Tensor
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
-from ferry.protocols.rest.codec import json_value
+from ferry.protocols.rest.codec import convert, json_value
 from ferry.protocols.rest.exchange import Answer, RestContext, exchange, json_response
-from ferry.signature import TensorSpec, as_array
+from ferry.signature import TensorSpec
 
 __all__ = ["named_arrays", "routes", "to_tensor"]
 
@@ -92,7 +92,7 @@ def named_arrays(meta: ModelMetadata, data: Any, inputs: Any, *,
                 f"({', '.join(repr(s.name) for s in meta.inputs)}); send "
                 '{"inputs": {"name": [...], ...}} instead of ' + what)
         spec = meta.inputs[0]
-        return {spec.name: _batched(spec, as_array(spec, data))}
+        return {spec.name: _batched(spec, convert(data, spec.name, spec.datatype))}
     if not isinstance(inputs, dict) or not inputs:
         raise InputError("'inputs' must be a JSON object of input name -> rows")
     arrays = {}
@@ -102,7 +102,7 @@ def named_arrays(meta: ModelMetadata, data: Any, inputs: Any, *,
             raise InputError(
                 f"unknown input {name!r}; the model's inputs are "
                 f"{', '.join(repr(s.name) for s in meta.inputs)}")
-        arrays[name] = _batched(found, as_array(found, value))
+        arrays[name] = _batched(found, convert(value, name, found.datatype))
     return arrays
 
 
