@@ -21,7 +21,8 @@ from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
 from ferry.protocols.rest.binary import decode_tensor, encode_tensor
 from ferry.signature import DATATYPES, TensorSpec, as_array, format_shape
 
-__all__ = ["convert", "decode_request", "encode_response", "json_data", "json_value", "tensor_from_json"]
+__all__ = ["convert", "decode_request", "encode_response", "json_data", "json_value",
+           "tensor_from_json"]
 
 _SCALARS = (str, int, float, bool)
 #: A dimension must fit the protocol's uint64, and numpy's int64 in practice.
