@@ -226,6 +226,9 @@ class Engine:
         """
         if self._stopping:
             raise UnavailableError("the server is shutting down", retry_after=1.0)
+        if not self._started:
+            raise UnavailableError("the server is starting: its models are loading",
+                                   retry_after=1.0)
         snap = self._snapshot(request.model_name)
         served = self._version(snap, request.model_name, request.model_version)
         signature = served.signature
