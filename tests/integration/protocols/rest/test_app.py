@@ -102,3 +102,13 @@ def test_health_503_and_infer_503_with_retry_after_once_the_engine_is_stopping(r
         assert response.status_code == 503, response.text
         assert response.headers["retry-after"] == "1"
         assert "shutting down" in response.json()["error"]
+
+
+def test_503_with_retry_after_before_the_engine_has_started(rest_repo):
+    engine = make_engine(rest_repo)
+    with serve(engine, rest_repo, start_engine=False) as served, \
+            httpx.Client(base_url=served.url, timeout=30) as http:
+        assert http.get("/v2/health/ready").status_code == 503
+        response = http.post("/v2/models/pair/infer", json=PAIR)
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"].isdigit() and response.json()["error"]
