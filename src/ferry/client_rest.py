@@ -32,9 +32,11 @@ from ferry.errors import (
     InternalError,
     MissingDependencyError,
     NotFoundError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitedError,
     UnavailableError,
+    UnsupportedMediaTypeError,
 )
 from ferry.inference import InferResponse, ModelMetadata, ServerMetadata, Tensor
 from ferry.signature import DATATYPES, TensorSpec, as_array, datatype_of
@@ -47,7 +49,7 @@ _LENGTH = struct.Struct("<I")
 #: HTTP status -> the ferry error a client raises for it.
 _HTTP_ERRORS: dict[int, type[FerryError]] = {
     400: InputError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
-    413: InputError, 415: InputError, 429: RateLimitedError, 503: UnavailableError,
+    413: PayloadTooLargeError, 415: UnsupportedMediaTypeError, 429: RateLimitedError, 503: UnavailableError,
     504: DeadlineExceededError,
 }
 

@@ -14,8 +14,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from ferry.errors import InputError
-from ferry.protocols.rest.errors import BodyTooLargeError, ContentTypeError
+from ferry.errors import InputError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 __all__ = ["check_content_type", "parse_json", "read_body"]
 
@@ -27,8 +26,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     """Read the whole body of ``request``, refusing more than ``limit`` bytes.
 
     Raises:
-        BodyTooLargeError: ``Content-Length`` or the bytes received exceed the limit.
-        ContentTypeError: an unsupported ``Content-Encoding``.
+        PayloadTooLargeError: ``Content-Length`` or the bytes received exceed the limit.
+        UnsupportedMediaTypeError: an unsupported ``Content-Encoding``.
         InputError: a malformed ``Content-Length`` or a corrupt compressed body.
     """
     headers = request.headers
@@ -55,7 +54,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     wbits = _WBITS.get(encoding)
     if wbits is None:
-        raise ContentTypeError(
+        raise UnsupportedMediaTypeError(
             f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or identity")
     inflater = zlib.decompressobj(wbits)
     try:
@@ -67,9 +66,9 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def _too_large(size: int, limit: int, *, streamed: bool = False) -> BodyTooLargeError:
+def _too_large(size: int, limit: int, *, streamed: bool = False) -> PayloadTooLargeError:
     got = f"more than {limit}" if streamed else str(size)
-    return BodyTooLargeError(
+    return PayloadTooLargeError(
         f"request body of {got} bytes is larger than the limit of {limit} bytes",
         hint="send fewer rows per request, or raise the server's max body size")
 
@@ -80,7 +79,7 @@ def check_content_type(request: Request, *, binary: bool = False) -> None:
     A missing ``Content-Type`` is accepted: tritonclient sends none.
 
     Raises:
-        ContentTypeError: any other media type, naming what to send instead.
+        UnsupportedMediaTypeError: any other media type, naming what to send instead.
     """
     value = request.headers.get("content-type")
     if value is None:
@@ -92,7 +91,7 @@ def check_content_type(request: Request, *, binary: bool = False) -> None:
         return
     allowed = "application/json" + (" or application/octet-stream (binary tensor data)"
                                     if binary else "")
-    raise ContentTypeError(
+    raise UnsupportedMediaTypeError(
         f"Content-Type {media!r} is not accepted here; send {allowed}",
         hint="with curl: -H 'Content-Type: application/json'")
 

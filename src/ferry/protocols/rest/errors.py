@@ -13,9 +13,16 @@ import math
 import orjson
 from starlette.responses import Response
 
-from ferry.errors import ErrorCode, FerryError, InputError, RateLimitedError, UnavailableError
+from ferry.errors import (
+    ErrorCode,
+    FerryError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
 
-__all__ = ["STATUS", "BodyTooLargeError", "ContentTypeError", "error_response", "status_of"]
+__all__ = ["STATUS", "error_response", "status_of"]
 
 #: ferry error code -> HTTP status. Complete: a test checks that every ErrorCode is here.
 STATUS: dict[ErrorCode, int] = {
@@ -34,23 +41,19 @@ STATUS: dict[ErrorCode, int] = {
 }
 
 
-
-class BodyTooLargeError(InputError):
-    """The body is larger than the server accepts (HTTP 413 rather than 400)."""
-
-    status = 413
-
-
-class ContentTypeError(InputError):
-    """The body's media type or encoding is not one the route reads (HTTP 415, not 400)."""
-
-    status = 415
+#: Errors HTTP tells apart more finely than their code does (both are INVALID_ARGUMENT).
+_FINER: tuple[tuple[type[FerryError], int], ...] = (
+    (PayloadTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
+)
 
 
 def status_of(error: FerryError) -> int:
-    """The HTTP status of a ferry error: the class's own ``status`` if HTTP needs finer."""
-    own: int | None = getattr(error, "status", None)
-    return own if own is not None else STATUS.get(error.code, 500)
+    """The HTTP status of a ferry error."""
+    for kind, status in _FINER:
+        if isinstance(error, kind):
+            return status
+    return STATUS.get(error.code, 500)
 
 
 def error_response(error: FerryError | str, status: int | None = None,

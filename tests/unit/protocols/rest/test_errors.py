@@ -10,16 +10,12 @@ from ferry.errors import (
     InputError,
     InternalError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitedError,
     UnavailableError,
+    UnsupportedMediaTypeError,
 )
-from ferry.protocols.rest.errors import (
-    STATUS,
-    BodyTooLargeError,
-    ContentTypeError,
-    error_response,
-    status_of,
-)
+from ferry.protocols.rest.errors import STATUS, error_response, status_of
 
 
 def test_every_error_code_has_a_status():
@@ -27,8 +23,8 @@ def test_every_error_code_has_a_status():
 
 
 @pytest.mark.parametrize(("error", "status"), [
-    (InputError("bad"), 400), (NotFoundError("gone"), 404), (BodyTooLargeError("big"), 413),
-    (ContentTypeError("xml"), 415), (RateLimitedError("full"), 429),
+    (InputError("bad"), 400), (NotFoundError("gone"), 404), (PayloadTooLargeError("big"), 413),
+    (UnsupportedMediaTypeError("xml"), 415), (RateLimitedError("full"), 429),
     (UnavailableError("later"), 503), (InternalError("bug"), 500),
 ], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v))
 def test_status_of_each_branch(error, status):
