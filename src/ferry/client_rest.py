@@ -49,8 +49,8 @@ _LENGTH = struct.Struct("<I")
 #: HTTP status -> the ferry error a client raises for it.
 _HTTP_ERRORS: dict[int, type[FerryError]] = {
     400: InputError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
-    413: PayloadTooLargeError, 415: UnsupportedMediaTypeError, 429: RateLimitedError, 503: UnavailableError,
-    504: DeadlineExceededError,
+    413: PayloadTooLargeError, 415: UnsupportedMediaTypeError, 429: RateLimitedError,
+    503: UnavailableError, 504: DeadlineExceededError,
 }
 
 
