@@ -7,10 +7,13 @@ binary) and V1 (TF Serving's :predict); health, metadata and the repository exte
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from tritonclient.utils import InferenceServerException
 
 from protocol_models import ONNX_TYPES
@@ -129,35 +132,60 @@ def test_tritonclient_repository_index_unload_and_load(client):
     assert client.infer("half", [tensor]).as_numpy("y").tolist() == [[1.0, 1.0]]
 
 
-@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-async def test_kserve_rest_client_v2(server, binary):
+# KServe's client runs in a subprocess: kserve and tritonclient.grpc both register the protobuf
+# package `inference` in protobuf's default pool, so one process cannot import both, and
+# other tests in this session use tritonclient.grpc.
+_KSERVE = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+async def main(url, binary):
+    out = {}
     client = InferenceRESTClient(RESTConfig(protocol="v2"))
     try:
         a = np.arange(8, dtype=np.float32).reshape(2, 4)
         inputs = [InferInput("a", [2, 4], "FP32"), InferInput("b", [2, 4], "FP32")]
         inputs[0].set_data_from_numpy(a, binary_data=binary)
         inputs[1].set_data_from_numpy(a, binary_data=binary)
-        request = InferRequest("pair", inputs, request_id="k-1")
-        response = await client.infer(server.url, request, model_name="pair")
-        assert response.id == "k-1"
-        outputs = {o.name: o.as_numpy() for o in response.outputs}
-        assert np.array_equal(outputs["sum"], a + a) and np.array_equal(outputs["diff"], a - a)
-        assert await client.is_server_live(server.url)
-        assert await client.is_server_ready(server.url)
-        assert await client.is_model_ready(server.url, "pair")
+        response = await client.infer(url, InferRequest("pair", inputs, request_id="k-1"),
+                                      model_name="pair")
+        out["id"] = response.id
+        out["outputs"] = {o.name: o.as_numpy().tolist() for o in response.outputs}
+        out["live"] = await client.is_server_live(url)
+        out["ready"] = await client.is_server_ready(url)
+        out["model_ready"] = await client.is_model_ready(url, "pair")
     finally:
         await client.close()
-
-
-async def test_kserve_rest_client_v1_is_tf_serving_predict(server):
-    client = InferenceRESTClient(RESTConfig(protocol="v1"))
+    v1 = InferenceRESTClient(RESTConfig(protocol="v1"))
     try:
         rows = [[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]
-        answer = await client.infer(server.url, {"instances": rows}, model_name="mlp")
-        assert np.asarray(answer["predictions"]).shape == (2, 3)
-        assert await client.is_model_ready(server.url, "mlp")
+        answer = await v1.infer(url, {"instances": rows}, model_name="mlp")
+        out["v1_predictions"] = answer["predictions"]
+        out["v1_model_ready"] = await v1.is_model_ready(url, "mlp")
     finally:
-        await client.close()
+        await v1.close()
+    print(json.dumps(out))
+
+asyncio.run(main(sys.argv[1], sys.argv[2] == "binary"))
+"""
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_kserve_rest_clients_v2_and_v1(server, binary):
+    done = subprocess.run([sys.executable, "-c", _KSERVE, server.url,
+                           "binary" if binary else "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert out["id"] == "k-1"
+    assert np.array_equal(out["outputs"]["sum"], a + a)
+    assert np.array_equal(out["outputs"]["diff"], a - a)
+    assert out["live"] and out["ready"] and out["model_ready"]
+    # V1 is TF Serving's :predict and model status.
+    assert np.asarray(out["v1_predictions"]).shape == (2, 3)
+    assert out["v1_model_ready"] is True
 
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
