@@ -20,7 +20,10 @@ __all__ = ["JsonFormatter", "configure_logging", "request_id"]
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("ferry_request_id", default="")
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 
 
 class JsonFormatter(logging.Formatter):
