@@ -56,10 +56,13 @@ def ferry_serve(repo: Path, *args: str, env: dict[str, str] | None = None,
                 raise AssertionError(f"ferry serve exited with {process.returncode}:\n"
                                      f"{server.output()}")
             try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
+                ready = httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
+                ready = False
+            # With --workers, one worker may answer before the others listen: the banner
+            # is printed once all of them are ready.
+            if ready and "ferry is serving" in server.output():
+                break
             if time.monotonic() > deadline:
                 raise AssertionError(f"ferry serve not ready in {timeout} s:\n{server.output()}")
             time.sleep(0.1)

@@ -165,3 +165,24 @@ def test_readme_curl_lines_work_against_make_serve_output(tmp_path):
     sample = json.loads((ROOT / "examples" / "seed" / "sample.json").read_text())
     (tensor,) = body["inputs"]
     assert tensor["shape"] == [1, 64] and tensor["data"] == sample["data"][0]
+
+
+def test_json_logs_carry_the_request_id_of_a_refused_request(tmp_path):
+    repo = _repository(tmp_path)
+    with ferry_serve(repo.root, "--log-format", "json") as server:
+        answer = httpx.post(f"{server.url}/predict", json={"data": [[1.0, 2.0]]},
+                            headers={"X-Request-ID": "trace-42"})
+        assert answer.status_code == 400
+        assert answer.headers["X-Request-ID"] == "trace-42"
+        generated = httpx.post(f"{server.url}/predict/ghost", json={"data": [ROW]})
+        assert len(generated.headers["X-Request-ID"]) == 32
+        deadline = time.monotonic() + 10
+        while "trace-42" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = [json.loads(line) for line in server.output().splitlines()
+             if line.startswith("{")]
+    refused = [entry for entry in lines if entry.get("request_id") == "trace-42"]
+    assert refused, server.output()
+    assert refused[0]["level"] == "info" and refused[0]["status"] == 400
+    assert "expected FP32 with shape [-1, 4], got shape [1, 2]" in refused[0]["message"]
+    assert any(entry.get("request_id") == generated.headers["X-Request-ID"] for entry in lines)

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferry.errors import FerryError
+from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest import simple, tfserving, v2
 from ferry.protocols.rest.errors import error_response
 from ferry.protocols.rest.exchange import RestContext, json_response
@@ -106,6 +107,8 @@ class RequestIdMiddleware:
             return
         rid = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = rid.decode("ascii")
+        # Every log line written while this request is handled carries its id.
+        token = log_request_id.set(rid.decode("ascii"))
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -127,6 +130,8 @@ class RequestIdMiddleware:
                 f"internal error; the server log has the details under request id "
                 f"{rid.decode('ascii')}", 500)
             await response(scope, receive, send_with_id)
+        finally:
+            log_request_id.reset(token)
 
 
 def _request_id(scope: Scope) -> bytes:

@@ -7,6 +7,7 @@ ferry errors turned into ``{"error": ...}`` answers and the request counted (Con
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
@@ -22,6 +23,8 @@ from ferry.protocols.rest.errors import error_response, status_of
 if TYPE_CHECKING:
     from ferry.engine import Engine
     from ferry.observability.metrics import Metrics
+
+_log = logging.getLogger("ferry.rest")
 
 __all__ = ["Answer", "RestContext", "exchange", "json_response", "request_id"]
 
@@ -64,6 +67,10 @@ async def exchange(ctx: RestContext, model: str,
         label = "" if isinstance(error, NotFoundError) else model
         ctx.metrics.request(model=label, version="", protocol="rest", status=str(status),
                             seconds=perf_counter() - start)
+        # One line per refused request (the JSON log adds the request id): what an operator
+        # needs to answer "why did my call fail?". Successes are counted, not logged.
+        _log.info("refused %s with %d: %s", model or "(no model)", status, error.message,
+                  extra={"model": model, "status": status})
         return error_response(error, status)
     ctx.metrics.request(model=model, version=answer.version, protocol="rest", status="200",
                         seconds=perf_counter() - start)
