@@ -271,3 +271,35 @@ def test_tritonclient_reports_errors_as_exceptions(client):
     item.set_data_from_numpy(np.zeros((1, 3), np.float32))
     with pytest.raises(InferenceServerException, match="expected FP32 with shape"):
         client.infer("mlp", [item])
+
+
+def test_empty_request_names_the_missing_model(stub):
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(pb.ModelInferRequest(), timeout=30)
+    assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert "model" in info.value.details()
+
+
+def test_a_full_queue_is_resource_exhausted_with_retry_after(grpc_repo):
+    import asyncio
+
+    from ferry.engine import Engine, ModelConfig
+    from grpc_server import serve_grpc
+
+    tight = ModelConfig.model_validate({"max_queue": 1, "inline_below_ms": 0.0,
+                                        "batching": {"max_batch_size": 1}})
+    with serve_grpc(Engine(grpc_repo, models=["pair"], defaults=tight)) as server:
+        async def burst() -> list[object]:
+            async with grpc.aio.insecure_channel(server.target) as channel:
+                aio_stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                calls = [aio_stub.ModelInfer(_raw_request(), timeout=30) for _ in range(40)]
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = asyncio.run(burst())
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    answered = [r for r in results if isinstance(r, pb.ModelInferResponse)]
+    assert refused and answered and len(refused) + len(answered) == 40
+    assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert "overloaded" in refused[0].details()
+    trailing = dict(refused[0].trailing_metadata() or ())
+    assert float(trailing["retry-after"]) > 0
