@@ -82,3 +82,5 @@ def test_make_serve_builds_the_demo_serves_it_and_its_printed_commands_work(tmp_
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
+        if process.stdout is not None:
+            process.stdout.close()
