@@ -28,6 +28,7 @@ from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest import simple, tfserving, v2
 from ferry.protocols.rest.errors import error_response
 from ferry.protocols.rest.exchange import RestContext, json_response
+from ferry.protocols.rest.hot import HotRoutes
 from ferry.protocols.rest.openapi import DOCS_HTML, openapi_document
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={
         FerryError: _ferry_error, HTTPException: _http_error})
+    endpoints = {(route.path, m): route.endpoint for route in routes
+                 if isinstance(route, Route) for m in route.methods or ()}
+    # Inner: the inference routes skip the router's scan (same endpoints, see hot.py).
+    app.add_middleware(HotRoutes, predict=endpoints[("/predict", "POST")],
+                       infer=endpoints[("/v2/models/{model}/infer", "POST")])
     # Outermost, so that even Starlette's own 404/405 answers carry the request id.
     app.add_middleware(RequestIdMiddleware)
     return app
