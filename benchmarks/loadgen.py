@@ -57,11 +57,15 @@ class LoadResult:
 
 def wrk_command(url: str, body: Path, *, connections: int, seconds: float,
                 content_type: str = "application/json", timeout_s: float = 10.0,
-                script: Path = LUA_SCRIPT) -> list[str]:
-    """The wrk command line: one thread (one core), ``connections`` connections, POST ``body``."""
+                script: Path = LUA_SCRIPT, header_length: int | None = None) -> list[str]:
+    """The wrk command line: one thread (one core), ``connections`` connections, POST ``body``.
+
+    ``header_length`` sends ``Inference-Header-Content-Length`` (V2 binary tensor data).
+    """
+    extra = [str(header_length)] if header_length is not None else []
     return ["wrk", "-t1", f"-c{connections}", f"-d{_secs(seconds)}s",
             f"--timeout={_secs(timeout_s)}s", "--latency", "-s", str(script),
-            url, "--", str(body), content_type]
+            url, "--", str(body), content_type, *extra]
 
 
 def parse_wrk(output: str, connections: int) -> LoadResult:

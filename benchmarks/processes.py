@@ -162,10 +162,11 @@ class Service:
 
 
 def http_post(url: str, body: bytes, *, content_type: str = "application/json",
-              timeout: float = 10.0) -> tuple[int, bytes]:
+              timeout: float = 10.0, headers: dict[str, str] | None = None
+              ) -> tuple[int, bytes]:
     """POST ``body`` and return (status, body); HTTP errors are returned, not raised."""
     request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": content_type})
+                                     headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())

@@ -19,6 +19,7 @@ NOOP = "no-op, uvicorn + Starlette"
 
 PREDICT = "/predict"
 V2_JSON = "V2 JSON infer"
+V2_BINARY = "V2 binary infer"
 GRPC = "gRPC raw contents"
 NOOP_ROUTE = "POST /noop"
 
@@ -118,7 +119,7 @@ def ratios(report: Report) -> list[Ratio]:
         out.append(Ratio(f"W1, 1 conn: ferry {route} / plain FastAPI", _div(
             report.rps("W1", FERRY, route, 1), fastapi_1), 2.0, "x", "requests/s"))
     raw64 = report.raw_samples("W2", 64)
-    for route in (V2_JSON, PREDICT, GRPC):
+    for route in (V2_JSON, V2_BINARY, PREDICT, GRPC):
         out.append(Ratio(f"W2, 64 conns: ferry {route} / raw ORT batch 64", _div(
             report.rps("W2", FERRY, route, 64), raw64), 0.5, "%", "requests/s vs samples/s"))
     for conns in (64, 1):

@@ -46,6 +46,7 @@ from benchmarks.results import (
     NOOP,
     NOOP_ROUTE,
     PREDICT,
+    V2_BINARY,
     V2_JSON,
     Measurement,
     Report,
@@ -177,31 +178,40 @@ class Bench:
         path.write_bytes(content)
         return path
 
-    def _verify(self, url: str, body: bytes, check: Check, w: Workload) -> None:
-        status, answer = http_post(url, body, timeout=30)
+    def _verify(self, url: str, body: bytes, check: Check, w: Workload,
+                header_length: int | None = None) -> None:
+        content_type, headers = "application/json", {}
+        if header_length is not None:
+            content_type = "application/octet-stream"
+            headers = {"Inference-Header-Content-Length": str(header_length)}
+        status, answer = http_post(url, body, timeout=30, content_type=content_type,
+                                   headers=headers)
         if status != 200:
             raise WrongAnswerError(f"POST {url} answered {status}: {answer[:300]!r}")
         check(answer, w)
 
-    def _wrk(self, url: str, body: Path, connections: int, seconds: float) -> LoadResult:
+    def _wrk(self, url: str, body: Path, connections: int, seconds: float,
+             header_length: int | None = None) -> LoadResult:
+        content_type = "application/json" if header_length is None else "application/octet-stream"
         command = pinned(loadgen.wrk_command(url, body, connections=connections,
-                                             seconds=seconds), LOAD_CORE)
+                                             seconds=seconds, content_type=content_type,
+                                             header_length=header_length), LOAD_CORE)
         out = _run(command, timeout=seconds + 60)
         return loadgen.parse_wrk(out, connections)
 
     def http_runs(self, service: Service, w: Workload, server: str, route: str, url: str,
-                  body: bytes, check: Check) -> None:
+                  body: bytes, check: Check, header_length: int | None = None) -> None:
         """Check one answer, then warm up and measure at each connection count."""
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
         for conns in self.o.connections:
             m = Measurement(w.key, server, route, conns, WRK)
             try:
-                self._verify(url, body, check, w)
-                self._wrk(url, path, conns, self.o.warmup)
+                self._verify(url, body, check, w, header_length)
+                self._wrk(url, path, conns, self.o.warmup, header_length)
                 cpu_before = service.cpu_seconds()
-                result = self._wrk(url, path, conns, self.o.duration)
+                result = self._wrk(url, path, conns, self.o.duration, header_length)
                 cpu = (service.cpu_seconds() - cpu_before) / result.seconds
-                self._verify(url, body, check, w)  # still right after the load
+                self._verify(url, body, check, w, header_length)  # still right after the load
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
                 m = Measurement(w.key, server, route, conns, WRK, note=f"WRONG ANSWER: {exc}")
@@ -352,7 +362,7 @@ class Bench:
         why = self.ferry_available()
         if why is not None:
             for w in workloads.values():
-                self._skip(w, FERRY, [PREDICT, V2_JSON], WRK, why)
+                self._skip(w, FERRY, [PREDICT, V2_JSON, V2_BINARY], WRK, why)
                 self._skip(w, FERRY, [GRPC], H2LOAD, why)
             log(why)
             return
@@ -372,10 +382,14 @@ class Bench:
                                    w.predict_body(), check_predict)
                     self.http_runs(service, w, FERRY, V2_JSON,
                                    f"{base}/v2/models/{w.model}/infer", w.v2_body(), check_v2)
+                    body, header_length = w.v2_binary_body()
+                    self.http_runs(service, w, FERRY, V2_BINARY,
+                                   f"{base}/v2/models/{w.model}/infer", body, check_v2,
+                                   header_length)
                     self.grpc_runs(service, w, f"127.0.0.1:{grpc_port}", f"{base}/metrics")
         except ServerError as exc:
             for w in workloads.values():
-                self._skip(w, FERRY, [PREDICT, V2_JSON], WRK, _first_line(exc))
+                self._skip(w, FERRY, [PREDICT, V2_JSON, V2_BINARY], WRK, _first_line(exc))
 
     def cold_start(self, w: Workload) -> None:
         """Seconds from launching ``ferry serve`` on the demo model to its first 200 answer."""

@@ -68,6 +68,19 @@ class Workload:
                   "data": list(self.values)}
         return json.dumps({"inputs": [tensor]}).encode()
 
+    def v2_binary_body(self) -> tuple[bytes, int]:
+        """A V2 infer body with the input as binary tensor data, and its JSON header's length.
+
+        The answer is asked for as JSON (``binary_data_output`` false), so it is checked like
+        a V2 JSON answer.
+        """
+        raw = self.sample.tobytes()
+        tensor = {"name": self.input_name, "shape": [1, self.features], "datatype": "FP32",
+                  "parameters": {"binary_data_size": len(raw)}}
+        header = json.dumps({"inputs": [tensor],
+                             "parameters": {"binary_data_output": False}}).encode()
+        return header + raw, len(header)
+
     def grpc_message(self) -> bytes:
         """A serialized ``ModelInferRequest`` carrying the input in ``raw_input_contents``.
 

@@ -1,6 +1,6 @@
 -- wrk script: POST one fixed body, count every response by HTTP status, report JSON.
 --
---   wrk -t1 -c64 -d15s --latency -s post.lua URL -- BODY_FILE [CONTENT_TYPE]
+--   wrk -t1 -c64 -d15s --latency -s post.lua URL -- BODY_FILE [CONTENT_TYPE [HEADER_LENGTH]]
 --
 -- wrk itself only counts statuses above 399 and reports no status histogram, so each
 -- thread counts the statuses it sees; done() (run once, after all threads) adds them up
@@ -24,6 +24,9 @@ function init(args)
    wrk.body = file:read("*a")
    file:close()
    wrk.headers["Content-Type"] = args[2] or "application/json"
+   if args[3] ~= nil then  -- V2 binary tensor data: the JSON header's length
+      wrk.headers["Inference-Header-Content-Length"] = args[3]
+   end
 end
 
 function response(status, headers, body)
