@@ -127,6 +127,11 @@ class Batcher:
         return self._count
 
     @property
+    def idle(self) -> bool:
+        """No instance is running a batch and nothing waits."""
+        return not self._count and len(self._free) == self._instances
+
+    @property
     def busy(self) -> int:
         """Instances running a batch now."""
         return self._instances - len(self._free)

@@ -30,7 +30,13 @@ import numpy as np
 
 from ferry.engine.batching import Batcher, Pending
 from ferry.engine.config import ModelConfig
-from ferry.errors import FerryError, InputError, InternalError, UnavailableError
+from ferry.errors import (
+    DeadlineExceededError,
+    FerryError,
+    InputError,
+    InternalError,
+    UnavailableError,
+)
 from ferry.observability.metrics import Metrics
 from ferry.repository import Manifest
 from ferry.runtimes import Arrays, Runtime
@@ -187,6 +193,9 @@ class ServedVersion:
             key: object = tuple(arrays[n].shape[1:] for n in self._input_names)
         else:
             rows, key = 1, None
+        if (self._inline_budget and self._batcher.idle
+                and self.estimate(rows) <= self._inline_budget):
+            return self._run_now(arrays, outputs, rows, deadline)
         future: asyncio.Future[Arrays] = self._loop.create_future()
         item = Pending(arrays, outputs, rows, key, deadline, future)
         self.inflight += 1
@@ -199,6 +208,32 @@ class ServedVersion:
             self._model_metrics.inflight.dec()
             if not self.inflight and self._idle is not None:
                 self._idle.set()
+
+    def _run_now(self, arrays: Arrays, outputs: tuple[str, ...] | None, rows: int,
+                 deadline: float | None) -> Arrays:
+        """The idle, cheap case: compute right here, with no queue entry and no future.
+
+        Equivalent to a batch of one that the batcher would start at once (an idle model
+        runs a request immediately), minus the bookkeeping that costs more than the model.
+        """
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceededError(
+                f"model {self.name!r}: the request's deadline passed before it was admitted")
+        metrics = self._model_metrics
+        metrics.queue.observe(0.0)
+        metrics.batch_size.observe(rows)
+        start = time.perf_counter()
+        try:
+            result = self.runtimes[0].predict(arrays, outputs)
+        except FerryError:
+            raise
+        except Exception as exc:
+            log.error("runtime failure in %s:%s", self.name, self.label, exc_info=exc)
+            raise InternalError(f"model {self.name!r} version {self.label} failed: "
+                                f"{type(exc).__name__}: {exc}") from None
+        finally:
+            metrics.compute.observe(time.perf_counter() - start)
+        return self._pick(result, outputs)
 
     # ------------------------------------------------------------------ batches
 

@@ -72,7 +72,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
     endpoints = {(route.path, m): route.endpoint for route in routes
                  if isinstance(route, Route) for m in route.methods or ()}
     # Inner: the inference routes skip the router's scan (same endpoints, see hot.py).
-    app.add_middleware(HotRoutes, predict=endpoints[("/predict", "POST")],
+    app.add_middleware(HotRoutes, ctx=ctx, predict=endpoints[("/predict", "POST")],
                        infer=endpoints[("/v2/models/{model}/infer", "POST")])
     # Outermost, so that even Starlette's own 404/405 answers carry the request id.
     app.add_middleware(RequestIdMiddleware)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("ferry.rest")
 
-__all__ = ["Answer", "RestContext", "exchange", "json_response", "request_id"]
+__all__ = ["Answer", "RestContext", "exchange", "json_response", "refusal", "request_id"]
 
 
 @dataclass(slots=True)
@@ -63,18 +63,23 @@ async def exchange(ctx: RestContext, model: str,
     try:
         answer = await work()
     except FerryError as error:
-        status = status_of(error)
-        label = "" if isinstance(error, NotFoundError) else model
-        ctx.metrics.request(model=label, version="", protocol="rest", status=str(status),
-                            seconds=perf_counter() - start)
-        # One line per refused request (the JSON log adds the request id): what an operator
-        # needs to answer "why did my call fail?". Successes are counted, not logged.
-        _log.info("refused %s with %d: %s", model or "(no model)", status, error.message,
-                  extra={"model": model, "status": status})
-        return error_response(error, status)
+        return refusal(ctx, model, error, start)
     ctx.metrics.request(model=model, version=answer.version, protocol="rest", status="200",
                         seconds=perf_counter() - start)
     return answer.response
+
+
+def refusal(ctx: RestContext, model: str, error: FerryError, start: float) -> Response:
+    """The answer to a refused request: counted, logged once, ``{"error": ...}``."""
+    status = status_of(error)
+    label = "" if isinstance(error, NotFoundError) else model
+    ctx.metrics.request(model=label, version="", protocol="rest", status=str(status),
+                        seconds=perf_counter() - start)
+    # One line per refused request (the JSON log adds the request id): what an operator
+    # needs to answer "why did my call fail?". Successes are counted, not logged.
+    _log.info("refused %s with %d: %s", model or "(no model)", status, error.message,
+              extra={"model": model, "status": status})
+    return error_response(error, status)
 
 
 def json_response(doc: Any, status: int = 200) -> Response:

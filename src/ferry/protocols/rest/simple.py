@@ -13,6 +13,7 @@ from time import perf_counter
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,10 +22,10 @@ from ferry.errors import InputError, NotFoundError
 from ferry.inference import InferRequest, ModelMetadata, RequestedOutput, Tensor
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
 from ferry.protocols.rest.codec import convert, json_value
-from ferry.protocols.rest.exchange import Answer, RestContext, exchange, json_response
+from ferry.protocols.rest.exchange import Answer, RestContext, exchange
 from ferry.signature import TensorSpec
 
-__all__ = ["named_arrays", "routes", "to_tensor"]
+__all__ = ["named_arrays", "predict_body", "routes", "to_tensor"]
 
 
 def routes(ctx: RestContext) -> list[Route]:
@@ -41,30 +42,8 @@ def routes(ctx: RestContext) -> list[Route]:
                 raise NotFoundError("no default model to predict with; POST to /predict/{model}")
             check_content_type(request)
             body = await read_body(request, ctx.max_body_bytes)
-            began = perf_counter()
-            doc = parse_json(body)
-            if not isinstance(doc, dict) or ("data" not in doc and "inputs" not in doc):
-                raise InputError('/predict expects a JSON object {"data": [[...], ...]} '
-                                 '(or {"inputs": {"name": [[...]]}} for several inputs)')
-            meta = engine.model_metadata(model, version)
-            arrays = named_arrays(meta, doc.get("data"), doc.get("inputs"), what="'data'")
-            first = meta.outputs[0].name
-            infer_request = InferRequest(
-                model_name=model, model_version=version,
-                inputs=[to_tensor(meta, name, array) for name, array in arrays.items()],
-                outputs=[RequestedOutput(first)])
-            ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
-            result = await engine.infer(infer_request)
-            began = perf_counter()
-            scores = result.outputs[0].data
-            answer: dict[str, Any] = {"predictions": json_value(scores), "model": model,
-                                      "version": result.model_version}
-            labels = meta.labels
-            if labels and scores.ndim == 2 and scores.shape[1] == len(labels):
-                answer["labels"] = [labels[i] for i in np.argmax(scores, axis=1).tolist()]
-            response = json_response(answer)
-            ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
-            return Answer(response, result.model_version)
+            payload, answered = await predict_body(ctx, model, version, body)
+            return Answer(Response(payload, media_type="application/json"), answered)
 
         return await exchange(ctx, model or "", work)
 
@@ -73,6 +52,40 @@ def routes(ctx: RestContext) -> list[Route]:
         Route("/predict/{model}", predict, methods=["POST"]),
         Route("/predict/{model}/versions/{version}", predict, methods=["POST"]),
     ]
+
+
+async def predict_body(ctx: RestContext, model: str, version: str | None, body: bytes
+                       ) -> tuple[bytes, str]:
+    """Answer a ``/predict`` body: the JSON answer and the version that gave it.
+
+    Raises:
+        FerryError: anything wrong with the body or the model (the caller answers 4xx).
+    """
+    engine = ctx.engine
+    began = perf_counter()
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or ("data" not in doc and "inputs" not in doc):
+        raise InputError('/predict expects a JSON object {"data": [[...], ...]} '
+                         '(or {"inputs": {"name": [[...]]}} for several inputs)')
+    meta = engine.model_metadata(model, version)
+    arrays = named_arrays(meta, doc.get("data"), doc.get("inputs"), what="'data'")
+    first = meta.outputs[0].name
+    infer_request = InferRequest(
+        model_name=model, model_version=version,
+        inputs=[to_tensor(meta, name, array) for name, array in arrays.items()],
+        outputs=[RequestedOutput(first)])
+    ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
+    result = await engine.infer(infer_request)
+    began = perf_counter()
+    scores = result.outputs[0].data
+    answer: dict[str, Any] = {"predictions": json_value(scores), "model": model,
+                              "version": result.model_version}
+    labels = meta.labels
+    if labels and scores.ndim == 2 and scores.shape[1] == len(labels):
+        answer["labels"] = [labels[i] for i in np.argmax(scores, axis=1).tolist()]
+    payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
+    return payload, result.model_version
 
 
 def named_arrays(meta: ModelMetadata, data: Any, inputs: Any, *,

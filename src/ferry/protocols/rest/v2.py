@@ -23,7 +23,7 @@ from ferry.protocols.rest.body import check_content_type, parse_json, read_body
 from ferry.protocols.rest.codec import decode_request, encode_response
 from ferry.protocols.rest.exchange import Answer, RestContext, exchange, json_response
 
-__all__ = ["metadata_document", "routes"]
+__all__ = ["infer_body", "metadata_document", "routes"]
 
 
 def routes(ctx: RestContext) -> list[Route]:
@@ -62,21 +62,14 @@ class _Handlers:
         async def work() -> Answer:
             check_content_type(request, binary=True)
             body = await read_body(request, self.ctx.max_body_bytes)
-            began = perf_counter()
-            head, binary = split_body(body, request.headers.get(HEADER))
-            infer_request = decode_request(parse_json(head, what="inference request"), binary,
-                                           model, version)
-            self.ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
-            result = await self.engine.infer(infer_request)
-            began = perf_counter()
-            payload, header_length = encode_response(result, infer_request)
+            payload, header_length, answered = await infer_body(
+                self.ctx, model, version, body, request.headers.get(HEADER))
             if header_length is None:
                 response = Response(payload, media_type="application/json")
             else:
                 response = Response(payload, media_type="application/octet-stream",
                                     headers={HEADER: str(header_length)})
-            self.ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
-            return Answer(response, result.model_version)
+            return Answer(response, answered)
 
         return await exchange(self.ctx, model, work)
 
@@ -147,6 +140,28 @@ class _Handlers:
             raise InputError(f"unload {name!r}: unknown parameter {unknown[0]!r}")
         await self.engine.unload_model(name)
         return Response(status_code=200)
+
+
+async def infer_body(ctx: RestContext, model: str, version: str | None, body: bytes,
+                     header_length: str | None) -> tuple[bytes, int | None, str]:
+    """Answer a V2 infer body.
+
+    Returns:
+        The answer, its JSON header's length when binary data follows, and the version.
+
+    Raises:
+        FerryError: anything wrong with the body or the model (the caller answers 4xx).
+    """
+    began = perf_counter()
+    head, binary = split_body(body, header_length)
+    infer_request = decode_request(parse_json(head, what="inference request"), binary,
+                                   model, version)
+    ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
+    result = await ctx.engine.infer(infer_request)
+    began = perf_counter()
+    payload, out_length = encode_response(result, infer_request)
+    ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
+    return payload, out_length, result.model_version
 
 
 def metadata_document(meta: ModelMetadata) -> dict[str, Any]:
