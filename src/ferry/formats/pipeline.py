@@ -60,6 +60,12 @@ def import_model(
     source = Path(source)
     importer = detect_format(source, format)
     importer.ensure_available()
+    if options.native and importer.native_runtime is None:
+        raise InputError(
+            f"--native: ferry has no native runtime for {importer.format} models; "
+            "they are always converted to ONNX",
+            hint="drop --native",
+        )
     with progress.step(f"hashing {source.name}"):
         source_info = _source_info(source, importer.format)
     with repo.stage() as workdir:

@@ -41,6 +41,10 @@ def import_(
         "--labels", help="Class labels: 'cat,dog,...' or @FILE with one label per line.",
     )] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset for conversion.")] = None,
+    native: Annotated[bool, typer.Option(
+        "--native", help="Serve with the source framework's own runtime instead of converting "
+        "to ONNX (formats with a native runtime: see 'ferry formats').",
+    )] = False,
 ) -> None:
     """Import a model file as a new version: convert to ONNX, prove parity, store.
 
@@ -51,7 +55,7 @@ def import_(
     """
     repo = state(ctx).repo
     options = ImportOptions(samples=samples, tolerance=tolerance, labels=_labels(labels),
-                            opset=opset)
+                            opset=opset, native=native)
     manifest = import_model(repo, file, name, format=format, options=options,
                             progress=ConsoleProgress())
     _summary(manifest, repo.root)
@@ -86,11 +90,11 @@ def _summary(m: Manifest, root: Path) -> None:
 @app.command("formats")
 def formats() -> None:
     """List the model formats ferry imports, with their converters and install state."""
-    table = Table("format", "reads", "converter", "installed")
+    table = Table("format", "reads", "converter", "native runtime", "installed")
     for importer in iter_importers():
         ok = importer.available()
         extra = f"pip install 'ferry[{importer.extra}]'" if importer.extra else "core"
         table.add_row(importer.format, importer.description, importer.converter,
-                      "yes" if ok else f"no: {extra}")
+                      importer.native_runtime or "-", "yes" if ok else f"no: {extra}")
     out_console.print(table)
     err_console.print("the format is detected from the file; --format overrides")
