@@ -151,8 +151,13 @@ class Importer(abc.ABC):
         """
 
 
-# Order matters for detection: the first importer whose sniff() matches wins.
+# Order matters for detection: the first importer whose sniff() matches wins. torch comes
+# first: it recognises its own zip layouts and legacy pickles precisely (and refuses them
+# with torch-specific advice), before any generic pickle importer could claim them.
+# savedmodel is a directory, or a saved_model.pb whose bytes look like ONNX's.
 _IMPORTERS: dict[str, str] = {
+    "torch": "ferry.formats.torch:TorchImporter",
+    "savedmodel": "ferry.formats.savedmodel:SavedModelImporter",
     "keras": "ferry.formats.keras:KerasImporter",
     "onnx": "ferry.formats.onnx:OnnxImporter",
 }

@@ -1,0 +1,81 @@
+"""Try the ONNX conversion first; fall back to the native runtime if it fails or misses parity.
+
+An importer whose framework has a native runtime (torch, TensorFlow) converts to ONNX,
+then *probes* the result here on the same parity inputs the pipeline will use, plus a
+second batch size when the batch axis is variable (so a conversion that froze the batch
+dimension is caught). Only a conversion that passes is kept; otherwise the importer stores
+the source as it is and the manifest says why (:func:`fallback_note`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ferry.errors import ArtifactError, FerryError, ParityError
+from ferry.formats.base import ImportOptions, Reference
+from ferry.formats.parity import compare
+from ferry.formats.pipeline import parity_samples
+from ferry.runtimes import Arrays, load_runtime
+from ferry.signature import Signature
+
+__all__ = ["discard", "fallback_note", "probe_batches", "probe_onnx", "run_reference"]
+
+
+def probe_batches(signature: Signature, options: ImportOptions) -> list[Arrays]:
+    """The inputs a conversion is probed on: the parity samples and another batch size.
+
+    Raises:
+        InputError: the user's samples do not fit the signature.
+    """
+    samples, _ = parity_samples(options, signature)
+    if not signature.batch_axis:
+        return [samples]
+    rows = int(next(iter(samples.values())).shape[0])
+    other = {name: (arr[:1] if rows > 1 else np.concatenate([arr, arr]))
+             for name, arr in samples.items()}
+    return [samples, other]
+
+
+def probe_onnx(path: Path, signature: Signature, reference: Reference,
+               batches: list[Arrays], *, tolerance: float, rtol: float) -> None:
+    """Run the ONNX artifact at ``path`` on each batch and compare it with the source.
+
+    Raises:
+        FerryError: ONNX Runtime cannot load or run it (ArtifactError, InputError), or an
+            output differs beyond the tolerance (ParityError, with the figures).
+    """
+    with load_runtime("onnxruntime", path, signature) as runtime:
+        for batch in batches:
+            expected = run_reference(reference, batch)
+            rows = int(next(iter(batch.values())).shape[0])
+            compare(signature, expected, runtime, batch, method="probe",
+                    origin=f"probe batch of {rows}", tolerance=tolerance, rtol=rtol)
+
+
+def run_reference(reference: Reference, batch: Arrays) -> Arrays:
+    """Run the source model; its own failures become an ArtifactError that says so."""
+    try:
+        return reference(batch)
+    except FerryError:
+        raise
+    except Exception as exc:  # the framework's own exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(
+            f"the source model fails on the parity inputs: {first[:300]}",
+            hint="pass real inputs with --samples",
+        ) from None
+
+
+def fallback_note(runtime: str, exc: FerryError) -> str:
+    """The manifest note that says why a model is served natively instead of as ONNX."""
+    kind = "missed parity" if isinstance(exc, ParityError) else "failed"
+    return f"served natively by {runtime}: the ONNX conversion {kind}: {exc.message}"
+
+
+def discard(workdir: Path, keep: frozenset[str] = frozenset()) -> None:
+    """Remove what a failed conversion left in the staging directory (files only)."""
+    for entry in workdir.iterdir():
+        if entry.name not in keep and entry.is_file():
+            entry.unlink()
