@@ -237,7 +237,7 @@ def _program_source(torch: Any, source: Path) -> _Source:
     from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 
     program = load_exported_program(source)
-    args_spec, kwargs_spec = program.call_spec.in_spec.children()
+    _, kwargs_spec = program.call_spec.in_spec.children()
     if kwargs_spec.num_leaves:
         raise ConversionError(
             f"{source.name}: the program takes keyword inputs; ferry calls models with "
@@ -255,7 +255,7 @@ def _program_source(torch: Any, source: Path) -> _Source:
         inputs.append(_spec(torch, spec.arg.name, nodes[spec.arg.name].meta["val"]))
     results = [s for s in program.graph_signature.output_specs if s.kind == OutputKind.USER_OUTPUT]
     names = _output_names(len(results), [s.name for s in inputs])
-    outputs = []
+    outputs: list[TensorSpec] = []
     for name, spec in zip(names, results, strict=True):
         node = nodes.get(getattr(spec.arg, "name", ""))
         if node is None or not isinstance(node.meta.get("val"), torch.Tensor):
@@ -322,8 +322,8 @@ def _script_source(torch: Any, source: Path, options: ImportOptions) -> _Source:
                 "whose forward takes tensors only"
             )
     names = [a.name for a in arguments]
-    specs = [_traced_spec(torch, n, v.type()) for n, v in zip(names, list(module.graph.inputs())[1:],
-                                                          strict=True)]
+    values = list(module.graph.inputs())[1:]
+    specs = [_traced_spec(torch, n, v.type()) for n, v in zip(names, values, strict=True)]
     if all(s is not None for s in specs):
         example = _random_inputs([s for s in specs if s is not None], rows=None)
     else:
@@ -363,18 +363,7 @@ def _given_inputs(filename: str, names: list[str], options: ImportOptions) -> Ar
     """A scripted module records no shapes: the user's samples stand in for them."""
     given = options.samples
     if isinstance(given, Path):
-        if given.suffix not in (".npy", ".npz"):
-            raise InputError(
-                f"--samples {given.name}: a scripted TorchScript module records no input "
-                "shapes, so its samples must be .npy or .npz (they define the dtypes)"
-            )
-        try:
-            with np.load(given, allow_pickle=False) as loaded:
-                given = {k: loaded[k] for k in loaded.files}
-        except AttributeError:  # a .npy file: np.load returned the array itself
-            given = np.load(given, allow_pickle=False)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise InputError(f"--samples: cannot read {given.name} ({exc})") from None
+        given = _read_numpy(given)
     if isinstance(given, np.ndarray):
         given = {names[0]: given} if len(names) == 1 else None
     if given is None:
@@ -388,6 +377,22 @@ def _given_inputs(filename: str, names: list[str], options: ImportOptions) -> Ar
     if missing:
         raise InputError(f"--samples: no array for input {missing[0]!r} (inputs: {names})")
     return {n: np.asarray(given[n]) for n in names}
+
+
+def _read_numpy(path: Path) -> Arrays | np.ndarray[Any, Any]:
+    if path.suffix not in (".npy", ".npz"):
+        raise InputError(
+            f"--samples {path.name}: a scripted TorchScript module records no input shapes, "
+            "so its samples must be .npy or .npz (they define the dtypes)"
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(f"--samples: cannot read {path.name} ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        return {k: loaded[k] for k in loaded.files}
 
 
 def _varies_with_batch(torch: Any, module: Any, example: Arrays) -> bool:
