@@ -9,18 +9,63 @@ the source as it is and the manifest says why (:func:`fallback_note`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ferry.errors import ArtifactError, FerryError, ParityError
+from ferry.errors import ArtifactError, FerryError, InputError, ParityError
 from ferry.formats.base import ImportOptions, Reference
 from ferry.formats.parity import compare
 from ferry.formats.pipeline import parity_samples
 from ferry.runtimes import Arrays, load_runtime
 from ferry.signature import Signature
 
-__all__ = ["discard", "fallback_note", "probe_batches", "probe_onnx", "run_reference"]
+__all__ = [
+    "Attempt",
+    "attempt_onnx",
+    "discard",
+    "fallback_note",
+    "probe_batches",
+    "probe_onnx",
+    "probe_tolerance",
+    "run_reference",
+]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How a conversion attempt ended: ``converter`` when the ONNX file is kept, else a note."""
+
+    converter: str | None
+    note: str | None = None
+
+
+def attempt_onnx(workdir: Path, artifact: str, export: Callable[[Path], str], *,
+                 signature: Signature, reference: Reference, options: ImportOptions,
+                 runtime: str, tolerance: float) -> Attempt:
+    """Convert with ``export`` (which returns the converter's name) and probe the result.
+
+    Returns the converter when the artifact passed; otherwise the staging directory is
+    emptied and the note for the manifest says why the model is served by ``runtime``.
+
+    Raises:
+        InputError: the user's samples do not fit (a mistake to report, not to fall back on).
+    """
+    if options.native:
+        return Attempt(None, f"served natively by {runtime}: --native was given")
+    path = workdir / artifact
+    try:
+        converter = export(path)
+        probe_onnx(path, signature, reference, probe_batches(signature, options),
+                   tolerance=probe_tolerance(options, tolerance), rtol=0.0)
+    except InputError:
+        raise
+    except FerryError as exc:
+        discard(workdir)
+        return Attempt(None, fallback_note(runtime, exc))
+    return Attempt(converter)
 
 
 def probe_batches(signature: Signature, options: ImportOptions) -> list[Arrays]:
@@ -36,6 +81,11 @@ def probe_batches(signature: Signature, options: ImportOptions) -> list[Arrays]:
     other = {name: (arr[:1] if rows > 1 else np.concatenate([arr, arr]))
              for name, arr in samples.items()}
     return [samples, other]
+
+
+def probe_tolerance(options: ImportOptions, default: float) -> float:
+    """The user's ``--tolerance`` applies to the probe too: a conversion it refuses falls back."""
+    return options.tolerance if options.tolerance is not None else default
 
 
 def probe_onnx(path: Path, signature: Signature, reference: Reference,

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ferry.errors import ArtifactError, ConversionError, FerryError, InputError
+from ferry.errors import ArtifactError, ConversionError, FerryError
 from ferry.formats.base import Converted, Importer, ImportOptions
-from ferry.formats.fallback import discard, fallback_note, probe_batches, probe_onnx
+from ferry.formats.fallback import attempt_onnx
 from ferry.runtimes import Arrays
 from ferry.runtimes.tensorflow import (
     SERVING_SIGNATURE,
@@ -43,6 +43,8 @@ from ferry.signature import Signature, TensorSpec, datatype_of
 __all__ = ["SavedModelImporter"]
 
 ARTIFACT = "model.onnx"
+#: max |Δ| accepted between the source and its ONNX conversion (float32 outputs), as Keras.
+TOLERANCE = 1e-4
 NATIVE_DIR = "saved_model"
 
 
@@ -85,26 +87,18 @@ class SavedModelImporter(Importer):
             return call_serving(tf, loaded.signatures[SERVING_SIGNATURE], samples)
 
         framework = f"tensorflow {tf.__version__}"
-        notes: list[str] = []
-        if options.native:
-            notes.append("served natively by tensorflow: --native was given")
-        else:
-            try:
-                converter = _convert(source, workdir / ARTIFACT, options.opset)
-                probe_onnx(workdir / ARTIFACT, signature, reference,
-                           probe_batches(signature, options), tolerance=1e-4, rtol=1e-4)
-            except InputError:
-                raise  # the user's --samples do not fit: not a conversion problem
-            except FerryError as exc:
-                discard(workdir)
-                notes.append(fallback_note(f"tensorflow ({framework})", exc))
-            else:
-                return Converted(
-                    artifact=ARTIFACT, signature=signature, converter=converter,
-                    framework=framework, reference=reference,
-                    reference_name=f"{framework} serving_default", tolerance=1e-4, rtol=1e-4,
-                    notes=notes,
-                )
+        attempt = attempt_onnx(
+            workdir, ARTIFACT, lambda path: _convert(source, path, options.opset),
+            signature=signature, reference=reference, options=options,
+            runtime=f"tensorflow ({framework})", tolerance=TOLERANCE,
+        )
+        notes = [attempt.note] if attempt.note else []
+        if attempt.converter:
+            return Converted(
+                artifact=ARTIFACT, signature=signature, converter=attempt.converter,
+                framework=framework, reference=reference,
+                reference_name=f"{framework} serving_default", tolerance=TOLERANCE,
+            )
         shutil.copytree(source, workdir / NATIVE_DIR)
         return Converted(
             artifact=f"{NATIVE_DIR}/saved_model.pb", signature=signature, runtime="tensorflow",
@@ -220,3 +214,4 @@ def _captured_errors(logger_name: str) -> Iterator[list[str]]:
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+

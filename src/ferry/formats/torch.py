@@ -37,14 +37,13 @@ import numpy as np
 from ferry.errors import (
     ArtifactError,
     ConversionError,
-    FerryError,
     InputError,
     UnsupportedFormatError,
     UntrustedArtifactError,
 )
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head, zip_names
-from ferry.formats.fallback import discard, fallback_note, probe_batches, probe_onnx
+from ferry.formats.fallback import attempt_onnx
 from ferry.runtimes import Arrays
 from ferry.runtimes.torch import (
     flatten_outputs,
@@ -58,6 +57,8 @@ from ferry.signature import Signature, TensorSpec, datatype_of
 __all__ = ["SAVE_HINT", "TorchImporter", "archive_kind"]
 
 ARTIFACT = "model.onnx"
+#: max |Δ| accepted between the source and its ONNX conversion (float32 outputs), as Keras.
+TOLERANCE = 1e-4
 #: What to save instead of a state_dict or a pickled module: the exact calls.
 SAVE_HINT = (
     "save the module itself: torch.export.save(torch.export.export(model.eval(), (x,), "
@@ -142,6 +143,8 @@ class TorchImporter(Importer):
         """Load safely, read the signature, convert and probe; else keep the torch file."""
         torch = import_torch()
         kind = archive_kind(source)
+        if kind in ("export", "torchscript"):
+            _check_crc(source)
         if kind == "export":
             loaded = _program_source(torch, source)
         elif kind == "torchscript":
@@ -151,25 +154,18 @@ class TorchImporter(Importer):
         reference = _reference(torch, loaded)
         framework = f"torch {torch.__version__}"
         file_name, runtime, platform = _NATIVE[loaded.kind]
-        notes = list(loaded.notes)
-        if options.native:
-            notes.append(f"served natively by {runtime}: --native was given")
-        else:
-            try:
-                converter = loaded.export(workdir / ARTIFACT, options.opset)
-                probe_onnx(workdir / ARTIFACT, loaded.signature, reference,
-                           probe_batches(loaded.signature, options), tolerance=1e-4, rtol=1e-4)
-            except InputError:
-                raise  # the user's --samples do not fit: not a conversion problem
-            except FerryError as exc:
-                discard(workdir)
-                notes.append(fallback_note(f"{runtime} ({framework})", exc))
-            else:
-                return Converted(
-                    artifact=ARTIFACT, signature=loaded.signature, converter=converter,
-                    framework=framework, reference=reference,
-                    reference_name=f"{framework} module", tolerance=1e-4, rtol=1e-4, notes=notes,
-                )
+        attempt = attempt_onnx(
+            workdir, ARTIFACT, lambda path: loaded.export(path, options.opset),
+            signature=loaded.signature, reference=reference, options=options,
+            runtime=f"{runtime} ({framework})", tolerance=TOLERANCE,
+        )
+        notes = [*loaded.notes, *([attempt.note] if attempt.note else [])]
+        if attempt.converter:
+            return Converted(
+                artifact=ARTIFACT, signature=loaded.signature, converter=attempt.converter,
+                framework=framework, reference=reference,
+                reference_name=f"{framework} module", tolerance=TOLERANCE, notes=notes,
+            )
         shutil.copyfile(source, workdir / file_name)
         return Converted(
             artifact=file_name, signature=loaded.signature, runtime=runtime, platform=platform,
@@ -180,6 +176,21 @@ class TorchImporter(Importer):
 
 
 # --------------------------------------------------------------- refusals
+
+
+def _check_crc(source: Path) -> None:
+    """torch's zip reader does not check CRCs: damaged weights would load as wrong numbers."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # zipfile raises BadZipFile, UnicodeDecodeError, zlib.error...
+        bad = f"({type(exc).__name__}: {exc})"
+    if bad is not None:
+        what = bad if bad.startswith("(") else f"its member {bad!r} fails its checksum"
+        raise ArtifactError(
+            f"{source.name} is a corrupted torch archive: {what[:300]}",
+            hint="save the model again and copy the whole file",
+        )
 
 
 def _refuse(torch: Any, source: Path, kind: str | None) -> NoReturn:
@@ -498,3 +509,4 @@ def _export_reason(exc: BaseException) -> str:
             return text[:300]
     first = lines[0] if lines else type(exc).__name__
     return first[:300]
+
