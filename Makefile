@@ -9,7 +9,7 @@ REPO ?= model-repository
 MODEL ?= digits
 
 .DEFAULT_GOAL := help
-.PHONY: help serve demo test lint check clean
+.PHONY: help serve demo test lint check clean bench bench-tools
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -54,5 +54,28 @@ test: $(VENV)/.installed-test lint ## Install what the tests need, lint, and run
 	@echo "==> pytest (unit, integration, e2e)"
 	$(BIN)/python -m pytest
 
+# make bench: every figure of the Performance section of issue 4 in one run (~10 minutes),
+# written to benchmarks/results.md. Never part of `make test`. BENCH_PYTHON runs it with an
+# interpreter you already have (e.g. BENCH_PYTHON=/path/to/venv/bin/python) instead of .venv;
+# BENCH_ARGS passes options (python -m benchmarks --help), e.g. BENCH_ARGS='--duration 5'.
+BENCH_PYTHON ?= $(BIN)/python
+BENCH_ARGS ?=
+# command:Debian package pairs of the compiled tools the benchmark drives.
+BENCH_TOOLS := wrk:wrk h2load:nghttp2-client taskset:util-linux
+
+bench: bench-tools $(if $(filter $(BIN)/python,$(BENCH_PYTHON)),$(VENV)/.installed-test) ## Measure ferry against raw ONNX Runtime, FastAPI and the Flask seed
+	$(BENCH_PYTHON) -m benchmarks $(BENCH_ARGS)
+
+bench-tools: ## Install the load generators (wrk, h2load) with apt-get if missing
+	@missing=""; \
+	for pair in $(BENCH_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "==> installing$$missing with apt-get"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 clean: ## Remove the virtualenv, build outputs and the demo repository
-	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache benchmarks/.work
