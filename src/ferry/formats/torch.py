@@ -179,7 +179,7 @@ class TorchImporter(Importer):
 
 
 def _check_crc(source: Path) -> None:
-    """torch's zip reader does not check CRCs: damaged weights would load as wrong numbers."""
+    """Torch's zip reader does not check CRCs: damaged weights would load as wrong numbers."""
     try:
         with zipfile.ZipFile(source) as archive:
             bad = archive.testzip()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -270,3 +271,17 @@ def test_tf_saved_model_save_module_converts(repo, tmp_path):
     stored = repo.open("double")
     with load_runtime("onnxruntime", stored.artifact_path, manifest.signature) as runtime:
         np.testing.assert_allclose(runtime.predict({"x": x})["y"], np.maximum(x, 0) * 2)
+
+
+def test_serving_a_native_savedmodel_names_the_extra_simulated_missing_extra(
+        capsys, tmp_path, exports, monkeypatch):
+    repo = tmp_path / "repo"
+    code, _, err = run(capsys, "--repo", repo, "import", exports.dirs["erfinv"], "--name", "e")
+    assert code == 0, err
+    np.save(tmp_path / "rows.npy", exports.iris.x_test[:2])
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import` now fails
+    code, out, err = run(capsys, "--repo", repo, "predict", "e", "-i", tmp_path / "rows.npy")
+    assert code == 2 and out == ""
+    assert "running TensorFlow SavedModels needs the optional dependencies of " \
+           "ferry[tensorflow]" in err
+    assert "pip install 'ferry[tensorflow]'" in err and "Traceback" not in err

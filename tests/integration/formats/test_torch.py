@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -201,7 +202,7 @@ def test_cli_scripted_module_needs_and_uses_samples(capsys, tmp_path, zoo):
     assert code == 2 and "records no input shapes" in err and "--samples" in err
     assert not repo.exists() or Repository(repo).models() == []
     np.save(tmp_path / "samples.npy", zoo.iris.x_test[:20])
-    code, out, err = run(capsys, "--repo", repo, "import", source, "--name", "s",
+    code, _out, err = run(capsys, "--repo", repo, "import", source, "--name", "s",
                          "--samples", tmp_path / "samples.npy")
     assert code == 0, err
     manifest = Repository(repo).open("s").manifest
@@ -341,3 +342,17 @@ def test_not_torch_at_all_is_unsupported(repo, tmp_path):
     with pytest.raises(UnsupportedFormatError, match="not a model file ferry recognises"):
         import_model(repo, tmp_path / "model.pt", "x")
     _nothing_written(repo)
+
+
+def test_serving_a_native_torch_model_names_the_extra_simulated_missing_extra(
+        capsys, tmp_path, zoo, monkeypatch):
+    repo = tmp_path / "repo"
+    code, _, err = run(capsys, "--repo", repo, "import", zoo.path("iris.pt2"), "--name", "n",
+                       "--native")
+    assert code == 0, err
+    np.save(tmp_path / "rows.npy", zoo.iris.x_test[:2])
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
+    code, out, err = run(capsys, "--repo", repo, "predict", "n", "-i", tmp_path / "rows.npy")
+    assert code == 2 and out == ""
+    assert "running PyTorch models needs the optional dependencies of ferry[torch]" in err
+    assert "pip install 'ferry[torch]'" in err and "Traceback" not in err
