@@ -285,3 +285,28 @@ def test_serving_a_native_savedmodel_names_the_extra_simulated_missing_extra(
     assert "running TensorFlow SavedModels needs the optional dependencies of " \
            "ferry[tensorflow]" in err
     assert "pip install 'ferry[tensorflow]'" in err and "Traceback" not in err
+
+
+def test_two_inputs_two_outputs_keep_their_signature_keys(repo, tmp_path, exports):
+    keras = import_keras()
+    sepals, petals = keras.Input((2,), name="sepals"), keras.Input((2,), name="petals")
+    body = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([sepals, petals]))
+    model = keras.Model([sepals, petals], [keras.layers.Dense(3, activation="softmax")(body),
+                                           keras.layers.Dense(1)(body)])
+    model.compile(keras.optimizers.Adam(0.02), ["sparse_categorical_crossentropy", "mse"])
+    x, y = exports.iris.x_train, exports.iris.y_train
+    model.fit([x[:, :2], x[:, 2:]], [y, x[:, :1]], epochs=5, verbose=0)
+    model.export(str(tmp_path / "two"), verbose=False)
+
+    manifest = import_model(repo, tmp_path / "two", "two")
+    assert manifest.runtime == "onnxruntime"
+    assert manifest.signature.input_names == ["petals", "sepals"]  # sorted signature keys
+    assert manifest.signature.output_names == ["output_0", "output_1"]
+    stored = repo.open("two")
+    test = exports.iris.x_test[:7]
+    with load_runtime("onnxruntime", stored.artifact_path, manifest.signature) as runtime:
+        got = runtime.predict({"sepals": test[:, :2], "petals": test[:, 2:]})
+    want = model.predict([test[:, :2], test[:, 2:]], verbose=0)
+    for name, expected in zip(["output_0", "output_1"], want, strict=True):
+        assert np.max(np.abs(got[name] - expected)) <= manifest.parity.tolerance
+    np.testing.assert_array_equal(got["output_0"].argmax(1), want[0].argmax(1))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 import json
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import torch_builders as tb
 from ferry.cli import main
@@ -356,3 +358,53 @@ def test_serving_a_native_torch_model_names_the_extra_simulated_missing_extra(
     assert code == 2 and out == ""
     assert "running PyTorch models needs the optional dependencies of ferry[torch]" in err
     assert "pip install 'ferry[torch]'" in err and "Traceback" not in err
+
+
+class _Halves(nn.Module):
+    """Two inputs of two dtypes: the top half of a digit as int64 pixel tokens (embedded),
+    the bottom half as standardised floats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(17, 4)
+        self.head = tb.mlp(32 * 4 + 32, 16, 10)
+
+    def forward(self, tokens: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.embed(tokens).flatten(1), pixels], 1))
+
+
+def test_two_inputs_of_two_dtypes(repo, tmp_path, zoo):
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().data
+    order = np.random.default_rng(0).permutation(len(raw))
+    tokens = torch.from_numpy(raw[order][:, :32].astype(np.int64))
+    pixels = torch.from_numpy(np.concatenate([zoo.digits.x_train, zoo.digits.x_test])[:, 32:])
+    labels = torch.from_numpy(np.concatenate([zoo.digits.y_train, zoo.digits.y_test]))
+    module = _Halves()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.02)
+    for _ in range(40):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(module(tokens, pixels), labels).backward()
+        optimizer.step()
+    module.eval()
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's pytree deprecations
+        program = torch.export.export(module, (tokens[:4], pixels[:4]),
+                                      dynamic_shapes=({0: batch}, {0: batch}))
+    torch.export.save(program, str(tmp_path / "halves.pt2"))
+
+    manifest = import_model(repo, tmp_path / "halves.pt2", "halves")
+    assert manifest.runtime == "onnxruntime"
+    assert [(s.name, s.datatype, s.shape) for s in manifest.signature.inputs] == [
+        ("tokens", "INT64", (-1, 32)), ("pixels", "FP32", (-1, 32))]
+    stored = repo.open("halves")
+    with load_runtime("onnxruntime", stored.artifact_path, manifest.signature) as runtime:
+        for rows in (1, 7):
+            got = runtime.predict({"tokens": tokens[-rows:].numpy(),
+                                   "pixels": pixels[-rows:].numpy()})["output"]
+            with torch.no_grad():
+                want = module(tokens[-rows:], pixels[-rows:]).numpy()
+            assert np.max(np.abs(got - want)) <= manifest.parity.tolerance
+            np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
