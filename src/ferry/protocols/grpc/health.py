@@ -1,0 +1,75 @@
+"""The standard ``grpc.health.v1`` service, answering from the engine's readiness.
+
+Load balancers and Kubernetes' gRPC probes ask ``Check`` (or ``Watch``) for the overall
+server (service ``""``) or for ``inference.GRPCInferenceService``. Both report SERVING
+exactly when the engine is ready, so a server that is still warming up, or draining before
+shutdown, is taken out of rotation. ``Check`` asks the engine each time; ``Watch`` streams
+are fed by a poller that runs only while someone watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from grpc_health.v1 import health, health_pb2
+
+from ferry.engine import Engine
+
+__all__ = ["ReadinessHealthServicer"]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 health whose status is the engine's readiness.
+
+    Args:
+        engine: the engine whose ``ready()`` decides SERVING vs NOT_SERVING.
+        services: the service names to report besides the overall server (``""``).
+        poll_interval: seconds between readiness checks while a ``Watch`` is open.
+    """
+
+    def __init__(self, engine: Engine, services: Sequence[str], *,
+                 poll_interval: float = 0.25) -> None:
+        super().__init__()
+        self._engine = engine
+        self._services = ("", *services)
+        self._poll_interval = poll_interval
+        self._poller: asyncio.Task[None] | None = None
+        for service in self._services:
+            self._server_status[service] = NOT_SERVING
+
+    async def refresh(self) -> None:
+        """Set every reported service to the engine's current readiness."""
+        status = SERVING if self._engine.ready() else NOT_SERVING
+        for service in self._services:
+            if self._server_status.get(service) != status:
+                await self.set(service, status)
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        """Answer the current status (NOT_FOUND for a service this server lacks)."""
+        await self.refresh()
+        return await super().Check(request, context)
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        """Stream status changes while the client watches."""
+        await self.refresh()
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        try:
+            await super().Watch(request, context)
+        finally:
+            if not self._server_watchers and self._poller is not None:
+                self._poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._poller
+                self._poller = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            await self.refresh()

@@ -1,0 +1,220 @@
+"""``GRPCInferenceService`` on ``grpc.aio``: decode, call the engine, encode.
+
+Every RPC is a thin adapter over the engine facade (Contract A); validation, batching and
+admission all happen in the engine, so REST and gRPC answer alike. Errors leave as gRPC
+statuses through :mod:`ferry.protocols.grpc.errors`; a bug is logged with its traceback and
+answered INTERNAL with an error id, never UNKNOWN and never with the traceback itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+import grpc
+
+from ferry.engine import Engine
+from ferry.errors import FerryError, InputError, InternalError
+from ferry.inference import ModelMetadata
+from ferry.protocols.grpc._generated import inference_pb2 as pb
+from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
+from ferry.protocols.grpc.convert import decode_request, encode_response
+from ferry.protocols.grpc.errors import status_of
+
+__all__ = ["InferenceServicer"]
+
+logger = logging.getLogger("ferry.protocols.grpc")
+
+T = TypeVar("T")
+Context: TypeAlias = grpc.aio.ServicerContext
+
+#: Load/unload parameters ferry understands; Triton's others (``config``, ``file:...``)
+#: would replace a model's files or configuration, which in ferry goes through the repository.
+_UNLOAD_PARAMETERS = frozenset({"unload_dependents"})  # no ensembles: nothing depends on a model
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """The V2 inference service, answered by an :class:`~ferry.engine.Engine`.
+
+    Args:
+        engine: the started (or starting) engine; the servicer never starts or stops it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._metrics = engine.metrics
+
+    # ------------------------------------------------------------------ health
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context
+                         ) -> pb.ServerLiveResponse:
+        """Whether the server answers at all."""
+        return pb.ServerLiveResponse(live=self._engine.live())
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context
+                          ) -> pb.ServerReadyResponse:
+        """Whether every configured model is ready."""
+        return pb.ServerReadyResponse(ready=self._engine.ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context
+                         ) -> pb.ModelReadyResponse:
+        """Whether one model (version) is ready; an unknown one is simply not ready."""
+        ready = self._engine.model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    # ---------------------------------------------------------------- metadata
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context
+                             ) -> pb.ServerMetadataResponse:
+        """Server name, version and supported extensions."""
+        meta = self._engine.server_metadata()
+        return pb.ServerMetadataResponse(name=meta.name, version=meta.version,
+                                         extensions=meta.extensions)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context
+                            ) -> pb.ModelMetadataResponse:
+        """A model's versions, platform and tensors (NOT_FOUND for an unknown one)."""
+        return await _answer(context, lambda: _metadata_message(
+            self._engine.model_metadata(_required(request.name, "name"), request.version or None)
+        ))
+
+    # --------------------------------------------------------------- inference
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context
+                         ) -> pb.ModelInferResponse:
+        """Run one inference; the call's gRPC deadline becomes the request's deadline."""
+        start = time.perf_counter()
+        version = request.model_version
+        try:
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            infer_request = decode_request(request, deadline=deadline)
+            decoded = time.perf_counter()
+            self._metrics.stage("decode", model=request.model_name, seconds=decoded - start)
+            response = await self._engine.infer(infer_request)
+            version = response.model_version
+            computed = time.perf_counter()
+            # Answer in the representation the client used: raw for raw (Triton's client
+            # reads nothing else), typed for typed.
+            message = encode_response(response, raw=bool(request.raw_input_contents))
+            done = time.perf_counter()
+            self._metrics.stage("encode", model=request.model_name, seconds=done - computed)
+        except FerryError as error:
+            await self._refuse(context, request, version, start, error)
+        except Exception:  # a bug: keep the trace in the log, give the client an id
+            await self._refuse(context, request, version, start, _internal("ModelInfer"))
+        self._metrics.request(model=request.model_name, version=version, protocol="grpc",
+                              status="OK", seconds=done - start)
+        return message
+
+    async def _refuse(self, context: Context, request: pb.ModelInferRequest, version: str,
+                      start: float, error: FerryError) -> NoReturn:
+        status = status_of(error)
+        self._metrics.request(model=request.model_name, version=version, protocol="grpc",
+                              status=status.code.name, seconds=time.perf_counter() - start)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    # -------------------------------------------------------- model repository
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context
+                              ) -> pb.RepositoryIndexResponse:
+        """Every model of the repository with its state (only ready ones if asked)."""
+        entries = self._engine.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=e.name, version=e.version or "", state=e.state, reason=e.reason)
+            for e in entries
+        ])
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: Context) -> pb.RepositoryModelLoadResponse:
+        """Load a model, or reload it to its newest version (a hot swap)."""
+        async def load() -> pb.RepositoryModelLoadResponse:
+            name = _repository_model(request)
+            _check_parameters(request.parameters, frozenset(), "load")
+            await self._engine.load_model(name)
+            return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
+
+        return await _answer_async(context, load)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: Context) -> pb.RepositoryModelUnloadResponse:
+        """Unload a model after its in-flight requests finish."""
+        async def unload() -> pb.RepositoryModelUnloadResponse:
+            name = _repository_model(request)
+            _check_parameters(request.parameters, _UNLOAD_PARAMETERS, "unload")
+            await self._engine.unload_model(name)
+            return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
+
+        return await _answer_async(context, unload)
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+async def _answer(context: Context, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except FerryError as error:
+        await _abort(context, error)
+    except Exception:
+        await _abort(context, _internal("metadata"))
+
+
+async def _answer_async(context: Context, build: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await build()
+    except FerryError as error:
+        await _abort(context, error)
+    except Exception:
+        await _abort(context, _internal("repository"))
+
+
+async def _abort(context: Context, error: FerryError) -> NoReturn:
+    status = status_of(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _internal(where: str) -> FerryError:
+    error_id = uuid.uuid4().hex[:12]
+    logger.exception("internal error in %s (error id %s)", where, error_id)
+    return InternalError(f"internal error in {where}; the server log has error id {error_id}")
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InputError(f"{field} is empty; name the model")
+    return value
+
+
+def _repository_model(request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest
+                      ) -> str:
+    # KServe's proto has model_name where Triton's (ferry's) has repository_name; a request
+    # with only that field filled is KServe's dialect, naming the model.
+    return _required(request.model_name or request.repository_name, "model_name")
+
+
+def _check_parameters(parameters: Mapping[str, Any], allowed: frozenset[str], verb: str) -> None:
+    unknown = sorted(set(parameters) - allowed)
+    if unknown:
+        raise InputError(
+            f"{verb} parameter {unknown[0]!r} is not supported: ferry {verb}s models from its "
+            "repository as imported; use `ferry import` to add or change a model"
+            + (f" (supported: {', '.join(sorted(allowed))})" if allowed else "")
+        )
+
+
+def _metadata_message(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+    def tensors(specs: Any) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+        return [pb.ModelMetadataResponse.TensorMetadata(
+            name=s.name, datatype=s.datatype, shape=s.shape) for s in specs]
+
+    return pb.ModelMetadataResponse(
+        name=meta.name, versions=meta.versions, platform=meta.platform,
+        inputs=tensors(meta.inputs), outputs=tensors(meta.outputs),
+    )
