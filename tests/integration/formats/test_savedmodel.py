@@ -310,3 +310,25 @@ def test_two_inputs_two_outputs_keep_their_signature_keys(repo, tmp_path, export
     for name, expected in zip(["output_0", "output_1"], want, strict=True):
         assert np.max(np.abs(got[name] - expected)) <= manifest.parity.tolerance
     np.testing.assert_array_equal(got["output_0"].argmax(1), want[0].argmax(1))
+
+
+def test_native_savedmodel_answers_over_rest(tmp_path, exports):
+    # The real engine and REST server load the version with TensorFlow (its manifest says so).
+    import httpx
+
+    from rest_server import make_engine, serve
+
+    repo = Repository(tmp_path / "repo")
+    assert import_model(repo, exports.dirs["erfinv"], "erf").runtime == "tensorflow"
+    rows = exports.iris.x_test[:7]
+    want = exports.predict("erfinv", rows)
+    body = {"inputs": [{"name": "features", "shape": [7, 4], "datatype": "FP32",
+                        "data": rows.ravel().tolist()}]}
+    with serve(make_engine(repo), repo) as served, httpx.Client(base_url=served.url,
+                                                               timeout=60) as http:
+        response = http.post("/v2/models/erf/infer", json=body)
+        assert response.status_code == 200, response.text
+        out = response.json()["outputs"][0]
+        got = np.asarray(out["data"], np.float32).reshape(out["shape"])
+        assert np.max(np.abs(got - want)) <= 1e-4
+        np.testing.assert_array_equal(got.argmax(1), want.argmax(1))

@@ -408,3 +408,34 @@ def test_two_inputs_of_two_dtypes(repo, tmp_path, zoo):
                 want = module(tokens[-rows:], pixels[-rows:]).numpy()
             assert np.max(np.abs(got - want)) <= manifest.parity.tolerance
             np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+def test_native_and_converted_torch_models_answer_over_rest(tmp_path, zoo):
+    # The real engine and REST server (tests/rest_server.py) load each version with the
+    # runtime its manifest names: ONNX Runtime, torch.export, and TorchScript side by side.
+    import httpx
+
+    from rest_server import make_engine, serve
+
+    repo = Repository(tmp_path / "repo")
+    import_model(repo, zoo.path("iris.pt2"), "onnx")
+    import_model(repo, zoo.path("iris.pt2"), "program", options=ImportOptions(native=True))
+    import_model(repo, zoo.path("erfinv.pt"), "script")  # no ONNX erfinv: TorchScript serves
+    rows = zoo.iris.x_test[:7]
+    expected = {"onnx": tb.predict(zoo.iris_mlp, rows), "program": tb.predict(zoo.iris_mlp, rows),
+                "script": tb.predict(zoo.erfinv, rows)}
+    with serve(make_engine(repo), repo) as served, httpx.Client(base_url=served.url,
+                                                               timeout=60) as http:
+        for name, want in expected.items():
+            tensor = repo.manifest(name).signature.inputs[0].name  # 'input', or 'x' (erfinv)
+            body = {"inputs": [{"name": tensor, "shape": [7, 4], "datatype": "FP32",
+                                "data": rows.ravel().tolist()}]}
+            response = http.post(f"/v2/models/{name}/infer", json=body)
+            assert response.status_code == 200, response.text
+            out = response.json()["outputs"][0]
+            got = np.asarray(out["data"], np.float32).reshape(out["shape"])
+            assert np.max(np.abs(got - want)) <= 1e-4, name
+            np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+            bad = {"inputs": [{"name": tensor, "shape": [1, 5], "datatype": "FP32",
+                               "data": [0.0] * 5}]}
+            assert http.post(f"/v2/models/{name}/infer", json=bad).status_code == 400
