@@ -27,6 +27,7 @@ __all__ = [
     "attempt_onnx",
     "discard",
     "fallback_note",
+    "guarded",
     "probe_batches",
     "probe_onnx",
     "probe_tolerance",
@@ -52,13 +53,17 @@ def attempt_onnx(workdir: Path, artifact: str, export: Callable[[Path], str], *,
 
     Raises:
         InputError: the user's samples do not fit (a mistake to report, not to fall back on).
+        ArtifactError: the source model itself fails on the probe inputs: no runtime could
+            serve it, so that is reported rather than taken for a conversion failure.
     """
     if options.native:
         return Attempt(None, f"served natively by {runtime}: --native was given")
+    batches = probe_batches(signature, options)
+    expected = [run_reference(reference, batch) for batch in batches]
     path = workdir / artifact
     try:
         converter = export(path)
-        probe_onnx(path, signature, reference, probe_batches(signature, options),
+        probe_onnx(path, signature, batches, expected,
                    tolerance=probe_tolerance(options, tolerance), rtol=0.0)
     except InputError:
         raise
@@ -88,19 +93,18 @@ def probe_tolerance(options: ImportOptions, default: float) -> float:
     return options.tolerance if options.tolerance is not None else default
 
 
-def probe_onnx(path: Path, signature: Signature, reference: Reference,
-               batches: list[Arrays], *, tolerance: float, rtol: float) -> None:
-    """Run the ONNX artifact at ``path`` on each batch and compare it with the source.
+def probe_onnx(path: Path, signature: Signature, batches: list[Arrays],
+               expected: list[Arrays], *, tolerance: float, rtol: float) -> None:
+    """Run the ONNX artifact at ``path`` on each batch and compare with the source's outputs.
 
     Raises:
         FerryError: ONNX Runtime cannot load or run it (ArtifactError, InputError), or an
             output differs beyond the tolerance (ParityError, with the figures).
     """
     with load_runtime("onnxruntime", path, signature) as runtime:
-        for batch in batches:
-            expected = run_reference(reference, batch)
+        for batch, want in zip(batches, expected, strict=True):
             rows = int(next(iter(batch.values())).shape[0])
-            compare(signature, expected, runtime, batch, method="probe",
+            compare(signature, want, runtime, batch, method="probe",
                     origin=f"probe batch of {rows}", tolerance=tolerance, rtol=rtol)
 
 
@@ -116,6 +120,15 @@ def run_reference(reference: Reference, batch: Arrays) -> Arrays:
             f"the source model fails on the parity inputs: {first[:300]}",
             hint="pass real inputs with --samples",
         ) from None
+
+
+def guarded(reference: Reference) -> Reference:
+    """``reference`` with the framework's own exceptions turned into an ArtifactError.
+
+    The pipeline calls an importer's reference directly for its parity check; a torch or
+    TensorFlow error escaping from it would reach the user as an internal error.
+    """
+    return lambda batch: run_reference(reference, batch)
 
 
 def fallback_note(runtime: str, exc: FerryError) -> str:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from ferry.errors import ArtifactError, ConversionError, FerryError
 from ferry.formats.base import Converted, Importer, ImportOptions
-from ferry.formats.fallback import attempt_onnx
+from ferry.formats.fallback import attempt_onnx, guarded
 from ferry.runtimes import Arrays
 from ferry.runtimes.tensorflow import (
     SERVING_SIGNATURE,
@@ -82,6 +82,7 @@ class SavedModelImporter(Importer):
         signature = _serving_signature(meta.signature_def[SERVING_SIGNATURE], source.name)
         loaded, _ = load_serving_function(source)
 
+        @guarded
         def reference(samples: Arrays) -> Arrays:
             # Through ``loaded``: the function alone holds only weak references to variables.
             return call_serving(tf, loaded.signatures[SERVING_SIGNATURE], samples)

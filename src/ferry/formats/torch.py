@@ -43,7 +43,7 @@ from ferry.errors import (
 )
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head, zip_names
-from ferry.formats.fallback import attempt_onnx
+from ferry.formats.fallback import attempt_onnx, guarded
 from ferry.runtimes import Arrays
 from ferry.runtimes.torch import (
     flatten_outputs,
@@ -151,7 +151,7 @@ class TorchImporter(Importer):
             loaded = _script_source(torch, source, options)
         else:
             _refuse(torch, source, kind)
-        reference = _reference(torch, loaded)
+        reference = guarded(_reference(torch, loaded))
         framework = f"torch {torch.__version__}"
         file_name, runtime, platform = _NATIVE[loaded.kind]
         attempt = attempt_onnx(
@@ -423,8 +423,17 @@ def _varies_with_batch(torch: Any, module: Any, example: Arrays) -> bool:
 
 
 def _script_signature(torch: Any, module: Any, example: Arrays, batched: bool) -> Signature:
-    with torch.inference_mode():
-        results = flatten_outputs(torch, module(*[to_tensor(torch, a) for a in example.values()]))
+    try:
+        with torch.inference_mode():
+            results = flatten_outputs(torch, module(*[to_tensor(torch, a)
+                                                      for a in example.values()]))
+    except ArtifactError:
+        raise
+    except Exception as exc:  # the TorchScript interpreter's RuntimeError, with its traceback
+        raise InputError(
+            f"the module fails on the --samples inputs: {_interpreter_reason(exc)}",
+            hint="give rows of the shape and dtype forward expects (float32 for most models)",
+        ) from None
 
     def shape(arr: np.ndarray[Any, Any]) -> tuple[int, ...]:
         return (-1, *arr.shape[1:]) if batched else tuple(arr.shape)
@@ -496,6 +505,12 @@ def _random_inputs(specs: list[TensorSpec] | tuple[TensorSpec, ...], rows: int |
         else:
             arrays[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
     return arrays
+
+
+def _interpreter_reason(exc: BaseException) -> str:
+    """The last line of a TorchScript error (the first ones are its code traceback)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def _export_reason(exc: BaseException) -> str:

@@ -439,3 +439,71 @@ def test_native_and_converted_torch_models_answer_over_rest(tmp_path, zoo):
             bad = {"inputs": [{"name": tensor, "shape": [1, 5], "datatype": "FP32",
                                "data": [0.0] * 5}]}
             assert http.post(f"/v2/models/{name}/infer", json=bad).status_code == 400
+
+
+@pytest.mark.parametrize(("rows", "message"),
+                         [(np.zeros((4, 5), np.float32), "mat1 and mat2 shapes cannot be "
+                                                         "multiplied (4x5 and 4x16)"),
+                          (np.zeros((4, 4), np.float64), "mat1 and mat2 must have the same "
+                                                         "dtype")],
+                         ids=["wrong-width", "float64"])
+def test_scripted_module_with_samples_that_do_not_fit(capsys, tmp_path, zoo, rows, message):
+    np.save(tmp_path / "rows.npy", rows)
+    repo = tmp_path / "repo"
+    code, out, err = run(capsys, "--repo", repo, "import", zoo.path("iris_scripted.pt"),
+                         "--name", "s", "--samples", tmp_path / "rows.npy")
+    assert code == 2 and out == ""
+    report = err[err.index("error: "):].strip().splitlines()
+    assert report[0].startswith("error: the module fails on the --samples inputs: ")
+    assert message in report[0] and len(report) == 2 and "Traceback" not in err
+    assert not repo.exists() or Repository(repo).models() == []
+
+
+class _Binned(nn.Module):
+    """Iris features binned into 5 tokens each, embedded: indices 5 and up are out of range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(5, 3)
+        self.head = nn.Linear(4 * 3, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens).flatten(1))
+
+
+def test_source_that_fails_on_generated_samples_asks_for_real_ones(repo, tmp_path, zoo):
+    def binned(x):
+        return np.clip(np.floor(x + 2.5), 0, 4).astype(np.int64)
+
+    tokens = torch.from_numpy(binned(zoo.iris.x_train))
+    module = _Binned()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(60):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(module(tokens), torch.from_numpy(zoo.iris.y_train)).backward()
+        optimizer.step()
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's pytree deprecations
+        program = torch.export.export(module, (tokens[:4],),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "binned.pt2"))
+
+    # Generated integer samples are drawn from [0, 10): the embedding refuses 5..9. That is
+    # the source failing, not the conversion: reported, not served natively.
+    with pytest.raises(ArtifactError, match="the source model fails on the parity inputs") as info:
+        import_model(repo, tmp_path / "binned.pt2", "binned")
+    assert "--samples" in info.value.hint
+    _nothing_written(repo)
+
+    test = binned(zoo.iris.x_test)
+    manifest = import_model(repo, tmp_path / "binned.pt2", "binned",
+                            options=ImportOptions(samples=test))
+    assert manifest.runtime == "onnxruntime" and manifest.parity.samples == len(test)
+    stored = repo.open("binned")
+    with load_runtime("onnxruntime", stored.artifact_path, manifest.signature) as runtime:
+        got = runtime.predict({"tokens": test})["output"]
+    with torch.no_grad():
+        want = module(torch.from_numpy(test)).numpy()
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    assert (want.argmax(1) == zoo.iris.y_test).mean() > 0.6
