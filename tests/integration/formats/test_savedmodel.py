@@ -188,6 +188,13 @@ def _truncated_pb(exports, tmp_path):
     return [target]
 
 
+def _symlink(exports, tmp_path):
+    target = _copy(exports, tmp_path)
+    (tmp_path / "outside.txt").write_text("not part of the model")
+    (target / "assets" / "vocab.txt").symlink_to(tmp_path / "outside.txt")
+    return [target]
+
+
 def _pb_file(exports, tmp_path):
     return [_copy(exports, tmp_path) / "saved_model.pb"]
 
@@ -205,6 +212,7 @@ def _torch_as_savedmodel(exports, tmp_path):
 BAD = [
     (_missing_variables, "is missing its variables"),
     (_truncated_pb, "saved_model.pb is not a readable SavedModel"),
+    (_symlink, "copy: copy/assets/vocab.txt is a symbolic link"),
     (_pb_file, "saved_model.pb is one file of a SavedModel; import the directory"),
     (_as_torch, "diabetes does not look like a torch model; it looks like a savedmodel model"),
     (_torch_as_savedmodel, "model.pt2 does not look like a savedmodel model"),
@@ -212,7 +220,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("make", "message"), BAD,
-                         ids=["missing-variables", "truncated-pb", "pb-file-not-directory",
+                         ids=["missing-variables", "truncated-pb", "symlink", "pb-file-not-directory",
                               "format-torch-on-savedmodel", "format-savedmodel-on-file"])
 def test_bad_savedmodels_one_line_exit_2_nothing_written(capsys, tmp_path, exports, make,
                                                          message):
