@@ -64,6 +64,18 @@ class _State:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+def _version_number(text: str) -> int | None:
+    """A client's version string as a number, or None when it cannot name a version.
+
+    Only plain ASCII digits count (``str.isdigit`` also takes "\uff11" and other scripts'
+    digits), and at most 18 of them: ``int()`` of a 5,000-digit string raises ValueError,
+    which would surface as a 500 instead of a 404.
+    """
+    if 0 < len(text) <= 18 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def parse_selection(models: Iterable[str] | None) -> dict[str, list[int] | None]:
     """``["a", "b:2", "b:3"]`` -> ``{"a": None, "b": [2, 3]}`` (None: the version policy).
 
@@ -161,7 +173,7 @@ class Engine:
             return False
         if not version:
             return True
-        return version.isdigit() and int(version) in snap.versions
+        return _version_number(version) in snap.versions
 
     # ------------------------------------------------------------------ metadata
 
@@ -264,6 +276,8 @@ class Engine:
             ArtifactError, ConfigError: a version or its config could not be loaded.
         """
         async with self._lock(name):
+            if self._stopping:
+                raise UnavailableError(f"cannot load {name!r}: the server is shutting down")
             state = self._states.setdefault(name, _State("LOADING"))
             try:
                 wanted = self._wanted(name, state.pinned)
@@ -283,6 +297,12 @@ class Engine:
                 if name not in self._table:
                     state.state, state.reason = "UNAVAILABLE", str(exc)
                 raise
+            if self._stopping:
+                # stop() began while these versions loaded and did not see them: close the
+                # new ones here, or their runtimes and threads would outlive the engine.
+                await asyncio.gather(*(served.retire(0.0) for v, served in loaded.items()
+                                       if have.get(v) is not served))
+                raise UnavailableError(f"cannot load {name!r}: the server is shutting down")
             self._table[name] = Snapshot(loaded)
             state.state, state.reason = "READY", ""
             for version, served in have.items():
@@ -327,9 +347,11 @@ class Engine:
     def _version(snap: Snapshot, name: str, version: str | None) -> ServedVersion:
         if not version:
             return snap.latest
-        served = snap.versions.get(int(version)) if version.isdigit() else None
+        number = _version_number(version)
+        served = snap.versions.get(number) if number is not None else None
         if served is None:
-            raise NotFoundError(f"model {name!r} has no served version {version!r} "
+            shown = version if len(version) <= 40 else version[:40] + "..."
+            raise NotFoundError(f"model {name!r} has no served version {shown!r} "
                                 f"(versions: {', '.join(snap.labels())})")
         return served
 

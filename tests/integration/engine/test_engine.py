@@ -227,3 +227,128 @@ async def test_start_refuses_an_empty_repository_and_unknown_models(repo, tmp_pa
         await Engine(repo, models=["ghost"]).start()
     with pytest.raises(NotFoundError, match="no version 9"):
         await Engine(repo, models=["mlp:9"]).start()
+
+
+def _fixed_shape_onnx(path: Path) -> Path:
+    """A model whose input is exactly [2, 4]: no batch axis, so it must never be batched."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(7).standard_normal((4, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["scores"])], "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 3])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def _sample(engine: Engine, family: str, **labels: str) -> float:
+    """One sample of the engine's Prometheus exposition (0.0 when absent)."""
+    wanted = family + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in engine.metrics.render()[0].decode().splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_model_without_batch_axis_is_never_batched(repo, tmp_path):
+    import_model(repo, _fixed_shape_onnx(tmp_path / "fixed.onnx"), "fixed")
+    engine = Engine(repo, defaults=ModelConfig.model_validate(
+        {"inline_below_ms": 0.0, "max_queue": 1000, "batching": {"max_batch_size": 64}}))
+    await engine.start()
+    try:
+        rng = np.random.default_rng(8)
+        inputs = [rng.standard_normal((2, 4)).astype(np.float32) for _ in range(60)]
+        answers = await asyncio.gather(*(engine.infer(_request(x, model="fixed"))
+                                         for x in inputs))
+        for x, answer in zip(inputs, answers, strict=True):
+            assert answer.outputs[0].shape == (2, 3)
+            np.testing.assert_allclose(answer.outputs[0].data,
+                                       _reference(repo, "fixed", 1, x), rtol=1e-5, atol=1e-6)
+        # One runtime call per request, although 60 arrived together.
+        assert _sample(engine, "ferry_batch_size_count", model="fixed") == 60
+        assert _sample(engine, "ferry_queue_depth", model="fixed") == 0
+        with pytest.raises(InputError, match=r"input 'x'.*\[2, 4\]"):
+            await engine.infer(_request(np.zeros((4, 4), np.float32), model="fixed"))
+    finally:
+        await engine.stop()
+
+
+async def test_metrics_record_load_queue_compute_batch_and_inflight(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=50)
+    engine = Engine(repo, defaults=ModelConfig.model_validate({"inline_below_ms": 0.0}))
+    await engine.start()
+    try:
+        x = np.ones((3, 4), np.float32)
+        await asyncio.gather(*(engine.infer(_request(x)) for _ in range(20)))
+        assert _sample(engine, "ferry_model_load_seconds", model="mlp", version="1") > 0
+        assert _sample(engine, "ferry_stage_duration_seconds_count",
+                       model="mlp", stage="queue") == 20
+        calls = _sample(engine, "ferry_stage_duration_seconds_count",
+                        model="mlp", stage="compute")
+        assert 1 <= calls <= 20
+        assert _sample(engine, "ferry_batch_size_count", model="mlp") == calls
+        assert _sample(engine, "ferry_batch_size_sum", model="mlp") == 60  # every row once
+        assert _sample(engine, "ferry_inflight_requests", model="mlp") == 0
+        assert _sample(engine, "ferry_queue_depth", model="mlp") == 0
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("version", ["9" * 5000, "\uff11", "-1", "1.0", " 1"],
+                         ids=["5000-digits", "fullwidth-one", "negative", "decimal", "space"])
+async def test_a_version_string_that_names_no_version_is_not_found(repo, tmp_path, version):
+    _import(repo, tmp_path, "mlp", seed=60)
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        assert not engine.model_ready("mlp", version)
+        with pytest.raises(NotFoundError, match="no served version"):
+            engine.model_metadata("mlp", version)
+        with pytest.raises(NotFoundError, match=r"no served version .*\(versions: 1\)"):
+            await engine.infer(_request(np.zeros((1, 4), np.float32), version=version))
+    finally:
+        await engine.stop()
+
+
+async def test_a_stopped_engine_loads_nothing(repo, tmp_path):
+    from ferry.errors import UnavailableError
+
+    _import(repo, tmp_path, "mlp", seed=70)
+    engine = Engine(repo)
+    await engine.start()
+    await engine.stop()
+    with pytest.raises(UnavailableError, match="shutting down"):
+        await engine.load_model("mlp")
+    with pytest.raises(UnavailableError, match="shutting down"):
+        await engine.infer(_request(np.zeros((1, 4), np.float32)))
+    assert not engine.model_ready("mlp") and not engine.live()
+
+
+async def test_a_model_config_beside_the_model_sets_its_versions_and_is_checked(repo, tmp_path):
+    from ferry.errors import ConfigError
+
+    for seed in (80, 81, 82):
+        _import(repo, tmp_path, "mlp", seed=seed)
+    config = repo.root / "mlp" / "config.toml"
+    config.write_text('version_policy = "latest:2"\n[batching]\nmax_batch_size = 8\n')
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        assert engine.model_metadata("mlp").versions == ["2", "3"]
+        config.write_text('version_policy = "all"\n')
+        await engine.load_model("mlp")  # a reload reads the file again
+        assert engine.model_metadata("mlp").versions == ["1", "2", "3"]
+        config.write_text("[batching]\nmax_batch_sise = 8\n")
+        with pytest.raises(ConfigError, match=r"config.toml: unknown setting "
+                                              r"'batching.max_batch_sise'"):
+            await engine.load_model("mlp")
+        assert engine.model_metadata("mlp").versions == ["1", "2", "3"]  # still served
+    finally:
+        await engine.stop()
