@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -30,8 +32,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ferry import errors
 from ferry.engine import Engine
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, FerryError
 from ferry.observability.logging import configure_logging
 from ferry.repository import Repository
 from ferry.settings import ServerSettings
@@ -231,8 +234,16 @@ def _event_loop_run(coro: Any) -> None:
 
 def _run_workers(settings: ServerSettings, on_ready: Callable[[Endpoints], None] | None
                  ) -> int:
+    """Start ``settings.workers`` server processes and supervise them.
+
+    The server stands or falls as a whole: when a worker dies on its own (a crash, the OOM
+    killer) the others are stopped too and the exit code says so, so that the supervisor
+    above (systemd, Kubernetes) restarts a complete server instead of one quietly serving
+    with fewer processes than it was given.
+    """
     if settings.http_port == 0 or settings.grpc_port == 0:
         raise ConfigError("--workers needs fixed ports: give --http-port and --grpc-port")
+    configure_logging(settings.log_format, settings.log_level)
     metrics_dir = tempfile.mkdtemp(prefix="ferry-metrics-")
     os.environ[_MULTIPROC_ENV] = metrics_dir
     context = multiprocessing.get_context("spawn")
@@ -242,21 +253,27 @@ def _run_workers(settings: ServerSettings, on_ready: Callable[[Endpoints], None]
                                name=f"ferry-worker-{i}") for i in range(settings.workers)]
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
                                                        signal.SIGHUP)}
+    stopping = False
 
     def forward(sig: int, _frame: object) -> None:
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, sig)
+        nonlocal stopping
+        stopping = stopping or sig != signal.SIGHUP
+        _signal_all(workers, sig)
 
     try:
         for sig in previous:
             signal.signal(sig, forward)
         for worker in workers:
             worker.start()
-        _await_workers(workers, ready, on_ready)
+        ended: list[Any] = []
+        if _await_workers(workers, ready, on_ready):
+            # Sleeps until some worker exits: all of them after SIGTERM, or one by accident.
+            ended = multiprocessing.connection.wait([w.sentinel for w in workers])
+        if not stopping:
+            _stop_survivors(workers, ended)
         for worker in workers:
             worker.join()
-        return max((w.exitcode or 0 for w in workers), default=0)
+        return _exit_code(workers, stopping=stopping)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -268,16 +285,64 @@ def _run_workers(settings: ServerSettings, on_ready: Callable[[Endpoints], None]
         os.environ.pop(_MULTIPROC_ENV, None)
 
 
+def _stop_survivors(workers: list[Any], ended: list[Any]) -> None:
+    """A worker exited unasked: say which, and stop the others."""
+    for worker in workers:
+        if worker.sentinel in ended or worker.exitcode is not None:
+            # Its sentinel closes a moment before the process can be reaped: join it.
+            worker.join(5)
+            log.error("worker %s exited with code %s; stopping the others", worker.name,
+                      worker.exitcode)
+    _signal_all(workers, signal.SIGTERM)
+
+
+def _exit_code(workers: list[Any], *, stopping: bool) -> int:
+    """0 after a requested stop that every worker survived; else the first failure's code."""
+    codes = [w.exitcode for w in workers if w.exitcode]
+    if stopping and not codes:
+        return 0
+    return codes[0] if codes and codes[0] > 0 else 1  # killed by a signal: negative
+
+
+def _signal_all(workers: list[Any], sig: int) -> None:
+    for worker in workers:
+        if worker.pid is not None and worker.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, sig)
+
+
 def _await_workers(workers: list[Any], ready: Any,
-                   on_ready: Callable[[Endpoints], None] | None) -> None:
-    """Wait until every worker reported ready (or died), then call ``on_ready`` once."""
+                   on_ready: Callable[[Endpoints], None] | None) -> bool:
+    """Wait until every worker reported ready, then call ``on_ready`` once.
+
+    Returns False as soon as a worker exits before that (it failed to start, or a signal
+    stopped the server while it started).
+    """
     started = 0
-    while started < len(workers) and any(w.is_alive() for w in workers):
-        with contextlib.suppress(Exception):
-            endpoints = ready.get(timeout=0.5)
-            started += 1
-            if started == len(workers) and on_ready is not None:
-                on_ready(Endpoints(**endpoints))
+    while started < len(workers):
+        if any(w.exitcode is not None for w in workers):
+            return False
+        try:
+            endpoints = ready.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if "error" in endpoints:
+            raise _worker_error(endpoints)
+        started += 1
+        if started == len(workers) and on_ready is not None:
+            on_ready(Endpoints(**endpoints))
+    return True
+
+
+def _worker_error(report: dict[str, Any]) -> FerryError:
+    """Rebuild the error a worker failed to start with, to report it as one process would."""
+    kind = getattr(errors, str(report.get("kind")), None)
+    if isinstance(kind, type) and issubclass(kind, FerryError):
+        try:
+            return kind(report["error"], hint=report.get("hint"))
+        except TypeError:  # an error class with other arguments
+            pass
+    return ConfigError(f"a worker failed to start: {report['error']}", hint=report.get("hint"))
 
 
 def _worker_main(payload: dict[str, Any], index: int, ready: Any) -> None:
@@ -291,6 +356,11 @@ def _worker_main(payload: dict[str, Any], index: int, ready: Any) -> None:
 
     try:
         _event_loop_run(serve(settings, on_ready=report))
+    except FerryError as exc:
+        # Before it is ready this reaches the parent, which reports it once as a one-line
+        # error (exit 2), as a single-process server would.
+        ready.put({"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__})
+        raise SystemExit(1) from None
     except Exception as exc:
-        logging.getLogger("ferry.server").error("worker %d failed: %s", index, exc)
+        log.error("worker %d failed", index, exc_info=exc)
         raise SystemExit(1) from None

@@ -186,3 +186,30 @@ def test_json_logs_carry_the_request_id_of_a_refused_request(tmp_path):
     assert refused[0]["level"] == "info" and refused[0]["status"] == 400
     assert "expected FP32 with shape [-1, 4], got shape [1, 2]" in refused[0]["message"]
     assert any(entry.get("request_id") == generated.headers["X-Request-ID"] for entry in lines)
+
+
+def test_a_worker_that_dies_stops_the_whole_server(tmp_path):
+    import re
+
+    repo = _repository(tmp_path)
+    with ferry_serve(repo.root, "--workers", "2", timeout=120) as server:
+        pids = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.output())]
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)  # a crash, or the OOM killer
+        # The survivor drains and exits, and the exit code says the server failed, so a
+        # supervisor restarts all of it instead of leaving one worker serving alone.
+        assert server.process.wait(30) == 1
+        assert "exited with code -9; stopping the others" in server.output()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pids[1], 0)
+
+
+def test_workers_that_cannot_start_are_one_line_and_exit_2(tmp_path):
+    repo = _repository(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "ferry", "serve", str(repo.root), "--models", "ghost",
+         "--workers", "2", "--http-port", str(free_port()), "--grpc-port", str(free_port())],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("model 'ghost' is not in repository") == 1
+    assert "Traceback" not in result.stderr
