@@ -213,3 +213,16 @@ def test_workers_that_cannot_start_are_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("model 'ghost' is not in repository") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_serve_help_teaches_defaults_signals_and_settings():
+    result = subprocess.run([sys.executable, "-m", "ferry", "serve", "--help"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Usage: ferry serve [OPTIONS] [REPO]" in text
+    for phrase in ("(default: 127.0.0.1;", "(default: 8000;", "(default: 8001;",
+                   "kill -HUP PID", "FERRY_*", "REPO/NAME/config.toml",
+                   "ferry serve model-repository --models digits,fraud:3 --workers 2"):
+        assert phrase in text, phrase

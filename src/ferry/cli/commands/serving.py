@@ -15,7 +15,7 @@ from ferry.cli.console import err_console, out_console
 def serve(
     ctx: typer.Context,
     repository: Annotated[Path | None, typer.Argument(
-        metavar="[REPO]", help="Model repository to serve (default: --repo).",
+        metavar="REPO", help="Model repository to serve (default: --repo, or FERRY_REPOSITORY).",
         show_default=False,
     )] = None,
     models: Annotated[str | None, typer.Option(
@@ -23,47 +23,55 @@ def serve(
         "every model of the repository when omitted.", show_default=False,
     )] = None,
     host: Annotated[str | None, typer.Option(
-        "--host", help="Address to listen on [default: 127.0.0.1; 0.0.0.0 for every one].",
+        "--host", help="Address to listen on (default: 127.0.0.1; 0.0.0.0 listens on every "
+        "address).",
         show_default=False,
     )] = None,
     http_port: Annotated[int | None, typer.Option(
-        "--http-port", help="REST port [default: 8000; 0 picks a free one].",
+        "--http-port", help="REST port (default: 8000; 0 picks a free one).",
         show_default=False,
     )] = None,
     grpc_port: Annotated[int | None, typer.Option(
-        "--grpc-port", help="gRPC port [default: 8001; 0 picks a free one].",
+        "--grpc-port", help="gRPC port (default: 8001; 0 picks a free one).",
         show_default=False,
     )] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", "-w", help="Server processes sharing the ports, to use more cores "
-        "[default: 1].", show_default=False,
+        "--workers", "-w", help="Server processes sharing the ports (SO_REUSEPORT), to use "
+        "more cores (default: 1). If one dies, the server stops with exit code 1.",
+        show_default=False,
     )] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Settings file (TOML); FERRY_* variables and flags override it.",
         show_default=False,
     )] = None,
     watch: Annotated[bool | None, typer.Option(
-        "--watch/--no-watch", help="Hot-swap a model when a new version appears in the "
-        "repository [default: off].", show_default=False,
+        "--watch/--no-watch", help="Poll the repository and hot-swap a model when a new "
+        "version directory appears (default: off).", show_default=False,
     )] = None,
     default_model: Annotated[str | None, typer.Option(
-        "--default-model", help="The model POST /predict serves [default: the only one].",
+        "--default-model", help="The model POST /predict serves (default: the only one).",
         show_default=False,
     )] = None,
     log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="json or text [default: json].", show_default=False,
+        "--log-format", help="Log lines as 'json' (one object a line, with request ids) or "
+        "'text' (default: json).", show_default=False,
     )] = None,
 ) -> None:
-    """Serve models over REST and gRPC until Ctrl-C (SIGTERM drains in-flight requests).
+    """Serve models over REST and gRPC until Ctrl-C or SIGTERM (in-flight requests finish).
 
-    Every model is loaded, verified and warmed before the ports open. REST speaks the
-    Open Inference Protocol (V2, with binary tensors), the seed's POST /predict and TF
-    Serving's :predict; gRPC speaks V2's GRPCInferenceService. SIGHUP reloads the models
-    (hot swap without a failed request). Examples:
+    Every model is loaded, hash-checked and warmed up before the ports open.
 
+    REST: Open Inference Protocol V2 (JSON and binary tensors), POST /predict, TF Serving.
+    gRPC: V2's inference.GRPCInferenceService, plus grpc.health.v1 and reflection.
+    Hot swap: import a new version, then kill -HUP PID, --watch, or the repository API.
+    Settings: flags beat FERRY_* variables, which beat --config ferry.toml (docs/serving.md).
+    Batching, instances and queue bound per model: REPO/NAME/config.toml.
+
+    Examples:
       [bold]ferry serve model-repository[/]
-      [bold]ferry serve model-repository --models digits --http-port 9000 --workers 2[/]
-      [bold]ferry serve --config ferry.toml --watch[/]
+      [bold]ferry serve model-repository --models digits,fraud:3 --workers 2[/]
+      [bold]FERRY_HTTP_PORT=9000 ferry serve --config ferry.toml --watch[/]
+      [bold]curl -d '{"data": [[0, 1, ...]]}' http://127.0.0.1:8000/predict[/]
     """
     from ferry.server import Endpoints, run
     from ferry.settings import load_settings
