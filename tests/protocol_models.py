@@ -1,4 +1,4 @@
-"""Tiny real ONNX models for the gRPC tests, written with onnx.helper and imported with ferry.
+"""Tiny real ONNX models for protocol tests (REST and gRPC), written with onnx.helper.
 
 ``alltypes`` passes one [-1, 3] tensor of every datatype with a typed gRPC field straight
 through (Identity), so each datatype's encoding is checked end to end against ONNX Runtime.
@@ -57,7 +57,8 @@ def half(folder: Path) -> Path:
 def pair(folder: Path) -> Path:
     spec = ["batch", 4]
     graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Sub", ["a", "b"], ["diff"])],
+        [helper.make_node("Add", ["a", "b"], ["sum"]),
+         helper.make_node("Sub", ["a", "b"], ["diff"])],
         "pair",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, spec) for n in ("a", "b")],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, spec) for n in ("sum", "diff")],
