@@ -9,7 +9,7 @@ REPO ?= model-repository
 MODEL ?= digits
 
 .DEFAULT_GOAL := help
-.PHONY: help serve demo test lint check clean proto
+.PHONY: help serve demo test lint check clean bench bench-tools proto
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,8 +20,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	@echo "==> installing ferry with the Keras demo extra into $(VENV) (pinned by $(CONSTRAINTS))"
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[demo]'
+	@echo "==> installing ferry with the serving and Keras demo extras into $(VENV) (pinned by $(CONSTRAINTS))"
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[serve,demo,client]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
@@ -29,15 +29,21 @@ $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[all,dev]'
 	@touch $@ $(VENV)/.installed-serve
 
-serve: $(VENV)/.installed-serve ## Build the demo model and run a prediction with it
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+
+serve: $(VENV)/.installed-serve ## Build the demo model (once) and serve it on 8000 (REST) / 8001 (gRPC)
 	@if $(BIN)/ferry --repo $(REPO) show $(MODEL) >/dev/null 2>&1; then \
 	  echo "==> $(REPO) already holds '$(MODEL)' (run 'make demo' to train a new version)"; \
 	else \
 	  echo "==> training the seed network on scikit-learn's digits and importing it into $(REPO)"; \
 	  $(BIN)/ferry --repo $(REPO) demo --name $(MODEL); \
 	fi
-	@echo "==> predicting one test digit (a '0') with $(MODEL): examples/seed/sample.json"
-	$(BIN)/ferry --repo $(REPO) predict $(MODEL) --input examples/seed/sample.json
+	@echo "==> serving $(REPO) on http://127.0.0.1:$(HTTP_PORT) (REST) and 127.0.0.1:$(GRPC_PORT) (gRPC); once it says 'serving', try:"
+	@echo "  curl -s -H 'Content-Type: application/json' -d @examples/seed/sample.json http://127.0.0.1:$(HTTP_PORT)/predict"
+	@echo "  curl -s -H 'Content-Type: application/json' -d @examples/seed/v2.json http://127.0.0.1:$(HTTP_PORT)/v2/models/$(MODEL)/infer"
+	@echo "  $(BIN)/python -c \"import json; from ferry.client import GrpcClient; print(GrpcClient('127.0.0.1:$(GRPC_PORT)').predict('$(MODEL)', json.load(open('examples/seed/sample.json'))['data']))\""
+	$(BIN)/ferry serve $(REPO) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --log-format text
 
 demo: $(VENV)/.installed-serve ## Train and import a new version of the demo model
 	$(BIN)/ferry --repo $(REPO) demo --name $(MODEL)
@@ -54,8 +60,31 @@ test: $(VENV)/.installed-test lint ## Install what the tests need, lint, and run
 	@echo "==> pytest (unit, integration, e2e)"
 	$(BIN)/python -m pytest
 
+# make bench: every figure of the Performance section of issue 4 in one run (~10 minutes),
+# written to benchmarks/results.md. Never part of `make test`. BENCH_PYTHON runs it with an
+# interpreter you already have (e.g. BENCH_PYTHON=/path/to/venv/bin/python) instead of .venv;
+# BENCH_ARGS passes options (python -m benchmarks --help), e.g. BENCH_ARGS='--duration 5'.
+BENCH_PYTHON ?= $(BIN)/python
+BENCH_ARGS ?=
+# command:Debian package pairs of the compiled tools the benchmark drives.
+BENCH_TOOLS := wrk:wrk h2load:nghttp2-client taskset:util-linux
+
+bench: bench-tools $(if $(filter $(BIN)/python,$(BENCH_PYTHON)),$(VENV)/.installed-test) ## Measure ferry against raw ONNX Runtime, FastAPI and the Flask seed
+	$(BENCH_PYTHON) -m benchmarks $(BENCH_ARGS)
+
+bench-tools: ## Install the load generators (wrk, h2load) with apt-get if missing
+	@missing=""; \
+	for pair in $(BENCH_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "==> installing$$missing with apt-get"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 proto: $(VENV)/.installed-test ## Regenerate the gRPC code in src/ferry/protocols/grpc/_generated
 	$(BIN)/python scripts/generate_grpc.py
 
 clean: ## Remove the virtualenv, build outputs and the demo repository
-	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build $(REPO) .pytest_cache .mypy_cache .ruff_cache benchmarks/.work

@@ -7,6 +7,8 @@ own status, so the core never learns HTTP.
 ```
 FerryError(message, *, hint=None)
 ├── InputError                  INVALID_ARGUMENT  a request or command argument is wrong
+│   ├── PayloadTooLargeError                      a request body above the server's limit
+│   └── UnsupportedMediaTypeError                 a content type or encoding not read there
 ├── NotFoundError               NOT_FOUND         no such model, version, input or file
 ├── RateLimitedError            RESOURCE_EXHAUSTED
 ├── DeadlineExceededError       DEADLINE_EXCEEDED
@@ -43,10 +45,12 @@ __all__ = [
     "MissingDependencyError",
     "NotFoundError",
     "ParityError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitedError",
     "UnavailableError",
     "UnsupportedFormatError",
+    "UnsupportedMediaTypeError",
     "UntrustedArtifactError",
 ]
 
@@ -91,6 +95,14 @@ class InputError(FerryError):
     """A request, input tensor or command argument is wrong."""
 
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class PayloadTooLargeError(InputError):
+    """A request body is larger than the server accepts (HTTP answers 413, not 400)."""
+
+
+class UnsupportedMediaTypeError(InputError):
+    """A request's content type or encoding is not one the endpoint reads (HTTP 415)."""
 
 
 class NotFoundError(FerryError):

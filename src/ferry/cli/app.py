@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ferry import __version__
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(exc: FerryError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    # Messages quote user text and code ("ferry[torch]", "x[0]"): never read them as markup.
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False)

@@ -74,6 +74,9 @@ class ImportOptions:
 
     ``samples`` are the parity inputs: named arrays, one array for a single-input model, or
     a ``.npy``/``.npz``/``.json`` file read once the signature is known.
+
+    ``native`` asks for the source framework's own runtime instead of an ONNX conversion
+    (formats whose importer declares a ``native_runtime`` only).
     """
 
     samples: Arrays | np.ndarray[Any, Any] | Path | None = None
@@ -84,6 +87,7 @@ class ImportOptions:
     labels: list[str] | None = None
     trust_sha256: str | None = None
     opset: int | None = None
+    native: bool = False
 
 
 @dataclass
@@ -117,6 +121,9 @@ class Importer(abc.ABC):
     extra: ClassVar[str | None] = None
     #: Top-level modules that must be importable for this format.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: The runtime that serves this format unconverted (``--native``, and the fallback when
+    #: conversion fails or misses parity), or None when the format is always converted.
+    native_runtime: ClassVar[str | None] = None
 
     def available(self) -> bool:
         """Whether the framework modules this format needs are installed."""
@@ -144,8 +151,13 @@ class Importer(abc.ABC):
         """
 
 
-# Order matters for detection: the first importer whose sniff() matches wins.
+# Order matters for detection: the first importer whose sniff() matches wins. torch comes
+# first: it recognises its own zip layouts and legacy pickles precisely (and refuses them
+# with torch-specific advice), before any generic pickle importer could claim them.
+# savedmodel is a directory, or a saved_model.pb whose bytes look like ONNX's.
 _IMPORTERS: dict[str, str] = {
+    "torch": "ferry.formats.torch:TorchImporter",
+    "savedmodel": "ferry.formats.savedmodel:SavedModelImporter",
     "keras": "ferry.formats.keras:KerasImporter",
     "onnx": "ferry.formats.onnx:OnnxImporter",
 }

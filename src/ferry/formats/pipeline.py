@@ -30,7 +30,7 @@ from ferry.repository.hashing import hash_file, hash_tree
 from ferry.runtimes import Arrays, Runtime, load_runtime
 from ferry.signature import Signature, as_array
 
-__all__ = ["import_model"]
+__all__ = ["import_model", "parity_samples"]
 
 
 def import_model(
@@ -60,6 +60,12 @@ def import_model(
     source = Path(source)
     importer = detect_format(source, format)
     importer.ensure_available()
+    if options.native and importer.native_runtime is None:
+        raise InputError(
+            f"--native: ferry has no native runtime for {importer.format} models; "
+            "they are always converted to ONNX",
+            hint="drop --native",
+        )
     with progress.step(f"hashing {source.name}"):
         source_info = _source_info(source, importer.format)
     with repo.stage() as workdir:
@@ -107,7 +113,7 @@ def _source_info(source: Path, fmt: str) -> SourceInfo:
 
 def _parity(converted: Converted, runtime: Runtime, options: ImportOptions) -> ParityReport:
     signature = converted.signature
-    samples, origin = _samples(options, signature)
+    samples, origin = parity_samples(options, signature)
     tolerance = options.tolerance if options.tolerance is not None else converted.tolerance
     expected: Arrays | None = None
     method = f"{converted.runtime} run (the artifact is the source file)"
@@ -129,7 +135,15 @@ def _parity(converted: Converted, runtime: Runtime, options: ImportOptions) -> P
     )
 
 
-def _samples(options: ImportOptions, signature: Signature) -> tuple[Arrays, str]:
+def parity_samples(options: ImportOptions, signature: Signature) -> tuple[Arrays, str]:
+    """The parity inputs for ``signature``: the user's (checked), or generated; and their origin.
+
+    Importers that try a conversion before committing to it (and fall back to a native
+    runtime when it misses parity) check it on these same inputs.
+
+    Raises:
+        InputError: the given samples do not fit the signature.
+    """
     given = options.samples
     if given is None:
         samples = make_samples(signature, options.sample_count, options.seed)

@@ -86,7 +86,7 @@ class OrtRuntime(Runtime):
                 outputs: Sequence[str] | None = None) -> Arrays:
         """Run the session; string tensors are converted between ``bytes`` and ``str``."""
         feed = {
-            name: _decode_strings(arr) if name in self._strings_in else arr
+            name: _decode_strings(name, arr) if name in self._strings_in else arr
             for name, arr in inputs.items()
         }
         names = list(outputs) if outputs is not None else self.signature.output_names
@@ -117,9 +117,22 @@ def _check_signature(session: ort.InferenceSession, signature: Signature) -> Non
         raise ArtifactError(f"the ONNX graph has no output {missing[0]!r} that the manifest lists")
 
 
-def _decode_strings(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.reshape(-1)]
-    return np.array(flat, dtype=object).reshape(arr.shape)
+def _decode_strings(name: str, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # ONNX string tensors hold text: bytes that are not UTF-8 would come back altered, so
+    # they are refused rather than silently replaced.
+    flat = arr.reshape(-1)
+    out = np.empty(len(flat), dtype=object)
+    for i, value in enumerate(flat):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(
+                    f"input {name!r}: element {i} is not UTF-8 text ({value[:16]!r}); "
+                    "this ONNX model's string tensors hold text, not arbitrary bytes"
+                ) from None
+        out[i] = value
+    return out.reshape(arr.shape)
 
 
 def _encode_strings(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

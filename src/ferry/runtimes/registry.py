@@ -14,6 +14,9 @@ __all__ = ["load_runtime", "register_runtime", "runtime_class", "runtime_names"]
 # Module paths, not classes: importing a runtime may import a heavy framework.
 _RUNTIMES: dict[str, str] = {
     "onnxruntime": "ferry.runtimes.onnxruntime:OrtRuntime",
+    "torch": "ferry.runtimes.torch:TorchExportRuntime",
+    "torchscript": "ferry.runtimes.torch:TorchScriptRuntime",
+    "tensorflow": "ferry.runtimes.tensorflow:SavedModelRuntime",
 }
 
 

@@ -66,3 +66,15 @@ def test_mismatched_format_says_what_it_looks_like(tmp_path):
     with pytest.raises(UnsupportedFormatError, match="unknown format 'caffe'"):
         detect_format(tmp_path / "m.onnx", "caffe")
     assert detect_format(tmp_path / "m.onnx", "onnx").format == "onnx"
+
+
+def test_zip_with_undecodable_member_names_is_not_a_crash(tmp_path):
+    # A corrupted central directory can hold bytes that are not UTF-8 in a name flagged UTF-8.
+    path = _keras_zip(tmp_path / "model.keras")
+    data = bytearray(path.read_bytes())
+    entry = data.rfind(b"PK\x01\x02")
+    data[entry + 9] |= 0x08  # general purpose flag bit 11 (0x0800): names are UTF-8
+    data[entry + 46:entry + 50] = b"\xff\xfe\xfd\xfc"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedFormatError, match="not a model file ferry recognises"):
+        detect_format(path)

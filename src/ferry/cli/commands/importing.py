@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ferry.cli.app import app, state
-from ferry.cli.console import ConsoleProgress, err_console, out_console
+from ferry.cli.console import ConsoleProgress, err_console, out_console, print_json
 from ferry.errors import InputError
 from ferry.formats import ImportOptions, import_model, iter_importers
 from ferry.repository import Manifest
@@ -41,6 +41,10 @@ def import_(
         "--labels", help="Class labels: 'cat,dog,...' or @FILE with one label per line.",
     )] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset for conversion.")] = None,
+    native: Annotated[bool, typer.Option(
+        "--native", help="Serve with the source framework's own runtime instead of converting "
+        "to ONNX (formats with a native runtime: see 'ferry formats').",
+    )] = False,
 ) -> None:
     """Import a model file as a new version: convert to ONNX, prove parity, store.
 
@@ -51,7 +55,7 @@ def import_(
     """
     repo = state(ctx).repo
     options = ImportOptions(samples=samples, tolerance=tolerance, labels=_labels(labels),
-                            opset=opset)
+                            opset=opset, native=native)
     manifest = import_model(repo, file, name, format=format, options=options,
                             progress=ConsoleProgress())
     _summary(manifest, repo.root)
@@ -84,13 +88,23 @@ def _summary(m: Manifest, root: Path) -> None:
 
 
 @app.command("formats")
-def formats() -> None:
+def formats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
     """List the model formats ferry imports, with their converters and install state."""
-    table = Table("format", "reads", "converter", "installed")
-    for importer in iter_importers():
-        ok = importer.available()
-        extra = f"pip install 'ferry[{importer.extra}]'" if importer.extra else "core"
-        table.add_row(importer.format, importer.description, importer.converter,
-                      "yes" if ok else f"no: {extra}")
+    rows = [
+        {"format": i.format, "reads": i.description, "converter": i.converter,
+         "native_runtime": i.native_runtime, "extra": i.extra, "installed": i.available()}
+        for i in iter_importers()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("format", "reads", "converter", "native runtime", "installed")
+    for row in rows:
+        extra = f"pip install 'ferry[{row['extra']}]'" if row["extra"] else "core"
+        table.add_row(str(row["format"]), str(row["reads"]), str(row["converter"]),
+                      str(row["native_runtime"] or "-"),
+                      "yes" if row["installed"] else f"no: {extra}")
     out_console.print(table)
     err_console.print("the format is detected from the file; --format overrides")

@@ -15,6 +15,7 @@ from ferry.cli.console import print_json
 from ferry.errors import InputError
 from ferry.repository import ModelRef
 from ferry.runtimes import load_runtime
+from ferry.signature import Signature
 
 
 @app.command("predict")
@@ -29,6 +30,10 @@ def predict(
     output: Annotated[list[str] | None, typer.Option(
         "--output", "-o", help="Return only this output (repeatable).",
     )] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", "-u", envvar="FERRY_URL", help="Ask a running server instead of running the "
+        "model here: http://HOST:PORT (REST) or grpc://HOST:PORT.",
+    )] = None,
 ) -> None:
     """Run a stored model locally on inputs; print an Open Inference Protocol response.
 
@@ -37,7 +42,11 @@ def predict(
 
       [bold]ferry predict digits --input sample.json[/]
       [bold]echo '{"data": [[0, 0.3, ...]]}' | ferry predict digits:1[/]
+      [bold]ferry predict digits --input sample.json --url http://127.0.0.1:8000[/]
     """
+    if url is not None:
+        print_json(predict_remote(url, ModelRef.parse(model), _read_input(input), output))
+        return
     repo = state(ctx).repo
     stored = repo.open(ModelRef.parse(model))
     manifest = stored.manifest
@@ -61,6 +70,42 @@ def predict(
     if manifest.labels and first.ndim == 2 and first.shape[1] == len(manifest.labels):
         response["labels"] = [manifest.labels[i] for i in np.argmax(first, axis=1)]
     print_json(response)
+
+
+def predict_remote(url: str, ref: ModelRef, source: tuple[bytes, str],
+                   outputs: list[str] | None) -> dict[str, Any]:
+    """Run the model on a server at ``url`` and return the V2 response as a dict.
+
+    Raises:
+        InputError: a URL of an unknown scheme, or inputs that do not fit the model.
+        UnavailableError: nothing answers at ``url``.
+    """
+    version = None if ref.version is None else str(ref.version)
+    client: Any
+    if url.startswith(("http://", "https://")):
+        from ferry.client_rest import RestClient
+
+        client = RestClient(url)
+    elif url.startswith("grpc://"):
+        from ferry.client import GrpcClient
+
+        client = GrpcClient(url.removeprefix("grpc://"))
+    else:
+        raise InputError(f"--url {url}: expected http://HOST:PORT or grpc://HOST:PORT")
+    with client:
+        meta = client.model_metadata(ref.name, version)
+        signature = Signature(inputs=meta.inputs, outputs=meta.outputs)
+        arrays = parse_arrays(source[0], signature, origin=source[1])
+        response = client.infer(ref.name, arrays, version=version, outputs=outputs)
+    return {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.data.shape),
+             "data": _jsonable(t.data)}
+            for t in response.outputs
+        ],
+    }
 
 
 def _read_input(source: str | None) -> tuple[bytes, str]:

@@ -6,6 +6,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ferry.cli.app import app, state
@@ -90,7 +91,7 @@ def _print_manifest(m: Manifest, *, verified: bool) -> None:
         p(f"  labels    {', '.join(m.labels[:20])}{' ...' if len(m.labels) > 20 else ''}",
           highlight=False)
     for note in m.notes:
-        p(f"  note      {note}", highlight=False)
+        p(f"  note      {escape(note)}", highlight=False)  # notes quote errors: not markup
     state_text = "all match" if verified else "not checked (--no-verify)"
     p(f"  files     {len(m.files)} ({sum(f.size for f in m.files.values())} bytes), "
       f"sha256 {state_text}")

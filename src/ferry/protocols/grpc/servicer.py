@@ -19,6 +19,7 @@ import grpc
 from ferry.engine import Engine
 from ferry.errors import FerryError, InputError, InternalError
 from ferry.inference import ModelMetadata
+from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
 from ferry.protocols.grpc.convert import decode_request, encode_response
@@ -86,6 +87,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context
                          ) -> pb.ModelInferResponse:
         """Run one inference; the call's gRPC deadline becomes the request's deadline."""
+        token = log_request_id.set(_request_id(context, request))
+        try:
+            return await self._model_infer(request, context)
+        finally:
+            log_request_id.reset(token)
+
+    async def _model_infer(self, request: pb.ModelInferRequest, context: Context
+                           ) -> pb.ModelInferResponse:
         start = time.perf_counter()
         version = request.model_version
         try:
@@ -113,6 +122,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def _refuse(self, context: Context, request: pb.ModelInferRequest, version: str,
                       start: float, error: FerryError) -> NoReturn:
         status = status_of(error)
+        logger.info("refused %s with %s: %s", request.model_name or "(no model)",
+                    status.code.name, error.message,
+                    extra={"model": request.model_name, "status": status.code.name})
         self._metrics.request(model=request.model_name, version=version, protocol="grpc",
                               status=status.code.name, seconds=time.perf_counter() - start)
         await context.abort(status.code, status.details, status.trailing_metadata)
@@ -184,6 +196,14 @@ def _internal(where: str) -> FerryError:
     error_id = uuid.uuid4().hex[:12]
     logger.exception("internal error in %s (error id %s)", where, error_id)
     return InternalError(f"internal error in {where}; the server log has error id {error_id}")
+
+
+def _request_id(context: Context, request: pb.ModelInferRequest) -> str:
+    """The id log lines of this call carry: ``x-request-id`` metadata, the request's id, or new."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return request.id or uuid.uuid4().hex
 
 
 def _required(value: str, field: str) -> str:

@@ -1,0 +1,1 @@
+"""ferry's serving benchmark (issue 4, Performance): ``make bench`` writes results.md."""

@@ -1,0 +1,247 @@
+"""Measurements, the issue's target ratios computed from them, and the results.md writer.
+
+Everything here is pure (no processes, no sockets) so that it is unit-tested: a ratio whose
+inputs were not measured is reported as "not measured", never as a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from benchmarks.loadgen import LoadResult
+
+FERRY = "ferry"
+FASTAPI = "FastAPI + ORT (async def, no access log)"
+FASTAPI_TYPICAL = "FastAPI + ORT (def route, access log)"
+FLASK = "Flask + Keras (seed)"
+NOOP = "no-op, uvicorn + Starlette"
+
+PREDICT = "/predict"
+V2_JSON = "V2 JSON infer"
+V2_BINARY = "V2 binary infer"
+GRPC = "gRPC raw contents"
+NOOP_ROUTE = "POST /noop"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One load run (or the reason it could not run)."""
+
+    workload: str
+    server: str
+    route: str
+    connections: int
+    client: str
+    result: LoadResult | None = None
+    note: str = ""
+    #: The server's CPU time during the measured run over its length: ~1.0 when it had the
+    #: whole core; clearly less under load means something else took the core (or it waited).
+    server_cpu: float | None = None
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One of the issue's targets, evaluated on this run's figures."""
+
+    name: str
+    value: float | None
+    goal: float | None
+    unit: str  # "x" (times) or "%"
+    basis: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        """True/False against the goal; None when not measured or when there is no goal."""
+        if self.value is None or self.goal is None:
+            return None
+        return self.value >= self.goal
+
+    def shown(self) -> str:
+        """The value as the table prints it."""
+        if self.value is None:
+            return "not measured"
+        if self.unit == "%":
+            return f"{self.value * 100:.0f} %"
+        return f"{self.value:.2f}x"
+
+    def goal_shown(self) -> str:
+        """The goal as the table prints it."""
+        if self.goal is None:
+            return "(reported)"
+        return f">= {self.goal * 100:.0f} %" if self.unit == "%" else f">= {self.goal:g}x"
+
+
+@dataclass
+class Report:
+    """Everything one ``make bench`` run measured."""
+
+    machine: Mapping[str, str]
+    settings: Mapping[str, str]
+    measurements: list[Measurement] = field(default_factory=list)
+    raw_ort: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    cold_start_s: list[float] = field(default_factory=list)
+    cold_start_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def find(self, workload: str, server: str, route: str, connections: int) -> LoadResult | None:
+        """The result of one run, if it ran."""
+        for m in self.measurements:
+            if (m.workload, m.server, m.route, m.connections) == (workload, server, route,
+                                                                   connections):
+                return m.result
+        return None
+
+    def rps(self, workload: str, server: str, route: str, connections: int) -> float | None:
+        """Requests/s of one run, None if it did not run or had errors in every request."""
+        result = self.find(workload, server, route, connections)
+        return result.rps if result is not None and result.requests else None
+
+    def raw_samples(self, workload: str, batch: int) -> float | None:
+        """Raw ONNX Runtime samples/s at one batch size."""
+        entry = self.raw_ort.get(workload, {}).get(str(batch))
+        return entry["samples_per_s"] if entry else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def ratios(report: Report) -> list[Ratio]:
+    """The issue's targets, in its order, plus the comparison with the seed."""
+    out: list[Ratio] = []
+    fastapi_64 = report.rps("W1", FASTAPI, PREDICT, 64)
+    fastapi_1 = report.rps("W1", FASTAPI, PREDICT, 1)
+    for route in (V2_JSON, PREDICT):
+        out.append(Ratio(f"W1, 64 conns: ferry {route} / plain FastAPI", _div(
+            report.rps("W1", FERRY, route, 64), fastapi_64), 3.0, "x", "requests/s"))
+    for route in (V2_JSON, PREDICT):
+        out.append(Ratio(f"W1, 1 conn: ferry {route} / plain FastAPI", _div(
+            report.rps("W1", FERRY, route, 1), fastapi_1), 2.0, "x", "requests/s"))
+    raw64 = report.raw_samples("W2", 64)
+    for route in (V2_JSON, V2_BINARY, PREDICT, GRPC):
+        out.append(Ratio(f"W2, 64 conns: ferry {route} / raw ORT batch 64", _div(
+            report.rps("W2", FERRY, route, 64), raw64), 0.5, "%", "requests/s vs samples/s"))
+    for conns in (64, 1):
+        out.append(Ratio(f"W1, {conns} conn{'s' if conns > 1 else ''}: ferry /predict / "
+                         "FastAPI, typical form", _div(report.rps("W1", FERRY, PREDICT, conns),
+                                                      report.rps("W1", FASTAPI_TYPICAL,
+                                                                 PREDICT, conns)),
+                         None, "x", "requests/s"))
+    for conns in (64, 1):
+        out.append(Ratio(f"W1, {conns} conn{'s' if conns > 1 else ''}: ferry /predict / "
+                         "Flask seed", _div(report.rps("W1", FERRY, PREDICT, conns),
+                                            report.rps("W1", FLASK, PREDICT, conns)),
+                         None, "x", "requests/s"))
+    return out
+
+
+def zero_error_check(report: Report) -> tuple[int, int]:
+    """(errors, runs) over ferry's W1 64-connection REST runs (the issue wants zero)."""
+    errors = runs = 0
+    for route in (V2_JSON, PREDICT):
+        result = report.find("W1", FERRY, route, 64)
+        if result is not None:
+            runs += 1
+            errors += result.errors
+    return errors, runs
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f} %"
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "-"}[met]
+
+
+def render(report: Report) -> str:
+    """results.md: machine, targets, every load run, raw ORT, cold start, notes."""
+    lines = ["# ferry serving benchmark", "",
+             "Written by `make bench` (`python -m benchmarks`); do not edit by hand.", ""]
+    lines += _machine_section(report)
+    lines += _targets_section(report)
+    lines += _runs_section(report.measurements)
+    lines += _raw_section(report.raw_ort)
+    lines += _cold_section(report)
+    if report.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
+    return "\n".join(lines)
+
+
+def _machine_section(report: Report) -> list[str]:
+    m, s = report.machine, report.settings
+    return [
+        "## Machine and method", "",
+        f"- Date: {m.get('date', '?')}",
+        f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; "
+        f"load average before the run: {m.get('load_before', '?')}",
+        f"- OS: {m.get('os', '?')}; Python {m.get('python', '?')}; "
+        f"ONNX Runtime {m.get('onnxruntime', '?')}",
+        f"- Load generators: {m.get('wrk', '?')} (HTTP/1.1); {m.get('h2load', '?')} (gRPC)",
+        *[f"- {key}: {value}" for key, value in s.items()],
+        "",
+    ]
+
+
+def _targets_section(report: Report) -> list[str]:
+    lines = ["## Targets (ratios from this one run)", "",
+             "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for r in ratios(report):
+        lines.append(f"| {r.name} ({r.basis}) | {r.shown()} | {r.goal_shown()} | "
+                     f"{_mark(r.met)} |")
+    errors, runs = zero_error_check(report)
+    lines.append(f"| W1, 64 conns: ferry REST errors ({runs} runs) | "
+                 f"{errors if runs else 'not measured'} | 0 | "
+                 f"{_mark(errors == 0 if runs else None)} |")
+    cold = max(report.cold_start_s) if report.cold_start_s else None
+    lines.append(f"| cold start: `ferry serve` launch to first answer (worst of "
+                 f"{len(report.cold_start_s)}) | {_num(cold, 2)} s | <= 1.5 s | "
+                 f"{_mark(cold <= 1.5 if cold is not None else None)} |")
+    return [*lines, ""]
+
+
+def _runs_section(measurements: Sequence[Measurement]) -> list[str]:
+    lines = ["## Load runs (batch 1, closed loop)", "",
+             "| workload | server | route | client | conns | req/s | p50 ms | p99 ms | errors |"
+             " server CPU | note |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for m in measurements:
+        r = m.result
+        if r is None:
+            lines.append(f"| {m.workload} | {m.server} | {m.route} | {m.client} | "
+                         f"{m.connections} | - | - | - | - | - | {m.note} |")
+            continue
+        note = "; ".join(part for part in (m.note, r.detail) if part)
+        lines.append(
+            f"| {m.workload} | {m.server} | {m.route} | {m.client} | {m.connections} | "
+            f"{_num(r.rps, 0)} | {_num(r.p50_ms, 2)} | {_num(r.p99_ms, 2)} | {r.errors} | "
+            f"{_pct(m.server_cpu)} | {note} |")
+    return [*lines, ""]
+
+
+def _raw_section(raw: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    lines = ["## Raw ONNX Runtime, in process, one core, one thread (the limit)", "",
+             "| workload | batch | samples/s | ms per run |", "|---|---:|---:|---:|"]
+    for workload, by_batch in raw.items():
+        for batch, figures in sorted(by_batch.items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {workload} | {batch} | {_num(figures['samples_per_s'], 0)} | "
+                         f"{_num(figures['ms_per_run'], 3)} |")
+    return [*lines, ""]
+
+
+def _cold_section(report: Report) -> list[str]:
+    lines = ["## Cold start", ""]
+    if report.cold_start_s:
+        runs = ", ".join(f"{s:.2f} s" for s in report.cold_start_s)
+        lines.append(f"From launching `ferry serve` (demo model W1) to its first 200 answer to "
+                     f"a V2 infer request: {runs}.")
+    if report.cold_start_note:
+        lines.append(report.cold_start_note)
+    if len(lines) == 2:
+        lines.append("not measured")
+    return [*lines, ""]

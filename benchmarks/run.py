@@ -1,0 +1,502 @@
+"""``make bench``: every figure of issue 4's Performance section, measured in one run.
+
+Order: build the workloads (train the seed and ``ferry import`` it; build W2 and import it),
+raw ONNX Runtime (the limit), then for each workload the plain FastAPI endpoint, ferry
+(``/predict``, V2 JSON, gRPC), the Flask seed and the no-op ceiling, then ferry's cold start.
+Each server runs pinned to core 0, each load generator to core 1. A server that cannot be
+started is reported as such in the table; the rest still runs. results.md is written at the
+end (and after each group, so an interrupted run still leaves its figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import loadgen, metrics
+from benchmarks.loadgen import LoadResult
+from benchmarks.machine import machine_info
+from benchmarks.processes import (
+    LOAD_CORE,
+    SERVER_CORE,
+    ServerError,
+    Service,
+    free_port,
+    http_get,
+    http_post,
+    pinned,
+    post_ok,
+    running,
+)
+from benchmarks.results import (
+    FASTAPI,
+    FASTAPI_TYPICAL,
+    FERRY,
+    FLASK,
+    GRPC,
+    NOOP,
+    NOOP_ROUTE,
+    PREDICT,
+    V2_BINARY,
+    V2_JSON,
+    Measurement,
+    Report,
+    render,
+)
+from benchmarks.workloads import (
+    Workload,
+    WrongAnswerError,
+    build_mlp,
+    check_grpc,
+    check_predict,
+    check_v2,
+    grpc_method,
+    make_workload,
+    seed_values,
+    w2_values,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "examples" / "seed"
+GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold")
+WRK = "wrk (HTTP/1.1)"
+H2LOAD = "h2load (HTTP/2, compiled; gRPC framing)"
+
+Check = Callable[[bytes, Workload], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line settings of one benchmark run."""
+
+    duration: float
+    warmup: float
+    workdir: Path
+    out: Path
+    groups: frozenset[str]
+    connections: tuple[int, ...]
+    cold_runs: int
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the time, so a 15-minute run shows where it is."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def python() -> str:
+    """The interpreter running the benchmark (the project's virtualenv under ``make bench``)."""
+    return sys.executable
+
+
+def ferry_command(*args: str) -> list[str]:
+    """``ferry ARGS``: the console script beside this interpreter, else the same entry point."""
+    script = Path(sys.executable).parent / "ferry"
+    if script.exists():
+        return [str(script), *args]
+    return [python(), "-c", "import sys; from ferry.cli import main; sys.exit(main())", *args]
+
+
+def _run(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 600,
+         env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} exited {done.returncode}:\n"
+                           f"{(done.stdout + done.stderr)[-3000:]}")
+    return done.stdout
+
+
+class Bench:
+    """One benchmark run: the workloads, the report, and a method per group of measurements."""
+
+    def __init__(self, options: Options) -> None:
+        self.o = options
+        self.repo = options.workdir / "repository"
+        self.bodies = options.workdir / "bodies"
+        self.logs = options.workdir / "logs"
+        self.wrong_answers = 0
+        self.report = Report(machine=machine_info(), settings={
+            "Method": (f"server pinned to core {SERVER_CORE} (`taskset -c {SERVER_CORE}`), load "
+                       f"generator to core {LOAD_CORE}; batch-1 requests, closed loop; each "
+                       f"run {self.o.duration:g} s after a {self.o.warmup:g} s warm-up; every "
+                       "server's answer checked against raw ONNX Runtime before each run"),
+            "Errors": ("non-2xx answers and socket errors/timeouts (wrk, via benchmarks/wrk/"
+                       "post.lua); for gRPC, HTTP errors seen by h2load plus non-OK gRPC "
+                       "statuses counted by the server's /metrics"),
+        })
+
+    # ------------------------------------------------------------------ workloads
+
+    def prepare(self) -> dict[str, Workload]:
+        """Train and import W1, build and import W2; compute each expected answer."""
+        shutil.rmtree(self.repo, ignore_errors=True)
+        seed_dir = self.o.workdir / "seed"
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        log("W1: training the seed network (examples/seed/train.py) -> my_model.h5")
+        _run([python(), str(SEED / "train.py")], cwd=seed_dir)
+        log("W1: ferry import my_model.h5 --name digits")
+        _run(ferry_command("--repo", str(self.repo), "import", str(seed_dir / "my_model.h5"),
+                           "--name", "digits", "--labels", ",".join(map(str, range(10)))))
+        log("W2: building the 784-2048-2048-10 MLP as ONNX and importing it (--name mlp)")
+        w2_path = build_mlp(self.o.workdir / "w2" / "mlp.onnx")
+        _run(ferry_command("--repo", str(self.repo), "import", str(w2_path), "--name", "mlp"))
+        from ferry.repository import Repository
+
+        repo = Repository(self.repo)
+        return {
+            "W1": make_workload("W1", "seed network 64-64-64-10", "digits",
+                                repo.open("digits").artifact_path,
+                                seed_values(SEED / "sample.json")),
+            "W2": make_workload("W2", "MLP 784-2048-2048-10 FP32", "mlp",
+                                repo.open("mlp").artifact_path, w2_values()),
+        }
+
+    # ------------------------------------------------------------------ raw ORT
+
+    def raw_ort(self, workloads: dict[str, Workload]) -> None:
+        """The limit: in-process ONNX Runtime on the server core, batch 1/8/32/64/128."""
+        for key, w in workloads.items():
+            log(f"{key}: raw ONNX Runtime on core {SERVER_CORE}")
+            out = _run(pinned([python(), "-m", "benchmarks.raw_ort", str(w.artifact)],
+                              SERVER_CORE), cwd=ROOT, timeout=300)
+            self.report.raw_ort[key] = json.loads(out.strip().splitlines()[-1])
+
+    # ------------------------------------------------------------------ load runs
+
+    def _body(self, name: str, content: bytes) -> Path:
+        self.bodies.mkdir(parents=True, exist_ok=True)
+        path = self.bodies / name
+        path.write_bytes(content)
+        return path
+
+    def _verify(self, url: str, body: bytes, check: Check, w: Workload,
+                header_length: int | None = None) -> None:
+        content_type, headers = "application/json", {}
+        if header_length is not None:
+            content_type = "application/octet-stream"
+            headers = {"Inference-Header-Content-Length": str(header_length)}
+        status, answer = http_post(url, body, timeout=30, content_type=content_type,
+                                   headers=headers)
+        if status != 200:
+            raise WrongAnswerError(f"POST {url} answered {status}: {answer[:300]!r}")
+        check(answer, w)
+
+    def _wrk(self, url: str, body: Path, connections: int, seconds: float,
+             header_length: int | None = None) -> LoadResult:
+        content_type = "application/json" if header_length is None else "application/octet-stream"
+        command = pinned(loadgen.wrk_command(url, body, connections=connections,
+                                             seconds=seconds, content_type=content_type,
+                                             header_length=header_length), LOAD_CORE)
+        out = _run(command, timeout=seconds + 60)
+        return loadgen.parse_wrk(out, connections)
+
+    def http_runs(self, service: Service, w: Workload, server: str, route: str, url: str,
+                  body: bytes, check: Check, header_length: int | None = None) -> None:
+        """Check one answer, then warm up and measure at each connection count."""
+        path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
+        for conns in self.o.connections:
+            m = Measurement(w.key, server, route, conns, WRK)
+            try:
+                self._verify(url, body, check, w, header_length)
+                self._wrk(url, path, conns, self.o.warmup, header_length)
+                cpu_before = service.cpu_seconds()
+                result = self._wrk(url, path, conns, self.o.duration, header_length)
+                cpu = (service.cpu_seconds() - cpu_before) / result.seconds
+                self._verify(url, body, check, w, header_length)  # still right after the load
+            except WrongAnswerError as exc:
+                self.wrong_answers += 1
+                m = Measurement(w.key, server, route, conns, WRK, note=f"WRONG ANSWER: {exc}")
+            except Exception as exc:  # a failed run is reported, the benchmark goes on
+                m = Measurement(w.key, server, route, conns, WRK, note=_first_line(exc))
+            else:
+                m = Measurement(w.key, server, route, conns, WRK, result, server_cpu=cpu)
+                log(f"{w.key} {server} {route} c={conns}: {result.rps:,.0f} req/s, "
+                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
+                    f"server CPU {cpu:.0%}")
+            self.report.measurements.append(m)
+
+    def grpc_runs(self, service: Service, w: Workload, target: str,
+                  metrics_url: str | None) -> None:
+        """Check one gRPC answer, then measure with h2load at each connection count."""
+        import grpc
+
+        message = w.grpc_message()
+        path = self._body(f"{w.key}-grpc.bin", w.grpc_body())
+        url = f"http://{target}{grpc_method()}"
+        for conns in self.o.connections:
+            try:
+                with grpc.insecure_channel(target) as channel:
+                    call = channel.unary_unary(grpc_method())
+                    check_grpc(call(message, timeout=30), w)
+                before = _grpc_counts(metrics_url)
+                cpu_before = service.cpu_seconds()
+                log_file = self.o.workdir / "logs" / f"h2load-{w.key}-{conns}.tsv"
+                log_file.parent.mkdir(parents=True, exist_ok=True)
+                command = pinned(loadgen.h2load_command(
+                    url, path, connections=conns, seconds=self.o.duration,
+                    warmup=self.o.warmup, log_file=log_file), LOAD_CORE)
+                out = _run(command, timeout=self.o.duration + self.o.warmup + 60)
+                # h2load warms up inside the same command: the share covers both phases.
+                cpu = (service.cpu_seconds() - cpu_before) / (self.o.duration + self.o.warmup)
+                with log_file.open(encoding="utf-8") as lines:
+                    result = loadgen.parse_h2load(out, lines, conns)
+                after = _grpc_counts(metrics_url)
+                with grpc.insecure_channel(target) as channel:
+                    check_grpc(channel.unary_unary(grpc_method())(message, timeout=30), w)
+                if before is not None and after is not None:
+                    bad, ok = metrics.non_ok(before, after)
+                    result = result.with_errors(bad, f"server: gRPC OK {ok}, not OK {bad}")
+                else:
+                    result = result.with_errors(0, "gRPC statuses NOT counted (no /metrics "
+                                                   "counter by protocol and status)")
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, result, server_cpu=cpu)
+                log(f"{w.key} ferry gRPC c={conns}: {result.rps:,.0f} req/s, "
+                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
+                    f"server CPU {cpu:.0%}")
+            except WrongAnswerError as exc:
+                self.wrong_answers += 1
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=f"WRONG ANSWER: {exc}")
+            except Exception as exc:  # reported in the table; the benchmark goes on
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=_first_line(exc))
+            self.report.measurements.append(m)
+
+    def _skip(self, w: Workload, server: str, routes: Sequence[str], client: str,
+              why: str) -> None:
+        for route in routes:
+            for conns in self.o.connections:
+                self.report.measurements.append(
+                    Measurement(w.key, server, route, conns, client, note=why))
+
+    # ------------------------------------------------------------------ servers
+
+    def uvicorn(self, name: str, app: str, port: int, env: dict[str, str], *,
+                access_log: bool = False) -> Service:
+        """A uvicorn server of one of the baseline apps, one worker."""
+        command = [python(), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        if not access_log:
+            command += ["--no-access-log", "--log-level", "warning"]
+        return Service(name, command, log=self.logs / f"{name}.log", cwd=ROOT,
+                       env={**os.environ, **env})
+
+    def fastapi(self, w: Workload) -> None:
+        """The plain FastAPI + ONNX Runtime endpoint: the faster form, then the typical one."""
+        for server, path, access_log in ((FASTAPI, "/predict", False),
+                                         (FASTAPI_TYPICAL, "/predict-sync", True)):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}{path}"
+            service = self.uvicorn(f"fastapi-{w.key}-{path.strip('/')}",
+                                   "benchmarks.baselines.fastapi_app:app", port,
+                                   {"MODEL_PATH": str(w.artifact)}, access_log=access_log)
+            log(f"{w.key}: {server} on :{port}")
+            try:
+                with running(service, post_ok(url, w.predict_body()), timeout=60):
+                    self.http_runs(service, w, server, PREDICT, url, w.predict_body(),
+                                   check_predict)
+            except ServerError as exc:
+                self._skip(w, server, [PREDICT], WRK, _first_line(exc))
+
+    def fastapi_all(self, workloads: dict[str, Workload]) -> None:
+        """The FastAPI baselines of every workload."""
+        for w in workloads.values():
+            self.fastapi(w)
+
+    def flask(self, w: Workload) -> None:
+        """The seed's own service: examples/seed/app.py on the my_model.h5 it was trained to."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/predict"
+        service = Service(f"flask-{w.key}", [python(), str(SEED / "app.py")],
+                          log=self.logs / "flask.log", cwd=self.o.workdir / "seed",
+                          env={**os.environ, "PORT": str(port)})
+        log(f"{w.key}: Flask + Keras seed service on :{port}")
+        try:
+            with running(service, post_ok(url, w.predict_body(), timeout=30), timeout=180):
+                self.http_runs(service, w, FLASK, PREDICT, url, w.predict_body(), check_predict)
+        except ServerError as exc:
+            self._skip(w, FLASK, [PREDICT], WRK, _first_line(exc))
+
+    def noop(self, w: Workload) -> None:
+        """The transport ceiling of ferry's REST stack (same body as W1's /predict)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/noop"
+        service = self.uvicorn("noop", "benchmarks.baselines.noop_app:app", port, {})
+        log(f"no-op endpoint on :{port}")
+
+        def check(body: bytes, _: Workload) -> None:
+            if not body.startswith(b'{"predictions"'):
+                raise WrongAnswerError(f"no-op answered {body[:100]!r}")
+
+        try:
+            with running(service, post_ok(url, b"{}"), timeout=60):
+                self.http_runs(service, w, NOOP, NOOP_ROUTE, url, w.predict_body(), check)
+        except ServerError as exc:
+            self._skip(w, NOOP, [NOOP_ROUTE], WRK, _first_line(exc))
+
+    def ferry_available(self) -> str | None:
+        """None when ``ferry serve`` exists here, else why not (the rows say so)."""
+        done = subprocess.run(ferry_command("serve", "--help"), capture_output=True, text=True,
+                              timeout=120, check=False)
+        if done.returncode != 0:
+            return ("`ferry serve` is not available in this checkout: "
+                    + _first_line(done.stdout + done.stderr))
+        return None
+
+    def ferry_service(self, name: str, http_port: int, grpc_port: int,
+                      models: Sequence[str]) -> Service:
+        """``ferry serve`` of the benchmark repository, one worker, pinned to the server core."""
+        command = ferry_command("serve", str(self.repo), "--models", ",".join(models),
+                                "--host", "127.0.0.1", "--http-port", str(http_port),
+                                "--grpc-port", str(grpc_port), "--workers", "1")
+        return Service(name, command, log=self.logs / f"{name}.log")
+
+    def ferry(self, workloads: dict[str, Workload]) -> None:
+        """ferry serving both models: /predict, V2 JSON and gRPC at 64 and 1 connections."""
+        why = self.ferry_available()
+        if why is not None:
+            for w in workloads.values():
+                self._skip(w, FERRY, [PREDICT, V2_JSON, V2_BINARY], WRK, why)
+                self._skip(w, FERRY, [GRPC], H2LOAD, why)
+            log(why)
+            return
+        http_port, grpc_port = free_port(), free_port()
+        base = f"http://127.0.0.1:{http_port}"
+        service = self.ferry_service("ferry", http_port, grpc_port,
+                                     [w.model for w in workloads.values()])
+        log(f"ferry serve on :{http_port} (REST) and :{grpc_port} (gRPC)")
+
+        def ready() -> bool:
+            return http_get(f"{base}/v2/health/ready", timeout=2)[0] == 200
+
+        try:
+            with running(service, ready, timeout=120):
+                for w in workloads.values():
+                    self.http_runs(service, w, FERRY, PREDICT, f"{base}/predict/{w.model}",
+                                   w.predict_body(), check_predict)
+                    self.http_runs(service, w, FERRY, V2_JSON,
+                                   f"{base}/v2/models/{w.model}/infer", w.v2_body(), check_v2)
+                    body, header_length = w.v2_binary_body()
+                    self.http_runs(service, w, FERRY, V2_BINARY,
+                                   f"{base}/v2/models/{w.model}/infer", body, check_v2,
+                                   header_length)
+                    self.grpc_runs(service, w, f"127.0.0.1:{grpc_port}", f"{base}/metrics")
+        except ServerError as exc:
+            for w in workloads.values():
+                self._skip(w, FERRY, [PREDICT, V2_JSON, V2_BINARY], WRK, _first_line(exc))
+
+    def cold_start(self, w: Workload) -> None:
+        """Seconds from launching ``ferry serve`` on the demo model to its first 200 answer."""
+        why = self.ferry_available()
+        if why is not None:
+            self.report.cold_start_note = why
+            return
+        for attempt in range(self.o.cold_runs):
+            http_port, grpc_port = free_port(), free_port()
+            url = f"http://127.0.0.1:{http_port}/v2/models/{w.model}/infer"
+            service = self.ferry_service(f"ferry-cold-{attempt}", http_port, grpc_port,
+                                         [w.model])
+            try:
+                with service:
+                    from benchmarks.processes import wait_until
+
+                    seconds = wait_until(service, post_ok(url, w.v2_body(), timeout=5),
+                                         timeout=60, interval=0.005)
+                    self._verify(url, w.v2_body(), check_v2, w)
+            except (ServerError, WrongAnswerError) as exc:
+                self.report.cold_start_note = f"cold start failed: {_first_line(exc)}"
+                return
+            log(f"cold start {attempt + 1}: {seconds:.2f} s")
+            self.report.cold_start_s.append(seconds)
+
+    # ------------------------------------------------------------------ driver
+
+    def write(self) -> None:
+        """Write results.md (called after every group)."""
+        self.o.out.write_text(render(self.report), encoding="utf-8")
+
+    def run(self) -> int:
+        """Run the chosen groups; return the exit status (1 if any answer was wrong)."""
+        started = time.monotonic()
+        workloads = self.prepare()
+        w1 = workloads["W1"]
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("raw", lambda: self.raw_ort(workloads)),
+            ("fastapi", lambda: self.fastapi_all(workloads)),
+            ("ferry", lambda: self.ferry(workloads)),
+            ("flask", lambda: self.flask(w1)),
+            ("noop", lambda: self.noop(w1)),
+            ("cold", lambda: self.cold_start(w1)),
+        ]
+        for group, step in steps:
+            if group in self.o.groups:
+                step()
+                self.write()
+        load = os.getloadavg()
+        self.report.notes.append(
+            f"Whole run: {(time.monotonic() - started) / 60:.1f} min; load average after: "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. The machine has "
+            f"{os.cpu_count()} cores; anything else running on it competes with both.")
+        self.write()
+        log(f"wrote {self.o.out}")
+        return 1 if self.wrong_answers else 0
+
+
+def _grpc_counts(metrics_url: str | None) -> dict[str, float] | None:
+    if metrics_url is None:
+        return None
+    try:
+        status, body = http_get(metrics_url, timeout=10)
+    except OSError:
+        return None
+    return metrics.grpc_status_counts(body.decode()) if status == 200 else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def check_tools() -> None:
+    """Fail early, naming the fix, when a load generator is missing."""
+    missing = [tool for tool in ("wrk", "h2load", "taskset") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run `make bench` (it installs wrk and "
+                         "nghttp2-client with apt-get) or install them yourself")
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("the benchmark needs two cores: one for the server, one for the load")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of ``python -m benchmarks``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per run")
+    parser.add_argument("--connections", default="64,1", help="comma-separated")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help=f"groups to run, comma-separated, of {','.join(GROUPS)}")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".work")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md")
+    args = parser.parse_args(argv)
+    groups = frozenset(g.strip() for g in args.only.split(",") if g.strip())
+    unknown = groups - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown group(s) {sorted(unknown)}; choose from {', '.join(GROUPS)}")
+    check_tools()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    options = Options(duration=args.duration, warmup=args.warmup, workdir=args.workdir.resolve(),
+                      out=args.out.resolve(), groups=groups, cold_runs=args.cold_runs,
+                      connections=tuple(int(c) for c in args.connections.split(",")))
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    return Bench(options).run()

@@ -1,0 +1,375 @@
+"""The engine facade (Contract A): the one object the REST and gRPC adapters talk to.
+
+It keeps a table ``model name -> Snapshot`` (the versions served now). Every change to
+the table (start, hot swap, unload) builds the new versions *beside* the old ones, warms
+them, and then replaces the whole snapshot in one assignment on the event loop: a request
+resolves its version from one snapshot and keeps that version object until it is
+answered, so a swap never fails a request; the old versions retire once their in-flight
+requests are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ferry import __version__
+from ferry.engine.config import ModelConfig, read_model_config
+from ferry.engine.served import ServedVersion
+from ferry.errors import ConfigError, InputError, NotFoundError, UnavailableError
+from ferry.inference import (
+    InferRequest,
+    InferResponse,
+    ModelIndexEntry,
+    ModelMetadata,
+    ServerMetadata,
+    Tensor,
+)
+from ferry.observability.metrics import Metrics
+from ferry.repository import ModelRef, Repository
+from ferry.runtimes import Arrays, load_runtime
+
+__all__ = ["EXTENSIONS", "Engine", "Snapshot"]
+
+log = logging.getLogger("ferry.engine")
+
+#: The protocol extensions both adapters really implement (V2 server metadata).
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The versions of one model served now; replaced whole, never mutated."""
+
+    versions: dict[int, ServedVersion]
+
+    @property
+    def latest(self) -> ServedVersion:
+        """The highest served version: the target of a request without a version."""
+        return self.versions[max(self.versions)]
+
+    def labels(self) -> list[str]:
+        """Served version numbers as strings, ascending."""
+        return [str(v) for v in sorted(self.versions)]
+
+
+@dataclass
+class _State:
+    state: str
+    reason: str = ""
+    pinned: list[int] | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def parse_selection(models: Iterable[str] | None) -> dict[str, list[int] | None]:
+    """``["a", "b:2", "b:3"]`` -> ``{"a": None, "b": [2, 3]}`` (None: the version policy).
+
+    Raises:
+        InputError: a malformed name or version (the message names it).
+    """
+    chosen: dict[str, list[int] | None] = {}
+    for text in models or ():
+        ref = ModelRef.parse(text.strip())
+        if ref.version is None:
+            chosen.setdefault(ref.name, None)
+        else:
+            pinned = chosen.get(ref.name) or []
+            chosen[ref.name] = sorted({*pinned, ref.version})
+    return chosen
+
+
+class Engine:
+    """Serves the models of a repository: validation, batching, admission, hot swap.
+
+    Args:
+        repository: where the models are.
+        models: which to serve (``name`` or ``name:version``); all models when omitted.
+        defaults: per-model settings for models without their own ``config.toml``.
+        default_model: the target of ``POST /predict`` without a name (the only model
+            when omitted and there is just one).
+        metrics: where to count (a fresh registry by default).
+        drain_timeout: how long a retiring version waits for its in-flight requests.
+    """
+
+    def __init__(self, repository: Repository, *, models: Sequence[str] | None = None,
+                 defaults: ModelConfig | None = None, default_model: str | None = None,
+                 metrics: Metrics | None = None, drain_timeout: float = 30.0) -> None:
+        self.repository = repository
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._selection = parse_selection(models)
+        self._defaults = defaults or ModelConfig()
+        self._default = default_model
+        self._drain_timeout = drain_timeout
+        self._table: dict[str, Snapshot] = {}
+        self._states: dict[str, _State] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._started = False
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load and warm every chosen model; the engine is ready when this returns.
+
+        Raises:
+            NotFoundError: a chosen model or version is not in the repository.
+            ConfigError: the repository holds no model to serve, or a config is invalid.
+            ArtifactError: a version failed its integrity check or could not load.
+        """
+        names = list(self._selection) or self.repository.models()
+        if not names:
+            raise ConfigError(
+                f"repository {str(self.repository.root)!r} holds no model to serve",
+                hint="import one first: ferry import my_model.h5 --name digits",
+            )
+        if self._default is not None and self._default not in names:
+            raise ConfigError(f"default model {self._default!r} is not among the served "
+                              f"models ({', '.join(names)})")
+        for name in names:
+            self._states[name] = _State("LOADING", pinned=self._selection.get(name))
+        for name in names:
+            await self.load_model(name)
+        self._started = True
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Become unready, let in-flight requests finish (up to ``timeout`` s), close all."""
+        self._stopping = True
+        table, self._table = self._table, {}
+        retiring: list[Awaitable[None]] = [served.retire(timeout) for snap in table.values()
+                                           for served in snap.versions.values()]
+        for state in self._states.values():
+            retiring.extend(state.tasks)
+        await asyncio.gather(*retiring, return_exceptions=True)
+
+    def live(self) -> bool:
+        """The process is up and its event loop answers."""
+        return not self._stopping
+
+    def ready(self) -> bool:
+        """Started, not stopping, and every model of the table has a ready version."""
+        return self._started and not self._stopping and all(self._table.values())
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether ``name`` (at ``version``, or its latest) takes requests now."""
+        if self._stopping:
+            return False
+        snap = self._table.get(name)
+        if snap is None:
+            return False
+        if not version:
+            return True
+        return version.isdigit() and int(version) in snap.versions
+
+    # ------------------------------------------------------------------ metadata
+
+    def server_metadata(self) -> ServerMetadata:
+        """Name, version and the protocol extensions ferry implements."""
+        return ServerMetadata("ferry", __version__, list(EXTENSIONS))
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """Metadata of a served model (of one version when given).
+
+        Raises:
+            NotFoundError: the model or version is not served (the message lists what is).
+        """
+        snap = self._snapshot(name)
+        served = self._version(snap, name, version)
+        m = served.manifest
+        return ModelMetadata(name=name, versions=snap.labels(), platform=m.platform,
+                             inputs=m.signature.inputs, outputs=m.signature.outputs,
+                             labels=m.labels)
+
+    def manifest_labels(self, name: str, version: str | None = None) -> list[str] | None:
+        """The class labels of a served version (for ``/predict``), if it has any."""
+        return self._version(self._snapshot(name), name, version).manifest.labels
+
+    def default_model(self) -> str | None:
+        """The model ``POST /predict`` serves: the configured one, or the only one."""
+        if self._default is not None:
+            return self._default
+        return next(iter(self._table)) if len(self._table) == 1 else None
+
+    def served_models(self) -> list[str]:
+        """Names of the models served now, sorted."""
+        return sorted(self._table)
+
+    def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+        """Every model of the repository with its state (one row per served version)."""
+        names = sorted(set(self.repository.models()) | set(self._table) | set(self._states))
+        rows: list[ModelIndexEntry] = []
+        for name in names:
+            snap = self._table.get(name)
+            if snap is not None:
+                rows.extend(ModelIndexEntry(name, label, "READY") for label in snap.labels())
+            elif not ready_only:
+                state = self._states.get(name)
+                if state is None:
+                    rows.append(ModelIndexEntry(name, None, "UNAVAILABLE", "not loaded"))
+                else:
+                    rows.append(ModelIndexEntry(name, None, state.state, state.reason))
+        return rows
+
+    # ------------------------------------------------------------------ inference
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate ``request`` against the signature, run it (batched), answer.
+
+        Raises:
+            NotFoundError: unknown model, version or output.
+            InputError: an input is missing, unknown, repeated, or of the wrong type/shape.
+            RateLimitedError: the model's queue is full (``retry_after`` set).
+            UnavailableError: the server is stopping or the version was retired.
+            DeadlineExceededError: the request's deadline passed.
+        """
+        if self._stopping:
+            raise UnavailableError("the server is shutting down", retry_after=1.0)
+        if not self._started:
+            raise UnavailableError("the server is starting: its models are loading",
+                                   retry_after=1.0)
+        snap = self._snapshot(request.model_name)
+        served = self._version(snap, request.model_name, request.model_version)
+        signature = served.signature
+        arrays: Arrays = {}
+        for tensor in request.inputs:
+            if tensor.name in arrays:
+                raise InputError(f"input {tensor.name!r} is given twice")
+            arrays[tensor.name] = tensor.data
+        signature.check_inputs(arrays)
+        outputs: tuple[str, ...] | None = None
+        if request.outputs:
+            outputs = tuple(dict.fromkeys(o.name for o in request.outputs))
+            for name in outputs:
+                signature.output(name)  # NotFoundError naming the outputs there are
+        results = await served.infer(arrays, outputs, request.deadline)
+        return InferResponse(
+            model_name=request.model_name, model_version=served.label, id=request.id,
+            outputs=[Tensor(name, signature.output(name).datatype, tuple(array.shape), array)
+                     for name, array in results.items()],
+        )
+
+    # ------------------------------------------------------------------ repository
+
+    async def load_model(self, name: str) -> None:
+        """Load (or reload) ``name``: the versions its policy picks now, hot-swapped in.
+
+        New versions load and warm beside the served ones; the table switches in one step;
+        versions no longer chosen retire after their in-flight requests. If loading fails,
+        the served versions stay and the error is raised.
+
+        Raises:
+            NotFoundError: no such model (or pinned version) in the repository.
+            ArtifactError, ConfigError: a version or its config could not be loaded.
+        """
+        async with self._lock(name):
+            state = self._states.setdefault(name, _State("LOADING"))
+            try:
+                wanted = self._wanted(name, state.pinned)
+                config = read_model_config(self.repository.root / name, self._defaults)
+                current = self._table.get(name)
+                have = current.versions if current is not None else {}
+                loaded: dict[int, ServedVersion] = {}
+                loop = asyncio.get_running_loop()
+                for version in wanted:
+                    if version in have and have[version].config == config:
+                        loaded[version] = have[version]
+                        continue
+                    served = await loop.run_in_executor(None, self._load, name, version, config)
+                    served.attach(loop)
+                    loaded[version] = served
+            except Exception as exc:
+                if name not in self._table:
+                    state.state, state.reason = "UNAVAILABLE", str(exc)
+                raise
+            self._table[name] = Snapshot(loaded)
+            state.state, state.reason = "READY", ""
+            for version, served in have.items():
+                if loaded.get(version) is not served:
+                    self._retire_later(state, served)
+            log.info("serving %s versions %s", name, ", ".join(map(str, sorted(loaded))))
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name``; in-flight requests finish first.
+
+        Raises:
+            NotFoundError: the model is neither served nor in the repository.
+        """
+        async with self._lock(name):
+            snap = self._table.pop(name, None)
+            if snap is None and name not in self.repository.models():
+                raise NotFoundError(f"unknown model {name!r}")
+            state = self._states.setdefault(name, _State("UNAVAILABLE"))
+            state.state, state.reason = "UNAVAILABLE", "unloaded"
+            if snap is not None:
+                await asyncio.gather(*(served.retire(self._drain_timeout)
+                                       for served in snap.versions.values()))
+
+    # ------------------------------------------------------------------ internals
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def _snapshot(self, name: str) -> Snapshot:
+        snap = self._table.get(name)
+        if snap is None:
+            served = ", ".join(sorted(self._table)) or "none"
+            if name in self._states:
+                raise NotFoundError(f"model {name!r} is not loaded (served models: {served})")
+            raise NotFoundError(f"unknown model {name!r} (served models: {served})")
+        return snap
+
+    @staticmethod
+    def _version(snap: Snapshot, name: str, version: str | None) -> ServedVersion:
+        if not version:
+            return snap.latest
+        served = snap.versions.get(int(version)) if version.isdigit() else None
+        if served is None:
+            raise NotFoundError(f"model {name!r} has no served version {version!r} "
+                                f"(versions: {', '.join(snap.labels())})")
+        return served
+
+    def _wanted(self, name: str, pinned: list[int] | None) -> list[int]:
+        have = self.repository.versions(name)
+        if not have:
+            known = ", ".join(self.repository.models()) or "none"
+            raise NotFoundError(f"model {name!r} is not in repository "
+                                f"{str(self.repository.root)!r} (models: {known})")
+        if pinned is not None:
+            missing = [v for v in pinned if v not in have]
+            if missing:
+                raise NotFoundError(f"model {name!r} has no version {missing[0]} "
+                                    f"(versions: {', '.join(map(str, have))})")
+            return pinned
+        config = read_model_config(self.repository.root / name, self._defaults)
+        chosen = config.policy.select(have)
+        if not chosen:
+            raise NotFoundError(f"model {name!r}: version policy {config.version_policy!r} "
+                                f"picks none of versions {', '.join(map(str, have))}")
+        return chosen
+
+    def _load(self, name: str, version: int, config: ModelConfig) -> ServedVersion:
+        """Verify, load and warm one version (blocking; runs on a loader thread)."""
+        start = time.perf_counter()
+        stored = self.repository.open(f"{name}:{version}")
+        manifest = stored.manifest
+        runtimes = [load_runtime(manifest.runtime, stored.artifact_path, manifest.signature,
+                                 config.runtime) for _ in range(config.instances)]
+        served = ServedVersion(manifest, runtimes, config, self.metrics)
+        try:
+            served.warm()
+        except BaseException:
+            served.close()
+            raise
+        served.load_seconds = time.perf_counter() - start
+        log.info("loaded %s:%s in %.3f s", name, version, served.load_seconds)
+        return served
+
+    def _retire_later(self, state: _State, served: ServedVersion) -> None:
+        task = asyncio.get_running_loop().create_task(served.retire(self._drain_timeout))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)

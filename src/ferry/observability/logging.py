@@ -1,0 +1,64 @@
+"""JSON logs, one object per line, each with the request id of the request being served.
+
+Adapters set :data:`request_id` (a context variable) when a request arrives; every log
+record written while that request is handled carries it, without threading it through
+every call. Log shippers (Loki, Elasticsearch, CloudWatch) parse one JSON object a line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any, Literal
+
+__all__ = ["JsonFormatter", "configure_logging", "request_id"]
+
+#: The id of the request being handled in this task (empty outside a request).
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("ferry_request_id", default="")
+
+# Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON line for ``record``."""
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = request_id.get()
+        if rid:
+            entry["request_id"] = rid
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(fmt: Literal["json", "text"] = "json", level: str = "info") -> None:
+    """Send ferry's and the servers' logs to stderr, as JSON lines or plain text."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

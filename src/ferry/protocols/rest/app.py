@@ -1,0 +1,149 @@
+"""The REST front end (Contract C): one Starlette app over the engine facade.
+
+``create_app(engine)`` builds the ASGI app; it never starts or stops the engine
+(``ferry.server`` does). The hot routes take raw bodies and write with orjson: no pydantic,
+no per-request model classes, no middleware beyond the request id.
+
+Every answer carries ``X-Request-ID``: the client's own (if it is short printable ASCII) or
+a fresh one. Every error is ``{"error": ...}`` with a 4xx status for anything the client can
+fix; an unexpected exception becomes a 500 naming the request id, and its traceback goes to
+the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ferry.errors import FerryError
+from ferry.observability.logging import request_id as log_request_id
+from ferry.protocols.rest import simple, tfserving, v2
+from ferry.protocols.rest.errors import error_response
+from ferry.protocols.rest.exchange import RestContext, json_response
+from ferry.protocols.rest.hot import HotRoutes
+from ferry.protocols.rest.openapi import DOCS_HTML, openapi_document
+
+if TYPE_CHECKING:
+    from ferry.engine import Engine
+
+__all__ = ["RequestIdMiddleware", "create_app"]
+
+_log = logging.getLogger("ferry.rest")
+_HEADER = b"x-request-id"
+
+
+def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
+    """Build the REST app over ``engine``.
+
+    Args:
+        engine: the started (or starting) engine; health routes report its state.
+        max_body_bytes: the largest request body accepted (413 above it), after inflating
+            a compressed body.
+    """
+    ctx = RestContext(engine=engine, metrics=engine.metrics, max_body_bytes=max_body_bytes)
+    document = openapi_document(engine.server_metadata().version)
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = ctx.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    routes = [
+        *v2.routes(ctx), *simple.routes(ctx), *tfserving.routes(ctx),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        FerryError: _ferry_error, HTTPException: _http_error})
+    endpoints = {(route.path, m): route.endpoint for route in routes
+                 if isinstance(route, Route) for m in route.methods or ()}
+    # Inner: the inference routes skip the router's scan (same endpoints, see hot.py).
+    app.add_middleware(HotRoutes, ctx=ctx, predict=endpoints[("/predict", "POST")],
+                       infer=endpoints[("/v2/models/{model}/infer", "POST")])
+    # Outermost, so that even Starlette's own 404/405 answers carry the request id.
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def _ferry_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FerryError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see /openapi.json"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(message, exc.status_code, dict(exc.headers or {}))
+
+
+class RequestIdMiddleware:
+    """Take ``X-Request-ID`` from the request (or make one), return it, and catch crashes.
+
+    The id is in ``scope["state"]["request_id"]`` for handlers and logs. A handler that
+    raises something unexpected is answered with a JSON 500 naming the id (if no response
+    has started), and the traceback is logged under that id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid.decode("ascii")
+        # Every log line written while this request is handled carries its id.
+        token = log_request_id.set(rid.decode("ascii"))
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), (_HEADER, rid)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            return  # the client left mid-body: nobody to answer, nothing went wrong here
+        except Exception:
+            _log.exception("unhandled error in request %s", rid.decode("ascii"))
+            if started:
+                raise
+            response = error_response(
+                f"internal error; the server log has the details under request id "
+                f"{rid.decode('ascii')}", 500)
+            await response(scope, receive, send_with_id)
+        finally:
+            log_request_id.reset(token)
+
+
+def _request_id(scope: Scope) -> bytes:
+    for key, value in scope["headers"]:
+        if key == _HEADER:
+            if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
+                return bytes(value)
+            break
+    return uuid.uuid4().hex.encode("ascii")

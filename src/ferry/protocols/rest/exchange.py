@@ -1,0 +1,88 @@
+"""One inference exchange as every REST route runs it: errors, metrics, request id.
+
+The V2, ``/predict`` and TF-Serving routes differ only in how they decode and encode; each
+hands :func:`exchange` a coroutine that does that work, and gets back the response with
+ferry errors turned into ``{"error": ...}`` answers and the request counted (Contract B).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ferry.errors import FerryError, NotFoundError
+from ferry.protocols.rest.errors import error_response, status_of
+
+if TYPE_CHECKING:
+    from ferry.engine import Engine
+    from ferry.observability.metrics import Metrics
+
+_log = logging.getLogger("ferry.rest")
+
+__all__ = ["Answer", "RestContext", "exchange", "json_response", "refusal", "request_id"]
+
+
+@dataclass(slots=True)
+class RestContext:
+    """What every route needs: the engine, its metrics, and the body size limit."""
+
+    engine: Engine
+    metrics: Metrics
+    max_body_bytes: int
+
+
+@dataclass(slots=True)
+class Answer:
+    """A successful exchange: the response and the model version that answered."""
+
+    response: Response
+    version: str
+
+
+def request_id(request: Request) -> str:
+    """The request id the middleware took from ``X-Request-ID`` or generated."""
+    rid: str = request.scope["state"]["request_id"]
+    return rid
+
+
+async def exchange(ctx: RestContext, model: str,
+                   work: Callable[[], Awaitable[Answer]]) -> Response:
+    """Run ``work`` for ``model``: answer ferry errors as JSON, count the request.
+
+    Requests for an unknown model are counted under the model label ``""``, so that
+    arbitrary names in URLs cannot grow the metrics without bound.
+    """
+    start = perf_counter()
+    try:
+        answer = await work()
+    except FerryError as error:
+        return refusal(ctx, model, error, start)
+    ctx.metrics.request(model=model, version=answer.version, protocol="rest", status="200",
+                        seconds=perf_counter() - start)
+    return answer.response
+
+
+def refusal(ctx: RestContext, model: str, error: FerryError, start: float) -> Response:
+    """The answer to a refused request: counted, logged once, ``{"error": ...}``."""
+    status = status_of(error)
+    label = "" if isinstance(error, NotFoundError) else model
+    ctx.metrics.request(model=label, version="", protocol="rest", status=str(status),
+                        seconds=perf_counter() - start)
+    # One line per refused request (the JSON log adds the request id): what an operator
+    # needs to answer "why did my call fail?". Successes are counted, not logged.
+    _log.info("refused %s with %d: %s", model or "(no model)", status, error.message,
+              extra={"model": model, "status": status})
+    return error_response(error, status)
+
+
+def json_response(doc: Any, status: int = 200) -> Response:
+    """A JSON response written by orjson (numpy arrays included)."""
+    return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")

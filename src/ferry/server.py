@@ -1,0 +1,296 @@
+"""The composition root: one process serving the engine over REST and gRPC on one loop.
+
+``ferry serve`` ends here. The engine loads and warms every model first; only then do the
+ports open, so a client (or a Kubernetes readiness probe) never reaches a half-loaded
+server. uvicorn (REST) and ``grpc.aio`` (gRPC) share the event loop the engine runs on,
+so a request never crosses threads except for the model computation itself.
+
+Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to
+``drain_timeout``) and exit; SIGHUP reloads every served model (hot swap). ``--watch``
+polls the repository and hot-swaps a model whenever its versions change.
+
+``--workers N`` starts N such processes (spawned, not forked: ONNX Runtime and gRPC hold
+threads that do not survive a fork) that listen on the same ports with ``SO_REUSEPORT``;
+the kernel spreads connections among them. Their Prometheus metrics are kept in a shared
+directory so that a scrape of any worker reports the whole server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.engine import Engine
+from ferry.errors import ConfigError
+from ferry.observability.logging import configure_logging
+from ferry.repository import Repository
+from ferry.settings import ServerSettings
+
+__all__ = ["Endpoints", "run", "serve"]
+
+log = logging.getLogger("ferry.server")
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a started server listens, and what it serves."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+    models: list[str]
+    default_model: str | None
+
+    @property
+    def url(self) -> str:
+        """The REST base URL."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.http_port}"
+
+
+def run(settings: ServerSettings, *, on_ready: Callable[[Endpoints], None] | None = None
+        ) -> int:
+    """Serve until stopped by a signal; returns the process exit code.
+
+    Raises:
+        ConfigError, NotFoundError, ArtifactError: the server cannot start (one line).
+    """
+    if settings.workers > 1:
+        return _run_workers(settings, on_ready)
+    _event_loop_run(serve(settings, on_ready=on_ready))
+    return 0
+
+
+async def serve(settings: ServerSettings, *,
+                on_ready: Callable[[Endpoints], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Load, warm, listen, serve until a signal (or ``stop``), then drain and close."""
+    # Imported here: `ferry --help` and the other verbs should not pay for web servers.
+    import uvicorn
+
+    from ferry.protocols.grpc.server import bind, build_server
+    from ferry.protocols.rest.app import create_app
+
+    configure_logging(settings.log_format, settings.log_level)
+    repository = Repository(settings.repository)
+    if not repository.root.is_dir():
+        raise ConfigError(f"repository {str(repository.root)!r} does not exist",
+                          hint="import a model first (ferry import FILE --name NAME), or "
+                          "run `ferry demo`")
+    engine = Engine(repository, models=settings.models, defaults=settings.model_defaults,
+                    default_model=settings.default_model, drain_timeout=settings.drain_timeout)
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    grpc_server = None
+    try:
+        http_sock = _listen(settings.host, settings.http_port, reuse_port=settings.workers > 1)
+        grpc_server = build_server(engine, max_message_bytes=settings.max_message_bytes)
+        grpc_port = bind(grpc_server, settings.host, settings.grpc_port)
+        await grpc_server.start()
+        app = create_app(engine, max_body_bytes=settings.max_body_bytes)
+        config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,
+                                http="httptools", timeout_keep_alive=30, backlog=4096)
+        http = _Uvicorn(config)
+        stopping = stop or asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(engine)))
+        tasks = [loop.create_task(_stop_when(stopping, http))]
+        if settings.watch:
+            tasks.append(loop.create_task(_watch(engine, settings)))
+        endpoints = Endpoints(settings.host, http_sock.getsockname()[1], grpc_port,
+                              engine.served_models(), engine.default_model())
+        log.info("serving %s on %s (REST) and %s:%d (gRPC)", ", ".join(endpoints.models),
+                 endpoints.url, settings.host, grpc_port)
+        if on_ready is not None:
+            on_ready(endpoints)
+        try:
+            await http.serve(sockets=[http_sock])
+        finally:
+            for task in tasks:
+                task.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            http_sock.close()
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=settings.drain_timeout)
+        await engine.stop(timeout=settings.drain_timeout)
+        log.info("stopped")
+
+
+class _Uvicorn:
+    """uvicorn's server without its signal handling (ours drains the engine too).
+
+    ``uvicorn.Server.serve`` installs SIGINT/SIGTERM handlers and re-raises the signal
+    after its own shutdown, which would kill the process before the gRPC server and the
+    engine drained. Its ``capture_signals`` hook is replaced with a no-op.
+    """
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self.server = _Server(config)
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        await self.server.serve(sockets=sockets)
+
+    def exit(self) -> None:
+        self.server.should_exit = True
+
+
+async def _stop_when(event: asyncio.Event, http: _Uvicorn) -> None:
+    await event.wait()
+    log.info("stopping: draining in-flight requests")
+    http.exit()
+
+
+async def _reload(engine: Engine) -> None:
+    """SIGHUP: reload every served model (new versions hot-swap in)."""
+    for name in engine.served_models():
+        try:
+            await engine.load_model(name)
+        except Exception as exc:
+            log.error("reload of %s failed, the served versions stay: %s", name, exc)
+
+
+async def _watch(engine: Engine, settings: ServerSettings) -> None:
+    """Poll the repository; hot-swap a model whose committed versions changed."""
+    repository = engine.repository
+    pinned = {m.partition(":")[0] for m in settings.models if ":" in m}
+    chosen = {m.partition(":")[0] for m in settings.models}
+    seen: dict[str, list[int]] = {}
+    loop = asyncio.get_running_loop()
+    while True:
+        names = sorted(chosen) if chosen else await loop.run_in_executor(None,
+                                                                         repository.models)
+        for name in names:
+            if name in pinned:
+                continue
+            versions = await loop.run_in_executor(None, repository.versions, name)
+            if name in seen and seen[name] != versions and versions:
+                log.info("new versions of %s: %s; hot-swapping", name, versions)
+                try:
+                    await engine.load_model(name)
+                except Exception as exc:
+                    log.error("hot swap of %s failed, the served versions stay: %s", name, exc)
+            seen[name] = versions
+        await asyncio.sleep(settings.watch_interval)
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """Bind the REST socket ourselves: for SO_REUSEPORT, and to learn a port picked by 0."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that say so (without
+    # it, small answers wait ~40 ms for delayed ACKs when uvloop is not installed).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen for REST on {host}:{port}: {exc.strerror}",
+                          hint="choose another port with --http-port, or stop what uses it"
+                          ) from None
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def _event_loop_run(coro: Any) -> None:
+    """Run on uvloop when installed (faster sockets and timers), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in the serving extra
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+# ---------------------------------------------------------------------- --workers N
+
+
+def _run_workers(settings: ServerSettings, on_ready: Callable[[Endpoints], None] | None
+                 ) -> int:
+    if settings.http_port == 0 or settings.grpc_port == 0:
+        raise ConfigError("--workers needs fixed ports: give --http-port and --grpc-port")
+    metrics_dir = tempfile.mkdtemp(prefix="ferry-metrics-")
+    os.environ[_MULTIPROC_ENV] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    payload = settings.model_dump(mode="json")
+    workers = [context.Process(target=_worker_main, args=(payload, i, ready),
+                               name=f"ferry-worker-{i}") for i in range(settings.workers)]
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                       signal.SIGHUP)}
+
+    def forward(sig: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, sig)
+
+    try:
+        for sig in previous:
+            signal.signal(sig, forward)
+        for worker in workers:
+            worker.start()
+        _await_workers(workers, ready, on_ready)
+        for worker in workers:
+            worker.join()
+        return max((w.exitcode or 0 for w in workers), default=0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(10)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.environ.pop(_MULTIPROC_ENV, None)
+
+
+def _await_workers(workers: list[Any], ready: Any,
+                   on_ready: Callable[[Endpoints], None] | None) -> None:
+    """Wait until every worker reported ready (or died), then call ``on_ready`` once."""
+    started = 0
+    while started < len(workers) and any(w.is_alive() for w in workers):
+        with contextlib.suppress(Exception):
+            endpoints = ready.get(timeout=0.5)
+            started += 1
+            if started == len(workers) and on_ready is not None:
+                on_ready(Endpoints(**endpoints))
+
+
+def _worker_main(payload: dict[str, Any], index: int, ready: Any) -> None:
+    """One worker process: the same server, told to share its ports."""
+    settings = ServerSettings.model_validate({**payload, "workers": payload["workers"]})
+
+    def report(endpoints: Endpoints) -> None:
+        ready.put({"host": endpoints.host, "http_port": endpoints.http_port,
+                   "grpc_port": endpoints.grpc_port, "models": endpoints.models,
+                   "default_model": endpoints.default_model})
+
+    try:
+        _event_loop_run(serve(settings, on_ready=report))
+    except Exception as exc:
+        logging.getLogger("ferry.server").error("worker %d failed: %s", index, exc)
+        raise SystemExit(1) from None

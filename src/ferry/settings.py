@@ -1,0 +1,130 @@
+"""Server settings: defaults, then ``ferry.toml``, then ``FERRY_*`` variables, then flags.
+
+Validated once at startup, so a typo in a setting stops the server with one line naming
+the key and the rule instead of surfacing later as odd behaviour. Per-model settings
+(batching, instances, queue bound) live beside each model in the repository
+(``<repo>/<model>/config.toml``); ``[model_defaults]`` here applies to models without one.
+
+Example ``ferry.toml``::
+
+    repository = "model-repository"
+    models = ["digits", "fraud:3"]
+    http_port = 8000
+    grpc_port = 8001
+    workers = 2
+    log_format = "json"
+
+    [model_defaults]
+    max_queue = 512
+    [model_defaults.batching]
+    max_batch_size = 64
+
+Environment: ``FERRY_HTTP_PORT=9000``, ``FERRY_MODELS=digits,fraud:3``,
+``FERRY_MODEL_DEFAULTS__MAX_QUEUE=512`` (``__`` separates nested keys).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from ferry.engine.config import ModelConfig, config_error
+from ferry.errors import ConfigError
+
+__all__ = ["ServerSettings", "load_settings"]
+
+_MIB = 1 << 20
+
+
+class ServerSettings(BaseSettings):
+    """Everything ``ferry serve`` can be told (flags, ``ferry.toml`` or ``FERRY_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    repository: Path = Field(Path("model-repository"), description="the model repository")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models to serve, 'name' or 'name:version'; all models when empty")
+    default_model: str | None = Field(None, description="the model POST /predict serves")
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every one)")
+    http_port: int = Field(8000, ge=0, le=65535, description="REST port (0: pick a free one)")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: pick a free one)")
+    workers: int = Field(1, ge=1, le=64, description="server processes sharing the ports")
+    max_body_bytes: int = Field(64 * _MIB, ge=1024, description="largest REST request body")
+    max_message_bytes: int = Field(64 * _MIB, ge=1024, description="largest gRPC message")
+    drain_timeout: float = Field(
+        30.0, ge=0.0, description="seconds a stopping server or a retired version waits "
+        "for in-flight requests")
+    watch: bool = Field(False, description="poll the repository and hot-swap new versions")
+    watch_interval: float = Field(2.0, gt=0.0, description="seconds between repository polls")
+    log_format: Literal["json", "text"] = Field("json", description="log lines as JSON or text")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    model_defaults: ModelConfig = Field(default_factory=ModelConfig,
+                                        description="per-model settings without config.toml")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags beat ``FERRY_*`` variables, which beat the TOML file."""
+        # Flags (init) beat the environment, which beats the file (passed under _file).
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+
+class _FileSource(InitSettingsSource):
+    """The TOML file's values, handed over through :func:`load_settings`."""
+
+    data: dict[str, Any] = {}
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls, init_kwargs=dict(_FileSource.data))
+
+
+def load_settings(config: Path | None = None, **flags: Any) -> ServerSettings:
+    """Read settings from ``config`` (TOML), ``FERRY_*`` variables and ``flags``.
+
+    Flags given as ``None`` are ignored (not given on the command line).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a value is invalid; the message
+            names the source, the key, the value and the rule.
+    """
+    data: dict[str, Any] = {}
+    where = "settings (flags and FERRY_* environment)"
+    if config is not None:
+        where = f"{config} (or FERRY_* environment, flags)"
+        try:
+            data = tomllib.loads(config.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--config {config}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--config {config}: cannot read it ({exc})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config}: not valid TOML ({exc})") from None
+    _FileSource.data = data
+    try:
+        return ServerSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise config_error(exc, where) from None
+    finally:
+        _FileSource.data = {}

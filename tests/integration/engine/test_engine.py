@@ -1,0 +1,229 @@
+"""The engine over a real repository with real ONNX models and the real ONNX Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import mlp_onnx
+from ferry.engine import Engine, ModelConfig
+from ferry.errors import InputError, NotFoundError, RateLimitedError
+from ferry.formats import import_model
+from ferry.inference import InferRequest, RequestedOutput, Tensor
+from ferry.repository import Repository
+from ferry.runtimes import load_runtime
+
+
+def _import(repo: Repository, tmp_path: Path, name: str, seed: int) -> None:
+    folder = tmp_path / f"{name}-{seed}"
+    folder.mkdir()
+    import_model(repo, mlp_onnx(folder / "m.onnx", seed=seed), name)
+
+
+def _request(x: np.ndarray, model: str = "mlp", version: str | None = None,
+             **kwargs: object) -> InferRequest:
+    return InferRequest(model, [Tensor("x", "FP32", x.shape, x)], model_version=version,
+                        **kwargs)  # type: ignore[arg-type]
+
+
+def _reference(repo: Repository, name: str, version: int, x: np.ndarray) -> np.ndarray:
+    stored = repo.open(f"{name}:{version}")
+    with load_runtime("onnxruntime", stored.artifact_path, stored.manifest.signature) as rt:
+        return rt.predict({"x": x})["scores"]
+
+
+@pytest.fixture
+def two_versions(repo: Repository, tmp_path: Path) -> Repository:
+    _import(repo, tmp_path, "mlp", seed=1)
+    _import(repo, tmp_path, "mlp", seed=2)
+    return repo
+
+
+async def test_infer_answers_like_the_runtime_and_reports_the_version(two_versions):
+    engine = Engine(two_versions)
+    await engine.start()
+    try:
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        response = await engine.infer(_request(x, id="r-1"))
+        assert response.model_version == "2" and response.id == "r-1"
+        (out,) = response.outputs
+        assert out.name == "scores" and out.datatype == "FP32" and out.shape == (3, 3)
+        np.testing.assert_allclose(out.data, _reference(two_versions, "mlp", 2, x), rtol=1e-6)
+        assert engine.ready() and engine.model_ready("mlp") and not engine.model_ready("mlp", "1")
+    finally:
+        await engine.stop()
+    assert not engine.ready()
+
+
+async def test_pinned_versions_serve_side_by_side(two_versions):
+    engine = Engine(two_versions, models=["mlp:1", "mlp:2"])
+    await engine.start()
+    try:
+        x = np.ones((1, 4), np.float32)
+        one = await engine.infer(_request(x, version="1"))
+        two = await engine.infer(_request(x, version="2"))
+        np.testing.assert_allclose(one.outputs[0].data, _reference(two_versions, "mlp", 1, x))
+        np.testing.assert_allclose(two.outputs[0].data, _reference(two_versions, "mlp", 2, x))
+        assert engine.model_metadata("mlp").versions == ["1", "2"]
+        assert [(e.name, e.version, e.state) for e in engine.repository_index()] == [
+            ("mlp", "1", "READY"), ("mlp", "2", "READY")]
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+        repo, tmp_path, instances):
+    _import(repo, tmp_path, "mlp", seed=3)
+    # inline_below_ms=0 forces the thread path, where requests gather while it is busy.
+    engine = Engine(repo, defaults=ModelConfig.model_validate(
+        {"instances": instances, "inline_below_ms": 0.0, "max_queue": 1000,
+         "batching": {"max_batch_size": 16}}))
+    await engine.start()
+    try:
+        rng = np.random.default_rng(1)
+        inputs = [rng.standard_normal((int(rng.integers(1, 4)), 4)).astype(np.float32)
+                  for _ in range(300)]
+        answers = await asyncio.gather(*(engine.infer(_request(x)) for x in inputs))
+        for x, answer in zip(inputs, answers, strict=True):
+            np.testing.assert_allclose(answer.outputs[0].data, _reference(repo, "mlp", 1, x),
+                                       rtol=1e-5, atol=1e-6)
+        body, _ = engine.metrics.render()
+        text = body.decode()
+        # Batching really happened: some runtime call took more than one request's rows.
+        counts = [line for line in text.splitlines()
+                  if line.startswith('ferry_batch_size_count{model="mlp"}')]
+        calls = float(counts[0].rsplit(" ", 1)[1])
+        assert calls < 300
+    finally:
+        await engine.stop()
+
+
+async def test_validation_errors_name_the_problem_before_any_runtime_work(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=4)
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        with pytest.raises(InputError, match=r"input 'x': expected FP32 with shape \[-1, 4\], "
+                                             r"got shape \[2, 5\]"):
+            await engine.infer(_request(np.zeros((2, 5), np.float32)))
+        with pytest.raises(InputError, match="got INT64"):
+            await engine.infer(_request(np.zeros((2, 4), np.int64)))
+        with pytest.raises(InputError, match="missing input 'x'"):
+            await engine.infer(InferRequest("mlp", []))
+        with pytest.raises(NotFoundError, match="unknown model 'nope'"):
+            await engine.infer(_request(np.zeros((1, 4), np.float32), model="nope"))
+        with pytest.raises(NotFoundError, match="no served version '7'"):
+            await engine.infer(_request(np.zeros((1, 4), np.float32), version="7"))
+        with pytest.raises(NotFoundError, match="unknown output 'prob'.*'scores'"):
+            await engine.infer(_request(np.zeros((1, 4), np.float32),
+                                        outputs=[RequestedOutput("prob")]))
+    finally:
+        await engine.stop()
+
+
+async def test_a_full_queue_is_refused_at_once(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=5)
+    engine = Engine(repo, defaults=ModelConfig.model_validate(
+        {"max_queue": 2, "inline_below_ms": 0.0, "batching": {"max_batch_size": 1}}))
+    await engine.start()
+    try:
+        x = np.zeros((1, 4), np.float32)
+        results = await asyncio.gather(*(engine.infer(_request(x)) for _ in range(50)),
+                                       return_exceptions=True)
+        refused = [r for r in results if isinstance(r, RateLimitedError)]
+        answered = [r for r in results if not isinstance(r, BaseException)]
+        assert refused and answered
+        assert len(refused) + len(answered) == 50
+        assert all(r.retry_after > 0 for r in refused)
+    finally:
+        await engine.stop()
+
+
+async def test_hot_swap_three_times_under_load_fails_no_request(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=10)
+    engine = Engine(repo, defaults=ModelConfig.model_validate({"inline_below_ms": 0.0}))
+    await engine.start()
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    expected = {"1": _reference(repo, "mlp", 1, x)}
+    answers: list[tuple[str, np.ndarray]] = []
+    errors: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            try:
+                response = await engine.infer(_request(x))
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                answers.append((response.model_version, response.outputs[0].data))
+
+    clients = [asyncio.create_task(client()) for _ in range(8)]
+    try:
+        for seed in (11, 12, 13):
+            await asyncio.sleep(0.05)
+            version = await asyncio.to_thread(_import, repo, tmp_path, "mlp", seed)
+            del version
+            latest = repo.versions("mlp")[-1]
+            expected[str(latest)] = _reference(repo, "mlp", latest, x)
+            await engine.load_model("mlp")
+            assert engine.model_metadata("mlp").versions == [str(latest)]
+        await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+        await engine.stop()
+    assert errors == []
+    assert {v for v, _ in answers} == {"1", "2", "3", "4"}
+    for version, data in answers:
+        np.testing.assert_allclose(data, expected[version], rtol=1e-6)
+
+
+async def test_unload_then_load_again(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=20)
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        await engine.unload_model("mlp")
+        assert not engine.model_ready("mlp")
+        assert [(e.name, e.state, e.reason) for e in engine.repository_index()] == [
+            ("mlp", "UNAVAILABLE", "unloaded")]
+        assert engine.repository_index(ready_only=True) == []
+        with pytest.raises(NotFoundError, match="not loaded"):
+            await engine.infer(_request(np.zeros((1, 4), np.float32)))
+        await engine.load_model("mlp")
+        assert engine.model_ready("mlp", "1")
+        with pytest.raises(NotFoundError):
+            await engine.load_model("ghost")
+    finally:
+        await engine.stop()
+
+
+async def test_inline_and_threaded_paths_agree(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=30)
+    x = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
+    outs = []
+    for inline in (10.0, 0.0):
+        engine = Engine(repo, defaults=ModelConfig.model_validate({"inline_below_ms": inline}))
+        await engine.start()
+        try:
+            outs.append((await engine.infer(_request(x))).outputs[0].data)
+        finally:
+            await engine.stop()
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+async def test_start_refuses_an_empty_repository_and_unknown_models(repo, tmp_path):
+    from ferry.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="holds no model"):
+        await Engine(repo).start()
+    _import(repo, tmp_path, "mlp", seed=40)
+    with pytest.raises(NotFoundError, match="'ghost'"):
+        await Engine(repo, models=["ghost"]).start()
+    with pytest.raises(NotFoundError, match="no version 9"):
+        await Engine(repo, models=["mlp:9"]).start()
