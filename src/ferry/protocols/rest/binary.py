@@ -39,9 +39,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
     if header_length is None:
         return body, memoryview(b"")
     text = header_length.strip()
-    if not text.isdigit():
+    # ASCII digits only, at most 18 of them: str.isdigit() also accepts '²' and
+    # fullwidth digits, and int() of thousands of digits raises (a 500, not a 400).
+    if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
         raise InputError(
-            f"Inference-Header-Content-Length {header_length!r} is not a number of bytes")
+            f"Inference-Header-Content-Length {header_length[:40]!r} is not a number of bytes")
     size = int(text)
     if size > len(body):
         raise InputError(

@@ -33,8 +33,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     headers = request.headers
     declared = headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise InputError(f"Content-Length {declared!r} is not a number of bytes")
+        if not (0 < len(declared) <= 18 and declared.isascii() and declared.isdigit()):
+            raise InputError(f"Content-Length {declared[:40]!r} is not a number of bytes")
         if int(declared) > limit:
             raise _too_large(int(declared), limit)
     chunks: list[bytes] = []

@@ -69,7 +69,7 @@ class HotRoutes:
         length: int | None = None
         for key, value in scope["headers"]:
             if key == b"content-length":
-                if not value.isdigit():
+                if not (0 < len(value) <= 18 and value.isdigit()):
                     return None
                 length = int(value)
             elif key == b"content-type":

@@ -73,6 +73,8 @@ CASES = [
     ("header-length-beyond-body", INFER, orjson.dumps(_pair()),
      {"inference-header-content-length": "100000"}, 400,
      ["Inference-Header-Content-Length 100000 is beyond the body of"]),
+    ("header-length-huge", INFER, orjson.dumps(_pair()),
+     {"inference-header-content-length": "9" * 5000}, 400, ["is not a number of bytes"]),
     ("binary-size-beyond-data", INFER, orjson.dumps(
         _pair(data=None, parameters={"binary_data_size": 16})).replace(b'"data":null,', b""),
      {}, 400, ["input 'a': binary_data_size 16 at offset 0 is beyond the 0 bytes"]),

@@ -156,6 +156,9 @@ def test_binary_fp16_round_trips():
     ("9999", "Inference-Header-Content-Length 9999 is beyond the body of"),
     ("abc", "is not a number of bytes"),
     ("-5", "is not a number of bytes"),
+    ("²", "is not a number of bytes"),
+    ("\uff11\uff12", "is not a number of bytes"),  # fullwidth 12
+    ("9" * 5000, "is not a number of bytes"),
 ])
 def test_bad_header_lengths_are_refused(header, phrase):
     with pytest.raises(InputError, match=phrase):
