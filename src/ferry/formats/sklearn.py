@@ -297,9 +297,9 @@ def _encoder_categories(model: Any) -> dict[str, Any]:
                 found.update(zip(names, encoder.categories_, strict=True))
     else:
         encoder = _last_encoder(first)
-        names = getattr(encoder, "feature_names_in_", None)
-        if encoder is not None and names is not None:
-            found.update(zip((str(n) for n in names), encoder.categories_, strict=True))
+        seen = getattr(encoder, "feature_names_in_", None)
+        if encoder is not None and seen is not None:
+            found.update(zip((str(n) for n in seen), encoder.categories_, strict=True))
     return found
 
 
@@ -366,10 +366,7 @@ def _finish(onnx_model: Any, kind: str, has_proba: bool, path: Path) -> Signatur
 
     graph = onnx_model.graph
     outputs = list(graph.output)
-    if kind == "classifier":
-        wanted = ["label", "probabilities"][: len(outputs)]
-    else:
-        wanted = ["predictions"]
+    wanted = ["label", "probabilities"] if kind == "classifier" else ["predictions"]
     renames = {out.name: new for out, new in zip(outputs, wanted, strict=False)}
     for node in graph.node:
         for i, name in enumerate(node.output):

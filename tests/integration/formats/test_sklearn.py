@@ -18,21 +18,21 @@ pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
 pytest.importorskip("skops")
 
-import joblib  # noqa: E402
-import pandas as pd  # noqa: E402
-import skops.io as sio  # noqa: E402
-from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
-from sklearn.compose import ColumnTransformer  # noqa: E402
-from sklearn.datasets import load_diabetes, load_iris  # noqa: E402
-from sklearn.ensemble import GradientBoostingRegressor  # noqa: E402
-from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
-from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
-from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
+import joblib
+import pandas as pd
+import skops.io as sio
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ferry.cli import main  # noqa: E402
-from ferry.errors import UntrustedArtifactError  # noqa: E402
-from ferry.formats import ImportOptions, detect_format, import_model  # noqa: E402
-from ferry.runtimes import load_runtime  # noqa: E402
+from ferry.cli import main
+from ferry.errors import UntrustedArtifactError
+from ferry.formats import ImportOptions, detect_format, import_model
+from ferry.runtimes import load_runtime
 
 NUMERIC = ["sepal length (cm)", "sepal width (cm)", "petal width (cm)"]
 
@@ -230,7 +230,7 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, iris_pipeline, iris, case, 
     files = _bad_files(tmp_path, iris_pipeline, iris)
     repo_dir = tmp_path / "repo"
     code = main(["--repo", str(repo_dir), "import", str(files[case]), "--name", "m", *extra])
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert code == 2
     assert "Traceback" not in err
     error_lines = [line for line in err.splitlines() if line.startswith("error")]
