@@ -104,9 +104,9 @@ class SklearnImporter(Importer):
         model = _load(source, options.trust_sha256)
         kind = _kind(model, source.name)
         columns = _columns(model)
-        onnx_model = _to_onnx(model, columns, kind, options.opset)
-        input_names = [value.name for value in onnx_model.graph.input]
         has_proba = kind == "classifier" and hasattr(model, "predict_proba")
+        onnx_model = _to_onnx(model, columns, has_proba, options.opset)
+        input_names = [value.name for value in onnx_model.graph.input]
         signature = _finish(onnx_model, kind, has_proba, workdir / ARTIFACT)
         notes = []
         if kind == "classifier" and not has_proba:
@@ -224,13 +224,13 @@ def _kind(model: Any, filename: str) -> str:
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
-    if not hasattr(model, "predict") or not hasattr(model, "get_params"):
+    if not hasattr(model, "get_params"):
         raise ConversionError(
             f"{filename} holds a {type(model).__name__}, not a scikit-learn estimator"
         )
-    if is_classifier(model):
+    if is_classifier(model) and hasattr(model, "predict"):
         kind = "classifier"
-    elif is_regressor(model):
+    elif is_regressor(model) and hasattr(model, "predict"):
         kind = "regressor"
     else:
         raise ConversionError(
@@ -317,9 +317,15 @@ def _column_names(cols: Any, all_names: list[str]) -> list[str]:
         return [cols]
     if isinstance(cols, int):
         return [all_names[cols]] if cols < len(all_names) else []
+    if isinstance(cols, slice):  # positions, or labels (inclusive, as pandas .loc)
+        if all(isinstance(b, int | None) for b in (cols.start, cols.stop)):
+            return all_names[cols]
+        start = all_names.index(cols.start) if cols.start in all_names else 0
+        stop = all_names.index(cols.stop) + 1 if cols.stop in all_names else len(all_names)
+        return all_names[start:stop]
     try:
         items = list(cols)
-    except TypeError:  # a slice
+    except TypeError:
         return []
     if items and all(isinstance(c, bool | np.bool_) for c in items):
         return [n for n, keep in zip(all_names, items, strict=False) if keep]
@@ -331,7 +337,8 @@ def _column_names(cols: Any, all_names: list[str]) -> list[str]:
 # -- conversion --------------------------------------------------------------------------
 
 
-def _to_onnx(model: Any, columns: list[_Column] | None, kind: str, opset: int | None) -> Any:
+def _to_onnx(model: Any, columns: list[_Column] | None, has_proba: bool,
+             opset: int | None) -> Any:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import (
         FloatTensorType,
@@ -345,7 +352,9 @@ def _to_onnx(model: Any, columns: list[_Column] | None, kind: str, opset: int | 
     else:
         types = {"FP32": FloatTensorType, "INT64": Int64TensorType, "BYTES": StringTensorType}
         initial_types = [(c.name, types[c.datatype]([None, 1])) for c in columns]
-    options = {id(model): {"zipmap": False}} if kind == "classifier" else None
+    # Probabilities as one [-1, classes] tensor, not skl2onnx's default list of dicts (which
+    # the Open Inference Protocol cannot carry). Only probabilistic classifiers know zipmap.
+    options = {id(model): {"zipmap": False}} if has_proba else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skl2onnx warns about opsets and its own internals

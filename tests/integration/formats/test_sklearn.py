@@ -23,11 +23,12 @@ import pandas as pd
 import skops.io as sio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_diabetes, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import LinearSVC
 
 from ferry.cli import main
 from ferry.errors import UntrustedArtifactError
@@ -273,3 +274,45 @@ def test_given_samples_replace_drawn_ones(repo, tmp_path, iris_frame):
     }
     manifest = import_model(repo, path, "given", options=ImportOptions(samples=samples))
     assert manifest.parity.samples == len(rows) and manifest.parity.inputs == "given"
+
+
+def test_dataframe_numeric_model_takes_one_tensor(repo, tmp_path):
+    """Fitted on an all-numeric DataFrame: one [-1, n] input; the reference gets a DataFrame."""
+    data = load_breast_cancer(as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(
+        data.data, data.target)
+    path = tmp_path / "cancer.skops"
+    sio.dump(model, path)
+    manifest = import_model(repo, path, "cancer")
+    assert [(s.name, s.shape) for s in manifest.signature.inputs] == [("input", (-1, 30))]
+    x = data.data.astype(np.float32)
+    _check_classifier(repo, manifest, model, x, {"input": x.to_numpy()})
+
+
+def test_classifier_without_predict_proba_exposes_label_only(repo, tmp_path, iris):
+    x, y = iris
+    model = LinearSVC().fit(x, y)
+    path = tmp_path / "svc.skops"
+    sio.dump(model, path)
+    manifest = import_model(repo, path, "svc")
+    assert manifest.signature.output_names == ["label"]
+    assert any("no predict_proba" in note for note in manifest.notes)
+    runtime = load_runtime(manifest.runtime, repo.root / "svc" / "1" / manifest.artifact,
+                           manifest.signature)
+    x32 = x.astype(np.float32)
+    with runtime:
+        np.testing.assert_array_equal(runtime.predict({"input": x32})["label"],
+                                      model.predict(x32))
+
+
+@pytest.mark.parametrize(("make", "phrase"), [
+    (lambda x, y: StandardScaler().fit(x), "classifiers and regressors"),
+    (lambda x, y: LogisticRegression(), "unfitted LogisticRegression"),
+], ids=["transformer", "unfitted"])
+def test_not_a_fitted_predictor(capsys, tmp_path, iris, make, phrase):
+    path = tmp_path / "m.skops"
+    sio.dump(make(*iris), path)
+    code = main(["--repo", str(tmp_path / "repo"), "import", str(path), "--name", "m"])
+    _, err = capsys.readouterr()
+    assert code == 2 and phrase in err and "Traceback" not in err
+    assert not (tmp_path / "repo" / "m").exists()
