@@ -111,6 +111,12 @@ class SklearnImporter(Importer):
         notes = []
         if kind == "classifier" and not has_proba:
             notes.append("the classifier has no predict_proba: only 'label' is exposed")
+        if columns is not None and len(columns) != len(input_names):
+            raise ConversionError(
+                f"skl2onnx made {len(input_names)} inputs for the {len(columns)} columns the "
+                "model was fitted on; ferry cannot tell which column each input is"
+            )
+        # skl2onnx keeps the initial_types order and only makes the names identifiers.
         column_inputs = (
             dict(zip(input_names, columns, strict=True)) if columns is not None else None
         )
@@ -401,51 +407,62 @@ def _finish(onnx_model: Any, kind: str, has_proba: bool, path: Path) -> Signatur
 
 def _reference(model: Any, kind: str, has_proba: bool, signature: Signature,
                columns: dict[str, _Column] | None) -> Any:
+    """The estimator's own predict (and predict_proba) on the samples, named as the ONNX."""
     specs = {spec.name: spec for spec in signature.outputs}
     feature_names = getattr(model, "feature_names_in_", None)
 
-    def features(samples: Arrays) -> Any:
-        import pandas as pd
-
-        if columns is None:
-            data = np.asarray(samples["input"], dtype=np.float64)
-            if feature_names is None:
-                return data
-            return pd.DataFrame(data, columns=list(feature_names))
-        frame: dict[str, Any] = {}
-        for input_name, column in columns.items():
-            values = np.asarray(samples[input_name]).reshape(-1)
-            if column.datatype == "BYTES":
-                frame[column.name] = np.array(
-                    [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values],
-                    dtype=object,
-                )
-            elif column.datatype == "INT64":
-                frame[column.name] = values.astype(np.int64)
-            else:
-                frame[column.name] = values.astype(np.float64)
-        return pd.DataFrame(frame)
-
     def run(samples: Arrays) -> Arrays:
-        x = features(samples)
-        result: Arrays = {}
-        predicted = np.asarray(model.predict(x))
+        try:
+            x = _features(samples, columns, feature_names)
+            predicted = np.asarray(model.predict(x))
+            proba = np.asarray(model.predict_proba(x)) if has_proba else None
+        except Exception as exc:  # the estimator raises ValueError, TypeError, ... on bad rows
+            raise ArtifactError(
+                f"scikit-learn's own predict fails on the parity samples: {_first_line(exc)}",
+                hint="pass real rows with --samples FILE.json (one [[value], ...] list per "
+                "input), so that every column gets values its encoder knows",
+            ) from None
         if kind == "regressor":
             rank = len(specs["predictions"].shape)
-            result["predictions"] = (
-                predicted.reshape(len(predicted), -1) if rank == 2 else predicted.reshape(-1)
-            )
-            return result
-        if specs["label"].datatype == "BYTES":
+            shaped = predicted.reshape(len(predicted), -1) if rank == 2 else predicted.ravel()
+            return {"predictions": shaped}
+        if specs["label"].datatype == "BYTES":  # ONNX Runtime's strings come back as bytes
             encoded = np.empty(predicted.shape, dtype=object)
             encoded[:] = [str(v).encode("utf-8") for v in predicted.reshape(-1)]
             predicted = encoded
-        result["label"] = predicted
-        if has_proba:
-            result["probabilities"] = np.asarray(model.predict_proba(x))
+        result: Arrays = {"label": predicted}
+        if proba is not None:
+            result["probabilities"] = proba
         return result
 
     return run
+
+
+def _features(samples: Arrays, columns: dict[str, _Column] | None, feature_names: Any) -> Any:
+    """The samples as the estimator was fitted: an array, or a DataFrame with its columns.
+
+    Numbers are widened to float64 (exactly) so the reference is the float64 model itself.
+    """
+    import pandas as pd
+
+    if columns is None:
+        data = np.asarray(samples["input"], dtype=np.float64)
+        if feature_names is None:
+            return data
+        return pd.DataFrame(data, columns=list(feature_names))
+    frame: dict[str, Any] = {}
+    for input_name, column in columns.items():
+        values = np.asarray(samples[input_name]).reshape(-1)
+        if column.datatype == "BYTES":
+            frame[column.name] = np.array(
+                [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values],
+                dtype=object,
+            )
+        elif column.datatype == "INT64":
+            frame[column.name] = values.astype(np.int64)
+        else:
+            frame[column.name] = values.astype(np.float64)
+    return pd.DataFrame(frame)
 
 
 def _column_samples(signature: Signature, columns: dict[str, _Column],

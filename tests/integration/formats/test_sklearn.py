@@ -7,6 +7,7 @@ repository with its runtime, and compared with the estimator's own predict/predi
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -316,3 +317,27 @@ def test_not_a_fitted_predictor(capsys, tmp_path, iris, make, phrase):
     _, err = capsys.readouterr()
     assert code == 2 and phrase in err and "Traceback" not in err
     assert not (tmp_path / "repo" / "m").exists()
+
+
+def test_column_samples_from_json_via_cli(capsys, tmp_path, mixed_model, iris_frame):
+    """--samples with real rows, one [[value], ...] list per column input."""
+    frame, _ = iris_frame
+    path = tmp_path / "mixed.skops"
+    sio.dump(mixed_model, path)
+    rows = frame.iloc[::15]
+    doc = {
+        "sepal_length__cm_": [[v] for v in rows[NUMERIC[0]]],
+        "sepal_width__cm_": [[v] for v in rows[NUMERIC[1]]],
+        "petal_width__cm_": [[v] for v in rows[NUMERIC[2]]],
+        "size": [[v] for v in rows["size"]],
+    }
+    samples = tmp_path / "rows.json"
+    samples.write_text(json.dumps(doc))
+    repo_dir = tmp_path / "repo"
+    code = main(["--repo", str(repo_dir), "import", str(path), "--name", "mixed",
+                 "--samples", str(samples)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    manifest = json.loads((repo_dir / "mixed" / "1" / "manifest.json").read_text())
+    assert manifest["parity"]["samples"] == len(rows)
+    assert manifest["parity"]["inputs"] == "given in rows.json"
