@@ -123,7 +123,8 @@ class SklearnImporter(Importer):
         reference = _reference(model, kind, has_proba, signature, column_inputs)
         samples = None
         origin = None
-        if columns is not None and options.samples is None:
+        categorical = columns is not None and any(c.datatype != "FP32" for c in columns)
+        if categorical and options.samples is None:
             samples = _column_samples(signature, column_inputs or {}, options)
             origin = (f"{options.sample_count} generated (seed {options.seed}); categorical "
                       "columns drawn from the fitted encoder's categories")
