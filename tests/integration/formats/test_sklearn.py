@@ -246,6 +246,7 @@ def test_bad_input_one_line_exit_2(capsys, tmp_path, iris_pipeline, iris, case, 
         digest = hashlib.sha256(files["pickle"].read_bytes()).hexdigest()
         assert digest in err
     assert not (repo_dir / "m").exists()
+    assert [f for f in repo_dir.rglob("*") if f.is_file()] == []  # no staging left either
 
 
 def test_untrusted_type_refused_in_api(repo, tmp_path, iris_pipeline, iris):
