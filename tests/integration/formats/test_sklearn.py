@@ -342,3 +342,12 @@ def test_column_samples_from_json_via_cli(capsys, tmp_path, mixed_model, iris_fr
     manifest = json.loads((repo_dir / "mixed" / "1" / "manifest.json").read_text())
     assert manifest["parity"]["samples"] == len(rows)
     assert manifest["parity"]["inputs"] == "given in rows.json"
+
+
+def test_format_override_mismatch(capsys, tmp_path, saved_pipeline):
+    """A skops file named as another format is refused, saying what it looks like."""
+    code = main(["--repo", str(tmp_path / "repo"), "import", str(saved_pipeline), "--name", "m",
+                 "--format", "onnx"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "does not look like a onnx model; it looks like a sklearn model" in err
