@@ -45,6 +45,10 @@ def import_(
         "--native", help="Serve with the source framework's own runtime instead of converting "
         "to ONNX (formats with a native runtime: see 'ferry formats').",
     )] = False,
+    trust_sha256: Annotated[str | None, typer.Option(
+        "--trust-sha256", metavar="HEX", help="Load a pickle/joblib file (which runs code "
+        "from it) only if its sha256 is HEX. Prefer skops files, which need no trust.",
+    )] = None,
 ) -> None:
     """Import a model file as a new version: convert to ONNX, prove parity, store.
 
@@ -52,10 +56,11 @@ def import_(
 
       [bold]ferry import my_model.h5 --name digits[/]
       [bold]ferry import model.onnx --name resnet --samples inputs.npz[/]
+      [bold]ferry import model.skops --name iris[/]
     """
     repo = state(ctx).repo
     options = ImportOptions(samples=samples, tolerance=tolerance, labels=_labels(labels),
-                            opset=opset, native=native)
+                            opset=opset, native=native, trust_sha256=trust_sha256)
     manifest = import_model(repo, file, name, format=format, options=options,
                             progress=ConsoleProgress())
     _summary(manifest, repo.root)
