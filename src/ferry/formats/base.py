@@ -106,6 +106,10 @@ class Converted:
     tolerance: float = 1e-4
     rtol: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: Parity inputs the importer drew from the model itself (a fitted encoder's categories,
+    #: say), used when the user gave none: random strings would not be valid categories.
+    samples: Arrays | None = None
+    samples_origin: str | None = None
 
 
 class Importer(abc.ABC):
@@ -159,6 +163,9 @@ _IMPORTERS: dict[str, str] = {
     "torch": "ferry.formats.torch:TorchImporter",
     "savedmodel": "ferry.formats.savedmodel:SavedModelImporter",
     "keras": "ferry.formats.keras:KerasImporter",
+    "xgboost": "ferry.formats.xgboost:XGBoostImporter",
+    "lightgbm": "ferry.formats.lightgbm:LightGBMImporter",
+    "pmml": "ferry.formats.pmml:PmmlImporter",
     "onnx": "ferry.formats.onnx:OnnxImporter",
 }
 _LOADED: dict[str, Importer] = {}

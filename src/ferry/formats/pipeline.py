@@ -113,7 +113,11 @@ def _source_info(source: Path, fmt: str) -> SourceInfo:
 
 def _parity(converted: Converted, runtime: Runtime, options: ImportOptions) -> ParityReport:
     signature = converted.signature
-    samples, origin = parity_samples(options, signature)
+    if options.samples is None and converted.samples is not None:
+        samples = converted.samples
+        origin = converted.samples_origin or "drawn from the source model"
+    else:
+        samples, origin = parity_samples(options, signature)
     tolerance = options.tolerance if options.tolerance is not None else converted.tolerance
     expected: Arrays | None = None
     method = f"{converted.runtime} run (the artifact is the source file)"
