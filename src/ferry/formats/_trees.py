@@ -20,6 +20,7 @@ both ends), so many branches are exercised and no value sits on a threshold, whe
 from __future__ import annotations
 
 from collections.abc import Iterable
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 INPUT = "input"
+# XGBoost prefixes its errors with "[00:46:22] /workspace/src/common/json.cc:409: ".
+_CPP_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 #: |Δ| accepted for probabilities: both sides sum float32 leaf values (LightGBM in float64).
 PROBABILITY_TOLERANCE = 1e-5
 #: Regression values are unbounded: |Δ| <= 1e-4 + 1e-5·|y| (a float32 sum of leaf values).
@@ -186,4 +189,5 @@ def first_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
+    line = _CPP_PREFIX.sub("", line)
     return line if len(line) < 300 else line[:297] + "..."

@@ -104,7 +104,9 @@ def _probe(source: Path) -> None:
     try:
         result = subprocess.run(  # noqa: S603 - our own interpreter and a fixed script
             [sys.executable, "-I", "-c", _PROBE, str(source.resolve())],
-            capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False,
+            # errors="replace": a crashing reader prints bytes from beyond the file's end.
+            capture_output=True, encoding="utf-8", errors="replace", timeout=_PROBE_TIMEOUT_S,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise ArtifactError(
@@ -116,7 +118,7 @@ def _probe(source: Path) -> None:
              if line.strip()]
     fatal = [line for line in lines if "[Fatal]" in line or "Error" in line]
     reason = (fatal or lines or [f"exit status {result.returncode}"])[-1]
-    reason = reason.replace("[LightGBM] [Fatal] ", "")
+    reason = "".join(c for c in reason.replace("[LightGBM] [Fatal] ", "") if c.isprintable())
     crashed = " (it crashed the reader)" if result.returncode < 0 else ""
     raise ArtifactError(
         f"{source.name}: LightGBM cannot load it{crashed}: {reason[:300]}",
