@@ -19,8 +19,8 @@ both ends), so many branches are exercised and no value sits on a threshold, whe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,8 +162,9 @@ def write_onnx(onnx_model: Any, task: Task, path: Path) -> Signature:
     if missing:
         raise ConversionError(f"onnxmltools produced no output {missing[0]!r} for this "
                               f"{task.describe()}")
-    shapes = {"probabilities": ["batch", task.classes], "label": ["batch"],
-              "predictions": ["batch", 1]}
+    shapes: dict[str, list[str | int | None]] = {
+        "probabilities": ["batch", task.classes], "label": ["batch"], "predictions": ["batch", 1],
+    }
     kept = []
     for name in task.outputs:
         elem = by_name[name].type.tensor_type.elem_type

@@ -48,10 +48,7 @@ _REGRESSORS = ("regression", "regression_l1", "huber", "fair", "poisson", "quant
 
 def looks_like_lightgbm(head: bytes) -> bool:
     """Whether the first bytes are LightGBM's text model (``tree`` then ``version=v``)."""
-    for newline in (b"\n", b"\r\n"):
-        if head.startswith(b"tree" + newline + b"version=v"):
-            return True
-    return False
+    return head.startswith((b"tree\nversion=v", b"tree\r\nversion=v"))
 
 
 class LightGBMImporter(Importer):
@@ -102,7 +99,7 @@ class LightGBMImporter(Importer):
 def _probe(source: Path) -> None:
     """Load the file in a child process first: LightGBM aborts on some damaged files."""
     try:
-        result = subprocess.run(  # noqa: S603 - our own interpreter and a fixed script
+        result = subprocess.run(  # our own interpreter and a fixed script
             [sys.executable, "-I", "-c", _PROBE, str(source.resolve())],
             # errors="replace": a crashing reader prints bytes from beyond the file's end.
             capture_output=True, encoding="utf-8", errors="replace", timeout=_PROBE_TIMEOUT_S,

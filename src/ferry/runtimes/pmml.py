@@ -123,7 +123,7 @@ class _Reader:
         self.path.pop()
 
 
-def _refuse_dtd(*_: Any) -> None:
+def _refuse_dtd(*_: Any) -> int:
     raise _Refused
 
 
