@@ -59,7 +59,7 @@ class PmmlImporter(Importer):
         """Check the document, load it with pypmml, and store it as it is."""
         doc = read_document(source)
         model = load_pmml(source)
-        _, _, classes = output_fields(model, doc.function)
+        _, _, classes = output_fields(model, doc)
         columns = len(doc.inputs)
         inputs = (TensorSpec(name="input", datatype="FP64", shape=(-1, columns)),)
         if doc.function == "classification":

@@ -76,6 +76,7 @@ class PmmlDocument:
         inputs: the active fields of its MiningSchema, in document order.
         target: the target field, if the MiningSchema names one.
         data_types: each DataDictionary field's ``dataType``.
+        outputs: the model's own ``OutputField`` elements as ``(name, feature, value)``.
     """
 
     model_type: str = ""
@@ -83,6 +84,7 @@ class PmmlDocument:
     inputs: list[str] = field(default_factory=list)
     target: str | None = None
     data_types: dict[str, str] = field(default_factory=dict)
+    outputs: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class _Refused(Exception):
@@ -111,6 +113,10 @@ class _Reader:
         elif (depth == 4 and name == "MiningField" and self.path[1] == self.doc.model_type
               and self.path[2] == "MiningSchema"):
             self._mining_field(attrs)
+        elif (depth == 4 and name == "OutputField" and self.path[1] == self.doc.model_type
+              and self.path[2] == "Output"):
+            feature = attrs.get("feature", "predictedValue")
+            self.doc.outputs.append((attrs.get("name", ""), feature, attrs.get("value", "")))
 
     def _mining_field(self, attrs: dict[str, str]) -> None:
         usage = attrs.get("usageType", "active")
@@ -239,18 +245,23 @@ def load_pmml(path: Path) -> Any:
     return model
 
 
-def output_fields(model: Any, function: str) -> tuple[str, list[str], list[str]]:
+def output_fields(model: Any, doc: PmmlDocument) -> tuple[str, list[str], list[str]]:
     """The result columns that hold the prediction, and the class labels (classification).
+
+    The document's own ``Output`` fields win (PMML4S then returns only those); otherwise
+    PMML4S's defaults, ``predicted_<target>`` and ``probability_<class>``.
 
     Returns:
         ``(predicted column, probability columns, classes)``; both lists are empty for a
         regression model.
     """
-    target = model.targetName or "target"
-    if function != "classification":
-        return f"predicted_{target}", [], []
+    target = model.targetName or doc.target or "target"
+    own = {(feature, value): name for name, feature, value in doc.outputs}
+    predicted = own.get(("predictedValue", ""), f"predicted_{target}")
+    if doc.function != "classification":
+        return predicted, [], []
     classes = [str(c) for c in (model.classes or [])]
-    return f"predicted_{target}", [f"probability_{c}" for c in classes], classes
+    return predicted, [own.get(("probability", c), f"probability_{c}") for c in classes], classes
 
 
 class PmmlRuntime(Runtime):
@@ -263,19 +274,18 @@ class PmmlRuntime(Runtime):
 
     name: ClassVar[str] = "pmml"
 
-    def __init__(self, model: Any, signature: Signature, columns: list[str],
-                 function: str) -> None:
+    def __init__(self, model: Any, signature: Signature, doc: PmmlDocument) -> None:
         super().__init__(signature)
         self._model = model
-        self._columns = columns
-        self._predicted, self._probability, _ = output_fields(model, function)
+        self._columns = doc.inputs
+        self._predicted, self._probability, _ = output_fields(model, doc)
 
     @classmethod
     def load(cls, artifact: Path, signature: Signature, options: RuntimeOptions) -> PmmlRuntime:
         """Check and load the document; the JVM starts here if it is the first model."""
         doc = read_document(artifact)
         model = load_pmml(artifact)
-        runtime = cls(model, signature, doc.inputs, doc.function)
+        runtime = cls(model, signature, doc)
         missing = [n for n in [runtime._predicted, *runtime._probability]
                    if n not in model.outputNames]
         if missing:

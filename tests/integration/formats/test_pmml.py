@@ -193,3 +193,15 @@ def test_pmml_with_unscorable_input_is_an_input_error(repo, zoo):
     import_model(repo, zoo.paths["linear"], "linear")
     with pytest.raises(InputError, match="no prediction for row 0"):
         served(repo, "linear", np.full((1, 10), np.nan))
+
+
+def test_document_output_fields_are_followed(repo, zoo, tmp_path):
+    """A document with its own <Output> (PMML4S then returns only those) serves the same."""
+    fields = ['<OutputField name="species" feature="predictedValue" dataType="string" '
+              'optype="categorical"/>']
+    fields += [f'<OutputField name="p{i}" feature="probability" value="{c}" dataType="double" '
+               'optype="continuous"/>' for i, c in enumerate(zoo.classes)]
+    text = zoo.paths["forest"].read_text().replace(
+        '<Segmentation', "<Output>" + "".join(fields) + "</Output><Segmentation", 1)
+    import_model(repo, _write(tmp_path, "own_output.pmml", text), "forest")
+    _check_against_sklearn(repo, "forest", zoo, "forest")
