@@ -205,3 +205,22 @@ def test_document_output_fields_are_followed(repo, zoo, tmp_path):
         '<Segmentation', "<Output>" + "".join(fields) + "</Output><Segmentation", 1)
     import_model(repo, _write(tmp_path, "own_output.pmml", text), "forest")
     _check_against_sklearn(repo, "forest", zoo, "forest")
+
+
+@pytest.mark.parametrize(("name", "text", "hidden", "extra"), [
+    ("model.json", '{"learner": {}}', "xgboost", "xgboost"),
+    ("model.txt", "tree\nversion=v4\n", "lightgbm", "lightgbm"),
+    ("model.pmml", '<?xml version="1.0"?><PMML version="4.4"></PMML>', "pypmml", "pmml"),
+], ids=["xgboost", "lightgbm", "pmml"])
+def test_missing_extra_names_the_pip_line(capsys, tmp_path, monkeypatch, name, text, hidden,
+                                          extra):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a, **k: None
+                        if mod.split(".")[0] == hidden else real(mod, *a, **k))
+    path = _write(tmp_path, name, text)
+    code, _, err = cli(capsys, "--repo", tmp_path / "repo", "import", path, "--name", "m")
+    assert code == 2 and f"ferry[{extra}]" in one_line_error(err)
+    assert f"pip install 'ferry[{extra}]'" in err
+    nothing_written(Repository(tmp_path / "repo"))
