@@ -131,3 +131,18 @@ def test_nothing_heavy_is_imported_by_detection_or_the_reader(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_threshold_samples_fall_between_thresholds_and_cover_both_ends():
+    import numpy as np
+
+    from ferry.formats._trees import threshold_samples
+
+    cuts = [(0, 1.0), (0, 2.0), (0, 4.0), (1, 100.5), (0, 2.0)]
+    rows = threshold_samples(cuts, features=3, rows=200, seed=0)["input"]
+    assert rows.shape == (200, 3) and rows.dtype == np.float32
+    assert set(np.unique(rows[:, 0])) == {np.float32(v) for v in (0.0, 1.5, 3.0, 5.0)}
+    assert set(np.unique(rows[:, 1])) == {np.float32(100.5 - 10.05), np.float32(100.5 + 10.05)}
+    assert set(np.unique(rows[:, 2])) == {0.0}  # a feature no tree splits on
+    again = threshold_samples(cuts, features=3, rows=200, seed=0)["input"]
+    np.testing.assert_array_equal(rows, again)
