@@ -164,6 +164,9 @@ _IMPORTERS: dict[str, str] = {
     "savedmodel": "ferry.formats.savedmodel:SavedModelImporter",
     "keras": "ferry.formats.keras:KerasImporter",
     "sklearn": "ferry.formats.sklearn:SklearnImporter",
+    "xgboost": "ferry.formats.xgboost:XGBoostImporter",
+    "lightgbm": "ferry.formats.lightgbm:LightGBMImporter",
+    "pmml": "ferry.formats.pmml:PmmlImporter",
     "onnx": "ferry.formats.onnx:OnnxImporter",
 }
 _LOADED: dict[str, Importer] = {}

@@ -33,6 +33,7 @@ size |y| carries a relative error of about 1e-6..1e-5, well inside 1e-4.
 from __future__ import annotations
 
 import hmac
+import pickletools
 import re
 import warnings
 from dataclasses import dataclass
@@ -196,6 +197,14 @@ def _load_skops(source: Path) -> Any:
 
 def _load_pickle(source: Path, trust_sha256: str | None) -> Any:
     digest, _ = hash_file(source)
+    booster = _pickled_booster(source)
+    if booster is not None:
+        raise UntrustedArtifactError(
+            f"{source.name} is a pickle of {_BOOSTER_NAME[booster]} model; ferry never unpickles "
+            "XGBoost or LightGBM models "
+            "(unpickling runs any code the file's author put in it)",
+            hint=_BOOSTER_RESAVE[booster],
+        )
     if trust_sha256 is None:
         raise UntrustedArtifactError(
             f"{source.name} is a pickle: unpickling runs any code the file's author put in "
@@ -224,6 +233,44 @@ def _load_pickle(source: Path, trust_sha256: str | None) -> Any:
             f"{source.name} cannot be unpickled ({_first_line(exc)})",
             hint="the file may be truncated, or need a module that is not installed",
         ) from None
+
+
+_BOOSTER_NAME = {"xgboost": "an XGBoost", "lightgbm": "a LightGBM"}
+_BOOSTER_RESAVE = {
+    "xgboost": 're-save it in XGBoost\'s own format: model.save_model("model.json") '
+               "(or .ubj), then import model.json",
+    "lightgbm": 're-save it in LightGBM\'s own format: model.booster_.save_model("model.txt") '
+                '(a Booster: model.save_model("model.txt")), then import model.txt',
+}
+
+
+def _pickled_booster(source: Path, max_ops: int = 200_000) -> str | None:
+    """``xgboost`` or ``lightgbm`` if the pickle names one of their classes, else None.
+
+    Reads the opcodes with :mod:`pickletools` (which executes nothing), so the refusal can
+    point to the booster's own file format, which XGBoost and LightGBM models must use.
+    """
+    strings: list[str] = []
+    try:
+        with source.open("rb") as handle:
+            for count, (op, arg, _) in enumerate(pickletools.genops(handle)):
+                if count > max_ops:
+                    break
+                if op.name == "GLOBAL" and isinstance(arg, str):
+                    module = arg.split(" ", 1)[0]
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    module = strings[-2]
+                else:
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                        del strings[:-2]
+                    continue
+                root = module.split(".", 1)[0]
+                if root in _BOOSTER_RESAVE:
+                    return root
+    except Exception:  # a damaged pickle: the caller's own checks report it
+        return None
+    return None
 
 
 def _kind(model: Any, filename: str) -> str:

@@ -17,6 +17,7 @@ _RUNTIMES: dict[str, str] = {
     "torch": "ferry.runtimes.torch:TorchExportRuntime",
     "torchscript": "ferry.runtimes.torch:TorchScriptRuntime",
     "tensorflow": "ferry.runtimes.tensorflow:SavedModelRuntime",
+    "pmml": "ferry.runtimes.pmml:PmmlRuntime",
 }
 
 
