@@ -145,7 +145,7 @@ class ServedVersion:
             instances=len(self.runtimes), config=self.config.batching,
             batchable=self.batchable, max_queue=self.config.max_queue,
             execute=self._execute, clock=time.monotonic, call_later=loop.call_later,
-            metrics=self._model_metrics, name=self.name,
+            metrics=self._model_metrics, name=self.name, call_soon=loop.call_soon,
         )
         self._metrics.model_loaded(self.name, self.label, self.load_seconds)
 

@@ -46,15 +46,23 @@ class FakeTimer:
 
 class Harness:
     def __init__(self, *, instances: int = 1, max_queue: int = 100, batchable: bool = True,
-                 **batching: object) -> None:
+                 loop_turns: bool = False, **batching: object) -> None:
         self.clock = FakeClock()
+        self.soon: list[Callable[[], None]] = []  # callbacks queued behind this loop turn
         self.loop = asyncio.new_event_loop()
         self.started: list[tuple[int, list[int]]] = []  # (slot, rows of each request)
         self.batcher = Batcher(
             instances=instances, config=BatchingConfig(**batching), batchable=batchable,
             max_queue=max_queue, execute=self._execute, clock=self.clock,
             call_later=self.clock.call_later, name="m",
+            call_soon=self.soon.append if loop_turns else None,
         )
+
+    def end_turn(self) -> None:
+        """The event loop finishes its turn and runs what was queued with call_soon."""
+        soon, self.soon = self.soon, []
+        for callback in soon:
+            callback()
 
     def _execute(self, slot: int, batch: list[Pending]) -> None:
         self.started.append((slot, [item.rows for item in batch]))
@@ -91,6 +99,34 @@ def test_an_idle_model_runs_a_lone_request_at_once(make):
     h.submit()
     assert h.started == [(0, [1])]
     assert h.clock.timers == []  # no waiting for company
+
+
+def test_an_idle_start_waits_only_for_the_current_loop_turn(make):
+    h = make(max_batch_size=8, loop_turns=True)
+    h.submit()
+    assert h.started == [] and h.clock.timers == []  # no timer: the end of this turn
+    h.end_turn()
+    assert h.started == [(0, [1])]
+
+
+def test_requests_ready_in_the_same_loop_turn_join_the_idle_start(make):
+    h = make(max_batch_size=8, loop_turns=True)
+    for rows in (1, 2, 1):
+        h.submit(rows)
+    assert h.started == [] and len(h.soon) == 1  # one deferred start, not three
+    h.end_turn()
+    assert h.started == [(0, [1, 2, 1])]
+    h.submit()  # arrives while the batch runs: waits for the instance, as always
+    h.end_turn()
+    assert len(h.started) == 1 and h.batcher.queued == 1
+    h.batcher.finished(0, 0.001)
+    assert h.started[1] == (0, [1])
+
+
+def test_an_unbatched_model_is_never_deferred(make):
+    h = make(max_batch_size=8, loop_turns=True, batchable=False)
+    h.submit()
+    assert h.started == [(0, [1])] and h.soon == []
 
 
 def test_requests_gather_while_busy_and_run_together_when_it_frees(make):
