@@ -35,6 +35,7 @@ from __future__ import annotations
 import hmac
 import pickletools
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,27 +43,38 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ferry.errors import ArtifactError, ConversionError, InputError, UntrustedArtifactError
+from ferry.errors import (
+    ArtifactError,
+    ConversionError,
+    FerryError,
+    InputError,
+    UntrustedArtifactError,
+)
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head, zip_names
+from ferry.formats.fallback import (
+    discard,
+    fallback_note,
+    probe_batches,
+    probe_onnx,
+    probe_tolerance,
+    run_reference,
+)
 from ferry.formats.parity import make_samples
 from ferry.repository.hashing import hash_file
 from ferry.runtimes import Arrays
-from ferry.signature import Signature
+from ferry.runtimes.sklearn import (
+    DENIED_PARTS,
+    TRUSTED_PREFIXES,
+    is_allowed,
+    load_pickle,
+    load_skops,
+)
+from ferry.signature import Signature, TensorSpec
 
 __all__ = ["DENIED_PARTS", "TRUSTED_PREFIXES", "SklearnImporter", "is_allowed"]
 
 ARTIFACT = "model.onnx"
-
-#: Type-name prefixes a skops file may use beyond skops' own trusted set.
-TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.sparse.")
-#: Module-name parts refused even under a trusted prefix: they read or write files, run
-#: compilers or load shared libraries, none of which a fitted estimator needs.
-DENIED_PARTS: tuple[str, ...] = (
-    "f2py", "distutils", "testing", "npyio", "ctypeslib", "numpy.load", "numpy.save",
-    "numpy.fromfile", "numpy.memmap", "numpy.lib.format", "sklearn.utils._testing",
-    "sklearn.datasets", "sklearn.externals",
-)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RESAVE = ('re-save it with skops: skops.io.dump(model, "model.skops"), then import '
@@ -88,6 +100,7 @@ class SklearnImporter(Importer):
     converter: ClassVar[str] = "skl2onnx"
     extra: ClassVar[str | None] = "sklearn"
     requires: ClassVar[tuple[str, ...]] = ("sklearn", "skl2onnx", "skops", "joblib")
+    native_runtime: ClassVar[str | None] = "sklearn"
 
     def sniff(self, path: Path) -> bool:
         """A zip holding skops' ``schema.json``, or a pickle (opcode PROTO 0x80, protocol 2..5).
@@ -106,12 +119,25 @@ class SklearnImporter(Importer):
         kind = _kind(model, source.name)
         columns = _columns(model)
         has_proba = kind == "classifier" and hasattr(model, "predict_proba")
-        onnx_model = _to_onnx(model, columns, has_proba, options.opset)
-        input_names = [value.name for value in onnx_model.graph.input]
-        signature = _finish(onnx_model, kind, has_proba, workdir / ARTIFACT)
         notes = []
         if kind == "classifier" and not has_proba:
             notes.append("the classifier has no predict_proba: only 'label' is exposed")
+        native = _Native(source, workdir, model, kind, has_proba, notes)
+        if options.native:
+            return native.converted(_check_matrix(columns, "--native"))
+        try:
+            onnx_model = _to_onnx(model, columns, has_proba, options.opset)
+        except ConversionError as exc:
+            if columns is not None:
+                raise
+            return native.converted(fallback_note(native.label, exc))
+        input_names = [value.name for value in onnx_model.graph.input]
+        signature = _finish(onnx_model, kind, has_proba, workdir / ARTIFACT)
+        if columns is None:
+            note = _probe(workdir, signature, _reference(model, kind, has_proba, signature,
+                                                         None), options, kind)
+            if note is not None:
+                return native.converted(fallback_note(native.label, note))
         if columns is not None and len(columns) != len(input_names):
             raise ConversionError(
                 f"skl2onnx made {len(input_names)} inputs for the {len(columns)} columns the "
@@ -151,6 +177,92 @@ class SklearnImporter(Importer):
         )
 
 
+# -- the native runtime ------------------------------------------------------------------
+
+
+class _Native:
+    """The source file kept as it is, served by the ``sklearn`` runtime (a feature matrix)."""
+
+    def __init__(self, source: Path, workdir: Path, model: Any, kind: str, has_proba: bool,
+                 notes: list[str]) -> None:
+        import sklearn
+
+        self.source, self.workdir, self.model = source, workdir, model
+        self.kind, self.has_proba, self.notes = kind, has_proba, notes
+        self.framework = f"scikit-learn {sklearn.__version__} ({type(model).__name__})"
+        self.label = f"sklearn ({self.framework})"
+
+    def converted(self, note: str) -> Converted:
+        discard(self.workdir)
+        pickled = read_head(self.source, 1) == b"\x80"
+        artifact = "model.pkl" if pickled else "model.skops"
+        shutil.copyfile(self.source, self.workdir / artifact)
+        signature = _matrix_signature(self.model, self.kind, self.has_proba)
+        regressor = self.kind == "regressor"
+        return Converted(
+            artifact=artifact, signature=signature, runtime="sklearn", platform="sklearn",
+            converter=None, framework=self.framework,
+            reference=_as_float32(
+                _reference(self.model, self.kind, self.has_proba, signature, None)),
+            reference_name="scikit-learn predict"
+            + ("/predict_proba" if self.has_proba else "") + " (in memory, from the source)",
+            labels=[str(c) for c in self.model.classes_] if not regressor else None,
+            tolerance=1e-6, rtol=1e-6 if regressor else 0.0, notes=[*self.notes, note],
+        )
+
+
+def _as_float32(reference: Any) -> Any:
+    """The estimator's float64 answers rounded to FP32, as the native runtime returns them."""
+
+    def run(samples: Arrays) -> Arrays:
+        return {name: value.astype(np.float32) if value.dtype == np.float64 else value
+                for name, value in reference(samples).items()}
+
+    return run
+
+
+def _check_matrix(columns: list[_Column] | None, why: str) -> str:
+    if columns is not None:
+        raise InputError(
+            f"{why}: the native scikit-learn runtime serves models fitted on one feature "
+            "matrix; this one takes per-column inputs (a ColumnTransformer or string columns)",
+            hint="import it without --native (skl2onnx converts column models)",
+        )
+    return "served natively by sklearn: --native was given"
+
+
+def _matrix_signature(model: Any, kind: str, has_proba: bool) -> Signature:
+    """What skl2onnx would make of an estimator fitted on an ``[n, features]`` matrix."""
+    inputs = (TensorSpec(name="input", datatype="FP32",
+                         shape=(-1, int(model.n_features_in_))),)
+    if kind == "regressor":
+        return Signature(inputs=inputs, outputs=(
+            TensorSpec(name="predictions", datatype="FP32", shape=(-1, 1)),))
+    classes = np.asarray(model.classes_)
+    label = "INT64" if classes.dtype.kind in "iub" else "BYTES"
+    outputs = [TensorSpec(name="label", datatype=label, shape=(-1,))]
+    if has_proba:
+        outputs.insert(0, TensorSpec(name="probabilities", datatype="FP32",
+                                     shape=(-1, len(classes))))
+    return Signature(inputs=inputs, outputs=tuple(outputs))
+
+
+def _probe(workdir: Path, signature: Signature, reference: Any, options: ImportOptions,
+           kind: str) -> FerryError | None:
+    """Probe the ONNX model at two batch sizes; the error when it misses, else None."""
+    batches = probe_batches(signature, options)
+    expected = [run_reference(reference, batch) for batch in batches]
+    try:
+        probe_onnx(workdir / ARTIFACT, signature, batches, expected,
+                   tolerance=probe_tolerance(options, 1e-4),
+                   rtol=1e-4 if kind == "regressor" else 0.0)
+    except InputError:
+        raise
+    except FerryError as exc:
+        return exc
+    return None
+
+
 # -- loading -----------------------------------------------------------------------------
 
 
@@ -158,41 +270,7 @@ def _load(source: Path, trust_sha256: str | None) -> Any:
     head = read_head(source, 2)
     if len(head) == 2 and head[0] == 0x80:
         return _load_pickle(source, trust_sha256)
-    return _load_skops(source)
-
-
-def is_allowed(type_name: str) -> bool:
-    """Whether ferry lets skops rebuild ``type_name`` (see the module docstring)."""
-    return type_name.startswith(TRUSTED_PREFIXES) and not any(
-        part in type_name for part in DENIED_PARTS
-    )
-
-
-def _load_skops(source: Path) -> Any:
-    import skops.io
-
-    try:
-        untrusted = skops.io.get_untrusted_types(file=source)
-    except Exception as exc:  # zipfile, json and skops raise many types for damaged files
-        raise ArtifactError(
-            f"{source.name} is not a readable skops file ({_first_line(exc)})",
-            hint="the file may be truncated or corrupted; save it again with skops.io.dump",
-        ) from None
-    refused = [name for name in untrusted if not is_allowed(name)]
-    if refused:
-        raise UntrustedArtifactError(
-            f"{source.name} holds type {refused[0]!r}"
-            + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "")
-            + ", which ferry does not trust: loading it could run that type's code",
-            hint="use only scikit-learn, numpy and scipy.sparse types in the saved model",
-        )
-    try:
-        return skops.io.load(source, trusted=untrusted)
-    except Exception as exc:  # skops raises many types for damaged or mismatched files
-        raise ArtifactError(
-            f"skops cannot load {source.name} ({_first_line(exc)})",
-            hint="the file may be corrupted, or saved by another scikit-learn version",
-        ) from None
+    return load_skops(source)
 
 
 def _load_pickle(source: Path, trust_sha256: str | None) -> Any:
@@ -221,18 +299,7 @@ def _load_pickle(source: Path, trust_sha256: str | None) -> Any:
             f"{source.name} has sha256 {digest}, not the trusted {wanted}: the file is not "
             "the one you trusted, so ferry will not unpickle it"
         )
-    import joblib
-
-    try:
-        with warnings.catch_warnings():
-            # A pickle from another scikit-learn version warns; parity will tell if it matters.
-            warnings.simplefilter("ignore")
-            return joblib.load(source)
-    except Exception as exc:  # unpickling raises anything the file's classes raise
-        raise ArtifactError(
-            f"{source.name} cannot be unpickled ({_first_line(exc)})",
-            hint="the file may be truncated, or need a module that is not installed",
-        ) from None
+    return load_pickle(source)
 
 
 _BOOSTER_NAME = {"xgboost": "an XGBoost", "lightgbm": "a LightGBM"}

@@ -18,6 +18,7 @@ _RUNTIMES: dict[str, str] = {
     "torchscript": "ferry.runtimes.torch:TorchScriptRuntime",
     "tensorflow": "ferry.runtimes.tensorflow:SavedModelRuntime",
     "pmml": "ferry.runtimes.pmml:PmmlRuntime",
+    "sklearn": "ferry.runtimes.sklearn:SklearnRuntime",
 }
 
 
