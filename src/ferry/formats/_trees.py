@@ -19,23 +19,32 @@ both ends), so many branches are exercised and no value sits on a threshold, whe
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ferry.errors import ConversionError
+from ferry.errors import ConversionError, FerryError, InputError
+from ferry.formats.base import Converted, ImportOptions
+from ferry.formats.fallback import discard, fallback_note, probe_onnx, probe_tolerance
+from ferry.formats.pipeline import parity_samples
 from ferry.runtimes import Arrays
-from ferry.signature import Signature
+from ferry.runtimes.boosters import booster_outputs
+from ferry.signature import Signature, TensorSpec
 
 __all__ = [
     "Task",
     "first_line",
+    "native",
+    "onnx_or_native",
     "onnxmltools_version",
     "reference_outputs",
+    "task_signature",
     "threshold_samples",
     "write_onnx",
 ]
@@ -125,20 +134,56 @@ def reference_outputs(task: Task, scores: np.ndarray[Any, Any],
             ``[n, k]`` for multiclass) or regression values.
         labels: class labels when the booster predicts them directly (``multi:softmax``).
     """
-    if task.kind == "regressor":
-        return {"predictions": np.asarray(scores, dtype=np.float32).reshape(-1, 1)}
-    if labels is not None:
-        return {"label": np.asarray(labels).astype(np.int64).reshape(-1)}
-    proba = np.asarray(scores, dtype=np.float32)
-    if proba.ndim == 1:  # binary: P(class 1); the wrappers predict 1 when it is above 0.5
-        label = (proba > 0.5).astype(np.int64)
-        proba = np.stack([1 - proba, proba], axis=1)
-    else:
-        label = np.argmax(proba, axis=1).astype(np.int64)
-    result: Arrays = {"label": label}
-    if task.probabilities:
-        result["probabilities"] = proba
-    return result
+    return booster_outputs(task.outputs, labels if labels is not None else scores)
+
+
+def task_signature(task: Task) -> Signature:
+    """The signature of a booster for ``task``: what the ONNX model and the native share."""
+    shapes = {"probabilities": (-1, task.classes), "label": (-1,), "predictions": (-1, 1)}
+    types = {"probabilities": "FP32", "label": "INT64", "predictions": "FP32"}
+    return Signature(
+        inputs=(TensorSpec(name=INPUT, datatype="FP32", shape=(-1, task.features)),),
+        outputs=tuple(TensorSpec(name=name, datatype=types[name], shape=shapes[name])
+                      for name in task.outputs),
+    )
+
+
+def onnx_or_native(workdir: Path, task: Task, convert: Callable[[], Any], *,
+                   reference: Callable[[Arrays], Arrays], samples: Arrays,
+                   options: ImportOptions, runtime: str) -> tuple[Signature | None, str | None]:
+    """Convert and probe; ``(signature, None)`` when the ONNX file is kept.
+
+    Otherwise ``(None, note)``: the staging directory is emptied and the note says why the
+    booster is served by its native ``runtime``: ``--native``, a conversion error, or a
+    probe (the parity rows, and one row alone) that missed the tolerance.
+    """
+    if options.native:
+        return None, f"served natively by {runtime}: --native was given"
+    given = options.samples is not None
+    rows = parity_samples(options, task_signature(task))[0] if given else samples
+    batches = [rows, {name: array[:1] for name, array in rows.items()}]
+    expected = [reference(batch) for batch in batches]
+    try:
+        signature = write_onnx(convert(), task, workdir / "model.onnx")
+        tolerance = PROBABILITY_TOLERANCE if task.kind == "classifier" else REGRESSION_TOLERANCE
+        probe_onnx(workdir / "model.onnx", signature, batches, expected,
+                   tolerance=probe_tolerance(options, tolerance),
+                   rtol=0.0 if task.kind == "classifier" else REGRESSION_RTOL)
+    except InputError:
+        raise
+    except FerryError as exc:
+        discard(workdir)
+        return None, fallback_note(runtime, exc)
+    return signature, None
+
+
+def native(source: Path, workdir: Path, artifact: str, task: Task, base: Converted,
+           note: str, runtime: str) -> Converted:
+    """``base`` (the ONNX-shaped Converted) turned into the booster file served natively."""
+    shutil.copyfile(source, workdir / artifact)
+    return dataclasses.replace(base, artifact=artifact, runtime=runtime, platform=runtime,
+                               converter=None, signature=task_signature(task),
+                               notes=[*base.notes, note])
 
 
 def write_onnx(onnx_model: Any, task: Task, path: Path) -> Signature:

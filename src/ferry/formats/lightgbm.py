@@ -62,6 +62,7 @@ class LightGBMImporter(Importer):
     converter: ClassVar[str] = "onnxmltools.convert_lightgbm"
     extra: ClassVar[str | None] = "lightgbm"
     requires: ClassVar[tuple[str, ...]] = ("lightgbm", "onnxmltools")
+    native_runtime: ClassVar[str | None] = "lightgbm"
 
     def sniff(self, path: Path) -> bool:
         """LightGBM's text model starts with ``tree``, a newline and ``version=v``."""
@@ -75,17 +76,20 @@ class LightGBMImporter(Importer):
         booster = _load(lgb, source)
         dump = booster.dump_model()
         task = _task(booster, dump, source.name)
-        signature = _trees.write_onnx(_convert(booster, task, options), task, workdir / ARTIFACT)
         samples = _trees.threshold_samples(_thresholds(dump), task.features,
                                            max(options.sample_count, 64), options.seed)
         framework = f"lightgbm {lgb.__version__}"
+        reference = guarded(_reference(booster, task))
+        signature, fallback = _trees.onnx_or_native(
+            workdir, task, lambda: _convert(booster, task, options), reference=reference,
+            samples=samples, options=options, runtime=f"lightgbm ({framework})")
         note = task.describe()
         if task.kind == "classifier":
             note += f"; labels are class indices 0..{task.classes - 1}"
-        return Converted(
-            artifact=ARTIFACT, signature=signature,
+        converted = Converted(
+            artifact=ARTIFACT, signature=signature or _trees.task_signature(task),
             converter=f"{_trees.onnxmltools_version()} convert_lightgbm (zipmap=False)",
-            framework=framework, reference=guarded(_reference(booster, task)),
+            framework=framework, reference=reference,
             reference_name=f"{framework} Booster.predict",
             tolerance=(_trees.PROBABILITY_TOLERANCE if task.kind == "classifier"
                        else _trees.REGRESSION_TOLERANCE),
@@ -94,6 +98,9 @@ class LightGBMImporter(Importer):
             samples_origin=f"{len(samples[_trees.INPUT])} rows drawn between the trees' split "
             f"thresholds (seed {options.seed})",
         )
+        if fallback is None:
+            return converted
+        return _trees.native(source, workdir, "model.txt", task, converted, fallback, "lightgbm")
 
 
 def _probe(source: Path) -> None:

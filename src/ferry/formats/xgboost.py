@@ -72,6 +72,7 @@ class XGBoostImporter(Importer):
     converter: ClassVar[str] = "onnxmltools.convert_xgboost"
     extra: ClassVar[str | None] = "xgboost"
     requires: ClassVar[tuple[str, ...]] = ("xgboost", "onnxmltools")
+    native_runtime: ClassVar[str | None] = "xgboost"
 
     def sniff(self, path: Path) -> bool:
         """XGBoost JSON starts with ``{"learner"``; UBJSON with ``{``, a length, ``learner``."""
@@ -84,18 +85,21 @@ class XGBoostImporter(Importer):
         booster = _load(xgb, source)
         config = _learner_config(booster, source.name)
         task = _task(booster, config, source.name)
-        signature = _trees.write_onnx(_convert(booster, task, options), task, workdir / ARTIFACT)
         samples = _trees.threshold_samples(_thresholds(booster), task.features,
                                            max(options.sample_count, 64), options.seed)
         framework = f"xgboost {xgb.__version__}"
+        reference = guarded(_reference(xgb, booster, task))
+        signature, fallback = _trees.onnx_or_native(
+            workdir, task, lambda: _convert(booster, task, options), reference=reference,
+            samples=samples, options=options, runtime=f"xgboost ({framework})")
         notes = [f"{task.describe()}; labels are class indices 0..{task.classes - 1}"
                  if task.kind == "classifier" else task.describe()]
         if not task.probabilities:
             notes.append(f"objective {task.objective} predicts classes only: no probabilities")
-        return Converted(
-            artifact=ARTIFACT, signature=signature,
+        converted = Converted(
+            artifact=ARTIFACT, signature=signature or _trees.task_signature(task),
             converter=f"{_trees.onnxmltools_version()} convert_xgboost",
-            framework=framework, reference=guarded(_reference(xgb, booster, task)),
+            framework=framework, reference=reference,
             reference_name=f"{framework} Booster.predict",
             tolerance=(_trees.PROBABILITY_TOLERANCE if task.kind == "classifier"
                        else _trees.REGRESSION_TOLERANCE),
@@ -104,6 +108,10 @@ class XGBoostImporter(Importer):
             samples_origin=f"{len(samples[_trees.INPUT])} rows drawn between the trees' split "
             f"thresholds (seed {options.seed})",
         )
+        if fallback is None:
+            return converted
+        artifact = "model.json" if read_head(source, 2) == b'{"' else "model.ubj"
+        return _trees.native(source, workdir, artifact, task, converted, fallback, "xgboost")
 
 
 def _load(xgb: Any, source: Path) -> Any:

@@ -19,6 +19,8 @@ _RUNTIMES: dict[str, str] = {
     "tensorflow": "ferry.runtimes.tensorflow:SavedModelRuntime",
     "pmml": "ferry.runtimes.pmml:PmmlRuntime",
     "sklearn": "ferry.runtimes.sklearn:SklearnRuntime",
+    "xgboost": "ferry.runtimes.boosters:XGBoostRuntime",
+    "lightgbm": "ferry.runtimes.boosters:LightGBMRuntime",
 }
 
 
