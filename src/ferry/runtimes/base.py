@@ -29,7 +29,8 @@ class RuntimeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     intra_op_threads: int = Field(
-        0, ge=0, description="threads inside one operator; 0 lets the runtime pick (one per core)"
+        0, ge=0, description="threads inside one operator; 0 = one per CPU the process may "
+        "use (its affinity mask: taskset, a cgroup cpuset)"
     )
     inter_op_threads: int = Field(
         0, ge=0, description="threads across independent operators (parallel mode only); 0 = auto"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,10 +41,24 @@ _LEVELS = {
 }
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), not the machine's cores.
+
+    ONNX Runtime's own default (0) starts one thread per physical core and pins each to its
+    core, overriding ``taskset``, a cgroup cpuset or ``--cpuset-cpus``: a server confined to
+    one core then computed on two. Asking for as many threads as the mask holds keeps the
+    runtime where the operator put the process.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux: the runtime's own default
+        return 0
+
+
 def session_options(options: RuntimeOptions) -> ort.SessionOptions:
     """Translate ferry's runtime options into ONNX Runtime session options."""
     so = ort.SessionOptions()
-    so.intra_op_num_threads = options.intra_op_threads
+    so.intra_op_num_threads = options.intra_op_threads or usable_cpus()
     so.inter_op_num_threads = options.inter_op_threads
     so.execution_mode = (
         ort.ExecutionMode.ORT_PARALLEL
