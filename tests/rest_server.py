@@ -19,6 +19,7 @@ from builders import mlp_onnx
 from ferry.engine import Engine
 from ferry.formats import ImportOptions, import_model
 from ferry.protocols.rest.app import create_app
+from ferry.protocols.rest.lane import lane_protocol
 from ferry.repository import Repository
 
 #: The small body limit the test server runs with, so "huge body" needs no huge upload.
@@ -56,8 +57,12 @@ def make_engine(repo: Repository) -> Engine:
 
 @contextlib.contextmanager
 def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
-          start_engine: bool = True) -> Iterator[Served]:
-    """Run ``create_app(engine)`` under uvicorn in a thread; start and stop the engine there."""
+          start_engine: bool = True, lane: bool = True) -> Iterator[Served]:
+    """Run ``create_app(engine)`` under uvicorn in a thread; start and stop the engine there.
+
+    ``lane``: with uvicorn's protocol answering the inference routes, as ``ferry serve``
+    runs (lane.py); False serves them through the ASGI app alone (the HotRoutes middleware).
+    """
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
     # TCP, and without it every answer (headers, then body) waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -65,7 +70,8 @@ def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(engine, max_body_bytes=max_body_bytes)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                            http=lane_protocol(app.state.rest_context) if lane else "httptools")
     server = uvicorn.Server(config)
     ready = threading.Event()
     state: dict[str, object] = {}

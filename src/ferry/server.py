@@ -85,6 +85,7 @@ async def serve(settings: ServerSettings, *,
 
     from ferry.protocols.grpc.server import bind, build_server
     from ferry.protocols.rest.app import create_app
+    from ferry.protocols.rest.lane import lane_protocol
 
     configure_logging(settings.log_format, settings.log_level)
     repository = Repository(settings.repository)
@@ -103,8 +104,11 @@ async def serve(settings: ServerSettings, *,
         grpc_port = bind(grpc_server, settings.host, settings.grpc_port)
         await grpc_server.start()
         app = create_app(engine, max_body_bytes=settings.max_body_bytes)
+        # The inference routes are answered inside uvicorn's protocol (lane.py); the rest
+        # of the app is served by uvicorn as usual.
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,
-                                http="httptools", timeout_keep_alive=30, backlog=4096)
+                                http=lane_protocol(app.state.rest_context),
+                                timeout_keep_alive=30, backlog=4096)
         http = _Uvicorn(config)
         stopping = stop or asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

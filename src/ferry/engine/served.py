@@ -46,6 +46,8 @@ __all__ = ["ServedVersion", "warmup_inputs"]
 log = logging.getLogger("ferry.engine")
 
 _WARMUP_RUNS = 5
+#: How many batches of one request in a row end the batching mode of a cheap model (infer()).
+_LONE_BATCHES = 32
 
 
 def warmup_inputs(manifest: Manifest, rows: int = 1) -> Arrays:
@@ -97,6 +99,10 @@ class ServedVersion:
         self._input_names = tuple(self.signature.input_names)
         self._output_names = tuple(self.signature.output_names)
         self._inline_budget = config.inline_below_ms / 1000.0 if len(self.runtimes) == 1 else 0.0
+        # Whether a request already ran inline in this loop turn, and how many more lone
+        # batches keep a cheap model in batching mode (see infer()).
+        self._inline_this_turn = False
+        self._batching_left = 0
         self._executor = ThreadPoolExecutor(
             max_workers=len(self.runtimes), thread_name_prefix=f"ferry-{self.name}-{self.label}")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,7 +201,16 @@ class ServedVersion:
             rows, key = 1, None
         if (self._inline_budget and self._batcher.idle
                 and self.estimate(rows) <= self._inline_budget):
-            return self._run_now(arrays, outputs, rows, deadline)
+            # A cheap model runs a lone request right here. When a second request comes in
+            # the same loop turn, requests are arriving together (many connections): from
+            # then on they go through the batcher, which gathers those of one turn into one
+            # call, until a run of lone batches shows the crowd has gone.
+            if self._inline_this_turn:
+                self._batching_left = _LONE_BATCHES
+            elif not self._batching_left:
+                self._inline_this_turn = True
+                self._loop.call_soon(self._next_turn)
+                return self._run_now(arrays, outputs, rows, deadline)
         future: asyncio.Future[Arrays] = self._loop.create_future()
         item = Pending(arrays, outputs, rows, key, deadline, future)
         self.inflight += 1
@@ -208,6 +223,9 @@ class ServedVersion:
             self._model_metrics.inflight.dec()
             if not self.inflight and self._idle is not None:
                 self._idle.set()
+
+    def _next_turn(self) -> None:
+        self._inline_this_turn = False
 
     def _run_now(self, arrays: Arrays, outputs: tuple[str, ...] | None, rows: int,
                  deadline: float | None) -> Arrays:
@@ -332,6 +350,8 @@ class ServedVersion:
                   *, finish_later: bool = False) -> None:
         """Hand each request its answer (on the loop) and free the instance."""
         self._model_metrics.compute.observe(seconds)
+        if self._batching_left:
+            self._batching_left = _LONE_BATCHES if len(batch) > 1 else self._batching_left - 1
         if isinstance(result, BaseException):
             error = result if isinstance(result, FerryError) else InternalError(
                 f"model {self.name!r} version {self.label} failed: "

@@ -352,3 +352,37 @@ async def test_a_model_config_beside_the_model_sets_its_versions_and_is_checked(
         assert engine.model_metadata("mlp").versions == ["1", "2", "3"]  # still served
     finally:
         await engine.stop()
+
+
+async def test_a_cheap_model_batches_requests_that_arrive_together_and_not_lone_ones(
+        repo, tmp_path):
+    """Inline for a lone request; a crowd in one loop turn is batched; lone again, inline."""
+    _import(repo, tmp_path, "mlp", seed=50)
+    engine = Engine(repo, defaults=ModelConfig.model_validate({"inline_below_ms": 10.0}))
+    await engine.start()
+    rng = np.random.default_rng(5)
+
+    def batches() -> tuple[float, float]:
+        return (_sample(engine, "ferry_batch_size_count", model="mlp"),
+                _sample(engine, "ferry_batch_size_sum", model="mlp"))
+
+    async def crowd() -> tuple[float, float]:
+        before = batches()
+        xs = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(8)]
+        answers = await asyncio.gather(*(engine.infer(_request(x)) for x in xs))
+        for x, answer in zip(xs, answers, strict=True):
+            np.testing.assert_allclose(answer.outputs[0].data, _reference(repo, "mlp", 1, x),
+                                       rtol=1e-6)
+        after = batches()
+        return after[0] - before[0], after[1] - before[1]
+
+    try:
+        # Idle: the first runs inline; the seven that came with it are one batch.
+        assert await crowd() == (2, 8)
+        # Now in batching mode: the next crowd is a single batch of eight.
+        assert await crowd() == (1, 8)
+        for _ in range(40):  # lone requests, one per loop turn: back to inline
+            await engine.infer(_request(rng.standard_normal((1, 4)).astype(np.float32)))
+        assert await crowd() == (2, 8)
+    finally:
+        await engine.stop()

@@ -13,7 +13,6 @@ the log, never to the client.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -27,7 +26,7 @@ from ferry.errors import FerryError
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest import simple, tfserving, v2
 from ferry.protocols.rest.errors import error_response
-from ferry.protocols.rest.exchange import RestContext, json_response
+from ferry.protocols.rest.exchange import RestContext, json_response, request_id_of
 from ferry.protocols.rest.hot import HotRoutes
 from ferry.protocols.rest.openapi import DOCS_HTML, openapi_document
 
@@ -76,6 +75,8 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
                        infer=endpoints[("/v2/models/{model}/infer", "POST")])
     # Outermost, so that even Starlette's own 404/405 answers carry the request id.
     app.add_middleware(RequestIdMiddleware)
+    # For uvicorn's protocol-level lane (lane.py), which answers the same routes.
+    app.state.rest_context = ctx
     return app
 
 
@@ -111,7 +112,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _request_id(scope)
+        rid = request_id_of(scope["headers"])
         scope.setdefault("state", {})["request_id"] = rid.decode("ascii")
         # Every log line written while this request is handled carries its id.
         token = log_request_id.set(rid.decode("ascii"))
@@ -138,12 +139,3 @@ class RequestIdMiddleware:
             await response(scope, receive, send_with_id)
         finally:
             log_request_id.reset(token)
-
-
-def _request_id(scope: Scope) -> bytes:
-    for key, value in scope["headers"]:
-        if key == _HEADER:
-            if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
-                return bytes(value)
-            break
-    return uuid.uuid4().hex.encode("ascii")

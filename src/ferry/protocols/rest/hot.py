@@ -1,21 +1,26 @@
-"""The inference routes' fast lane, in front of Starlette's router.
+"""The inference routes' fast path: recognised by splitting the path once, answered as bytes.
 
 For the seed network, Starlette's per-request machinery (the router's scan of every route's
 regular expression, two exception-handling layers, ``Request`` and ``Response`` objects, the
 body stream) costs several times what the model does. The inference routes
 (``POST /predict[/{model}[/versions/{v}]]`` and ``POST /v2/models/{model}[/versions/{v}]/infer``)
 are recognised here by splitting the path once. A plain request — a ``Content-Length`` body
-within the limit, JSON or V2 binary content, no ``Content-Encoding`` — is answered directly
-with raw ASGI messages by the same functions the routes use (:func:`~ferry.protocols.rest.v2.
+within the limit, JSON or V2 binary content, no ``Content-Encoding`` — is answered by
+:func:`answer` with the same functions the routes use (:func:`~ferry.protocols.rest.v2.
 infer_body`, :func:`~ferry.protocols.rest.simple.predict_body`), so the answers are identical.
 Anything else (compressed or chunked bodies, odd content types, bodies over the limit) goes to
 the full route, which checks it and answers the 4xx. Other paths go to Starlette unchanged.
+
+Two front doors use it: :class:`HotRoutes`, an ASGI middleware in front of Starlette's router
+(any ASGI server), and :mod:`ferry.protocols.rest.lane`, uvicorn's HTTP protocol answering
+these routes without the ASGI machinery at all (what ``ferry serve`` runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
+from typing import Literal
 from urllib.parse import unquote
 
 from starlette.requests import ClientDisconnect, Request
@@ -28,118 +33,132 @@ from ferry.protocols.rest.exchange import RestContext, refusal
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["HotRoutes"]
+__all__ = ["HotRoutes", "Route", "answer", "match", "plain_length"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Headers = list[tuple[bytes, bytes]]
 
-_BINARY_HEADER = HEADER.encode("ascii")
+#: Which inference route a path names: "infer" (V2) or "predict" (the seed's).
+Route = Literal["infer", "predict"]
+
+BINARY_HEADER = HEADER.encode("ascii")
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 
 
+def match(path: str) -> tuple[Route, dict[str, str]] | None:
+    """The inference route ``path`` names, with its parameters; None for any other path."""
+    parts = path.split("/")
+    # "/predict" -> ["", "predict"]; "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
+    if len(parts) < 2 or "" in parts[1:]:
+        return None
+    if parts[1] == "predict":
+        rest = parts[2:]
+        if not rest:
+            return "predict", {}
+        if len(rest) == 1:
+            return "predict", {"model": unquote(rest[0])}
+        if len(rest) == 3 and rest[1] == "versions":
+            return "predict", {"model": unquote(rest[0]), "version": unquote(rest[2])}
+        return None
+    if parts[1] == "v2" and len(parts) >= 5 and parts[2] == "models" and parts[-1] == "infer":
+        rest = parts[3:-1]
+        if len(rest) == 1:
+            return "infer", {"model": unquote(rest[0])}
+        if len(rest) == 3 and rest[1] == "versions":
+            return "infer", {"model": unquote(rest[0]), "version": unquote(rest[2])}
+    return None
+
+
+def plain_length(headers: Iterable[tuple[bytes, bytes]], *, binary: bool, limit: int
+                 ) -> int | None:
+    """The body length of a request the fast path may take, else None (the route decides)."""
+    length: int | None = None
+    for key, value in headers:
+        if key == b"content-length":
+            if not (0 < len(value) <= 18 and value.isdigit()):
+                return None
+            length = int(value)
+        elif key == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            if media != _JSON and not (binary and media == _OCTETS):
+                return None
+        elif key in (b"content-encoding", b"transfer-encoding"):
+            return None
+    if length is None or length > limit:
+        return None
+    return length
+
+
+async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: bytes,
+                 headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, Headers, bytes]:
+    """Answer one plain inference request: status, headers and body, the request counted.
+
+    Ferry errors become their ``{"error": ...}`` answers; anything else propagates (the
+    caller answers 500 naming the request id).
+    """
+    start = perf_counter()
+    v2 = route == "infer"
+    model = params.get("model") or (None if v2 else ctx.engine.default_model())
+    version = params.get("version")
+    try:
+        if model is None:
+            raise NotFoundError("no default model to predict with; POST to /predict/{model}")
+        if v2:
+            binary = next((v.decode("latin-1") for k, v in headers if k == BINARY_HEADER), None)
+            payload, header_length, answered = await infer_body(
+                ctx, model, version, body, binary)
+        else:
+            payload, answered = await predict_body(ctx, model, version, body)
+            header_length = None
+    except FerryError as error:
+        response = refusal(ctx, model or "", error, start)
+        return response.status_code, list(response.raw_headers), bytes(response.body)
+    out: Headers
+    if header_length is None:
+        out = [(b"content-type", _JSON)]
+    else:
+        out = [(b"content-type", _OCTETS),
+               (BINARY_HEADER, str(header_length).encode("ascii"))]
+    out.append((b"content-length", str(len(payload)).encode("ascii")))
+    ctx.metrics.request(model=model, version=answered, protocol="rest", status="200",
+                        seconds=perf_counter() - start)
+    return 200, out, payload
+
+
 class HotRoutes:
-    """ASGI middleware: the inference routes' fast lane (see the module docstring)."""
+    """ASGI middleware: the inference routes' fast path (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, *, ctx: RestContext, predict: Endpoint,
                  infer: Endpoint) -> None:
         self.app = app
         self.ctx = ctx
-        self.predict = predict
-        self.infer = infer
+        self.endpoints: dict[Route, Endpoint] = {"predict": predict, "infer": infer}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one request: an inference route directly, anything else onward."""
         if scope["type"] == "http" and scope["method"] == "POST":
-            found = self._match(scope["path"])
+            found = match(scope["path"])
             if found is not None:
-                endpoint, params = found
-                length = self._plain(scope, binary=endpoint is self.infer)
+                route, params = found
+                length = plain_length(scope["headers"], binary=route == "infer",
+                                      limit=self.ctx.max_body_bytes)
                 if length is not None:
-                    await self._answer(scope, receive, send, endpoint is self.infer, params,
-                                       length)
+                    body = await _read(receive)
+                    status, headers, payload = await answer(self.ctx, route, params, body,
+                                                            scope["headers"])
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": headers})
+                    await send({"type": "http.response.body", "body": payload})
                     return
                 scope["path_params"] = params
-                response = await endpoint(Request(scope, receive))
+                response = await self.endpoints[route](Request(scope, receive))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _plain(self, scope: Scope, *, binary: bool) -> int | None:
-        """The body length of a request the fast lane may take, else None."""
-        length: int | None = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                if not (0 < len(value) <= 18 and value.isdigit()):
-                    return None
-                length = int(value)
-            elif key == b"content-type":
-                media = value.split(b";", 1)[0].strip().lower()
-                if media != _JSON and not (binary and media == _OCTETS):
-                    return None
-            elif key in (b"content-encoding", b"transfer-encoding"):
-                return None
-        if length is None or length > self.ctx.max_body_bytes:
-            return None
-        return length
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, v2: bool,
-                      params: dict[str, str], length: int) -> None:
-        ctx = self.ctx
-        start = perf_counter()
-        model = params.get("model") or (None if v2 else ctx.engine.default_model())
-        version = params.get("version")
-        body = await _read(receive, length)
-        headers: list[tuple[bytes, bytes]]
-        try:
-            if model is None:
-                raise NotFoundError("no default model to predict with; POST to /predict/{model}")
-            if v2:
-                binary = next((v.decode("latin-1") for k, v in scope["headers"]
-                               if k == _BINARY_HEADER), None)
-                payload, header_length, answered = await infer_body(
-                    ctx, model, version, body, binary)
-            else:
-                payload, answered = await predict_body(ctx, model, version, body)
-                header_length = None
-        except FerryError as error:
-            response = refusal(ctx, model or "", error, start)
-            await response(scope, receive, send)
-            return
-        if header_length is None:
-            headers = [(b"content-type", _JSON)]
-        else:
-            headers = [(b"content-type", _OCTETS),
-                       (_BINARY_HEADER, str(header_length).encode("ascii"))]
-        headers.append((b"content-length", str(len(payload)).encode("ascii")))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        ctx.metrics.request(model=model, version=answered, protocol="rest", status="200",
-                            seconds=perf_counter() - start)
-
-    def _match(self, path: str) -> tuple[Endpoint, dict[str, str]] | None:
-        parts = path.split("/")
-        # "/predict" -> ["", "predict"]; "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
-        if len(parts) < 2 or "" in parts[1:]:
-            return None
-        if parts[1] == "predict":
-            rest = parts[2:]
-            if not rest:
-                return self.predict, {}
-            if len(rest) == 1:
-                return self.predict, {"model": unquote(rest[0])}
-            if len(rest) == 3 and rest[1] == "versions":
-                return self.predict, {"model": unquote(rest[0]), "version": unquote(rest[2])}
-            return None
-        if parts[1] == "v2" and len(parts) >= 5 and parts[2] == "models" and parts[-1] == "infer":
-            rest = parts[3:-1]
-            if len(rest) == 1:
-                return self.infer, {"model": unquote(rest[0])}
-            if len(rest) == 3 and rest[1] == "versions":
-                return self.infer, {"model": unquote(rest[0]), "version": unquote(rest[2])}
-        return None
-
-
-async def _read(receive: Receive, length: int) -> bytes:
+async def _read(receive: Receive) -> bytes:
     """The whole body (the server holds it to ``Content-Length``, checked against the limit).
 
     Raises:

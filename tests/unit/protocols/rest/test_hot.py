@@ -4,24 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.protocols.rest.hot import HotRoutes
-
-
-async def _predict(request):  # pragma: no cover - identity only
-    raise AssertionError
-
-
-async def _infer(request):  # pragma: no cover - identity only
-    raise AssertionError
-
-
-class _Ctx:
-    max_body_bytes = 1000
-
-
-@pytest.fixture
-def hot() -> HotRoutes:
-    return HotRoutes(None, ctx=_Ctx(), predict=_predict, infer=_infer)  # type: ignore[arg-type]
+from ferry.protocols.rest.hot import match, plain_length
 
 
 @pytest.mark.parametrize(("path", "endpoint", "params"), [
@@ -32,11 +15,8 @@ def hot() -> HotRoutes:
     ("/v2/models/digits/infer", "infer", {"model": "digits"}),
     ("/v2/models/digits/versions/3/infer", "infer", {"model": "digits", "version": "3"}),
 ])
-def test_inference_paths_are_recognised(hot, path, endpoint, params):
-    found = hot._match(path)
-    assert found is not None
-    assert found[0] is {"predict": _predict, "infer": _infer}[endpoint]
-    assert found[1] == params
+def test_inference_paths_are_recognised(path, endpoint, params):
+    assert match(path) == (endpoint, params)
 
 
 @pytest.mark.parametrize("path", [
@@ -44,12 +24,8 @@ def test_inference_paths_are_recognised(hot, path, endpoint, params):
     "/v2/models//infer", "/v2/models/a/b/infer", "/v2/models/digits/ready", "/v2/health/live",
     "/v1/models/digits:predict",
 ])
-def test_other_paths_go_to_the_router(hot, path):
-    assert hot._match(path) is None
-
-
-def _scope(*headers: tuple[bytes, bytes]) -> dict:
-    return {"headers": list(headers)}
+def test_other_paths_go_to_the_router(path):
+    assert match(path) is None
 
 
 @pytest.mark.parametrize(("headers", "binary", "expected"), [
@@ -66,5 +42,5 @@ def _scope(*headers: tuple[bytes, bytes]) -> dict:
     ([(b"content-length", b"ten")], False, None),
     ([], False, None),
 ])
-def test_only_plain_bodies_take_the_fast_lane(hot, headers, binary, expected):
-    assert hot._plain(_scope(*headers), binary=binary) == expected
+def test_only_plain_bodies_take_the_fast_lane(headers, binary, expected):
+    assert plain_length(headers, binary=binary, limit=1000) == expected

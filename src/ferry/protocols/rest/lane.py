@@ -1,0 +1,188 @@
+"""The inference routes answered inside uvicorn's HTTP protocol, without the ASGI round trip.
+
+Measured on one core with the seed network, an inference request through uvicorn and the
+:class:`~ferry.protocols.rest.hot.HotRoutes` middleware spends most of its time in the
+machinery between the socket and the model: an ASGI scope, a task per request, the
+``receive``/``send`` message dictionaries, the middleware chain, header validation on every
+answer. :class:`LaneProtocol` is uvicorn's own httptools protocol (parsing, keep-alive,
+pipelining, flow control, timeouts and shutdown stay uvicorn's) with one hook changed: when
+a request's headers name an inference route and the request is plain (see
+:func:`~ferry.protocols.rest.hot.plain_length`; bodies up to uvicorn's read buffer, no
+``Expect: 100-continue``), its body is collected by the parser and answered by
+:func:`~ferry.protocols.rest.hot.answer` — the very function the middleware and the routes
+use — and the reply is written to the transport in one piece. Every other request takes
+uvicorn's normal path into the Starlette app.
+
+When the model answers without waiting (small models run inline, see
+``ModelConfig.inline_below_ms``), the whole exchange happens inside the parser's callback:
+no task is created. Otherwise the exchange becomes a task, as uvicorn would have made.
+
+uvicorn is pinned (``pyproject.toml``): this class relies on its ``RequestResponseCycle``
+attributes, and ``tests/integration/serving/test_lane.py`` checks the behaviour that matters
+(pipelining, keep-alive, ``Connection: close``, large bodies, errors) over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import http
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from ferry.observability.logging import request_id as log_request_id
+from ferry.protocols.rest.exchange import RestContext, request_id_of
+from ferry.protocols.rest.hot import Headers, Route, answer, match, plain_length
+
+__all__ = ["lane_protocol"]
+
+_log = logging.getLogger("ferry.rest")
+
+_REQUEST_ID = b"x-request-id"
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large",
+            415: b"Unsupported Media Type", 429: b"Too Many Requests",
+            500: b"Internal Server Error", 501: b"Not Implemented", 503: b"Service Unavailable",
+            504: b"Gateway Timeout"}
+
+
+def lane_protocol(ctx: RestContext) -> type[HttpToolsProtocol]:
+    """The httptools protocol class of uvicorn, with the inference lane over ``ctx``.
+
+    Given to ``uvicorn.Config(http=...)``, which instantiates it per connection.
+    """
+    return type("LaneProtocol", (LaneProtocol,), {"ctx": ctx})
+
+
+class LaneProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol; inference requests skip ASGI (see the module docstring)."""
+
+    ctx: RestContext
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # uvicorn calls this when a request's headers are in (or when a pipelined request's
+        # turn comes): the one point where it decides how the request is answered.
+        lane = self._lane(cycle) if app is self.app else None
+        if lane is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        cycle.ferry_lane = lane  # type: ignore[attr-defined]
+        if not cycle.more_body:
+            self._run_lane(cycle)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+        if (cycle is not None and getattr(cycle, "ferry_lane", None) is not None
+                and not cycle.response_complete):
+            self._run_lane(cycle)
+
+    def _lane(self, cycle: RequestResponseCycle) -> tuple[Route, dict[str, str]] | None:
+        """The inference route of a plain request on the lane, else None."""
+        scope = cycle.scope
+        if scope["method"] != "POST" or cycle.waiting_for_100_continue:
+            return None
+        found = match(scope["path"])
+        if found is None:
+            return None
+        # Bodies past uvicorn's read buffer make it pause reading until the app asks for
+        # more; they take the ASGI path, whose receive() resumes it.
+        limit = min(self.ctx.max_body_bytes, HIGH_WATER_LIMIT)
+        if plain_length(scope["headers"], binary=found[0] == "infer", limit=limit) is None:
+            return None
+        return found
+
+    def _run_lane(self, cycle: RequestResponseCycle) -> None:
+        route, params = cycle.ferry_lane  # type: ignore[attr-defined]
+        cycle.ferry_lane = None  # type: ignore[attr-defined]
+        exchange = self._exchange(cycle, route, params)
+        # Run it here, up to its first wait, in a context of its own (as a task would):
+        # a model that answers inline finishes now, with no task created.
+        context = contextvars.copy_context()
+        try:
+            waiting = context.run(exchange.send, None)
+        except StopIteration:
+            return
+        # It waits (for a batch, a thread): the rest runs as a task in the same context.
+        task = self.loop.create_task(_resume(exchange, waiting), context=context)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _exchange(self, cycle: RequestResponseCycle, route: Route,
+                        params: dict[str, str]) -> None:
+        headers = cycle.scope["headers"]
+        rid = request_id_of(headers)
+        token = log_request_id.set(rid.decode("ascii"))
+        try:
+            status, out, payload = await answer(self.ctx, route, params, bytes(cycle.body),
+                                                headers)
+        except Exception:
+            _log.exception("unhandled error in request %s", rid.decode("ascii"))
+            status, out, payload = _internal_error(rid)
+        finally:
+            log_request_id.reset(token)
+        if cycle.flow.write_paused and not cycle.disconnected:
+            await cycle.flow.drain()
+        _write(cycle, status, out, payload, rid)
+
+
+def _write(cycle: RequestResponseCycle, status: int, headers: Headers, payload: bytes,
+           rid: bytes) -> None:
+    """Write the whole answer at once, then let uvicorn go on with the connection."""
+    if cycle.disconnected or cycle.response_complete:
+        return
+    cycle.response_started = True
+    cycle.response_complete = True
+    reason = _REASONS.get(status) or http.HTTPStatus(status).phrase.encode("ascii")
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for name, value in (*cycle.default_headers, *headers):
+        parts += (name, b": ", value, b"\r\n")
+    parts += (_REQUEST_ID, b": ", rid, b"\r\n")
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", payload)
+    cycle.transport.write(b"".join(parts))
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+
+
+async def _resume(exchange: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Drive a coroutine that already ran up to its first wait (``waiting``) to its end.
+
+    What a task does from the start, picked up midway: each time the coroutine waits on a
+    future, wait for that future here (its outcome is the coroutine's to read), then resume
+    the coroutine.
+    """
+    while True:
+        try:
+            if waiting is None:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            else:
+                # The coroutine's own await marked the future as waited on; a task clears
+                # that mark when it takes the future over, as this one does here.
+                waiting._asyncio_future_blocking = False
+                await waiting
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not waiting.cancelled() or (task is not None and task.cancelling()):
+                exchange.close()  # this task is cancelled (a forced shutdown): stop there
+                raise
+        except Exception:  # the coroutine reads the outcome when resumed
+            pass
+        try:
+            waiting = exchange.send(None)
+        except StopIteration:
+            return
+
+
+def _internal_error(rid: bytes) -> tuple[int, Headers, bytes]:
+    body = orjson.dumps({"error": "internal error; the server log has the details under "
+                                  f"request id {rid.decode('ascii')}"})
+    return 500, [(b"content-type", b"application/json"),
+                 (b"content-length", str(len(body)).encode("ascii"))], body
