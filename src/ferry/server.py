@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -117,6 +118,7 @@ async def serve(settings: ServerSettings, *,
         tasks = [loop.create_task(_stop_when(stopping, http))]
         if settings.watch:
             tasks.append(loop.create_task(_watch(engine, settings)))
+        _freeze_startup_objects()
         endpoints = Endpoints(settings.host, http_sock.getsockname()[1], grpc_port,
                               engine.served_models(), engine.default_model())
         log.info("serving %s on %s (REST) and %s:%d (gRPC)", ", ".join(endpoints.models),
@@ -200,6 +202,20 @@ async def _watch(engine: Engine, settings: ServerSettings) -> None:
                     log.error("hot swap of %s failed, the served versions stay: %s", name, exc)
             seen[name] = versions
         await asyncio.sleep(settings.watch_interval)
+
+
+def _freeze_startup_objects() -> None:
+    """Exempt everything loaded so far from the cyclic garbage collector's full passes.
+
+    The models, runtimes and libraries loaded at startup live as long as the process, yet
+    every full collection walks them all: measured on the seed network at 64 connections,
+    those pauses (tens of ms) set the 99th percentile latency (25 ms, against 5 ms with the
+    collector off) and cost ~15 % of the throughput. ``gc.freeze`` (the remedy CPython
+    documents for this) moves them to a generation the collector never scans; objects
+    made while serving are still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
