@@ -20,6 +20,8 @@ def test_startup_objects_are_frozen_and_new_ones_still_collected() -> None:
         a.other, b.other = b, a  # a cycle made after the freeze
         del a, b
         assert gc.collect() >= 2  # still found and freed
-        assert gc.get_freeze_count() == frozen
+        # Collecting does not freeze anything new (frozen objects may still be freed by
+        # reference counting, so the count can only go down).
+        assert gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
