@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ferry.errors import FerryError
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest import simple, tfserving, v2
-from ferry.protocols.rest.errors import error_response
+from ferry.protocols.rest.errors import error_response, internal_error_response
 from ferry.protocols.rest.exchange import RestContext, json_response, request_id_of
 from ferry.protocols.rest.hot import HotRoutes
 from ferry.protocols.rest.openapi import DOCS_HTML, openapi_document
@@ -133,9 +133,7 @@ class RequestIdMiddleware:
             _log.exception("unhandled error in request %s", rid.decode("ascii"))
             if started:
                 raise
-            response = error_response(
-                f"internal error; the server log has the details under request id "
-                f"{rid.decode('ascii')}", 500)
+            response = internal_error_response(rid.decode("ascii"))
             await response(scope, receive, send_with_id)
         finally:
             log_request_id.reset(token)

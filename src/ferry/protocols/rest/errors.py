@@ -22,7 +22,7 @@ from ferry.errors import (
     UnsupportedMediaTypeError,
 )
 
-__all__ = ["STATUS", "error_response", "status_of"]
+__all__ = ["STATUS", "error_response", "internal_error_response", "status_of"]
 
 #: ferry error code -> HTTP status. Complete: a test checks that every ErrorCode is here.
 STATUS: dict[ErrorCode, int] = {
@@ -75,3 +75,9 @@ def error_response(error: FerryError | str, status: int | None = None,
         message, code = error, status if status is not None else 400
     return Response(orjson.dumps({"error": message}), status_code=code,
                     media_type="application/json", headers=extra)
+
+
+def internal_error_response(request_id: str) -> Response:
+    """The 500 for an error ferry did not raise on purpose: it names the request id only."""
+    return error_response(f"internal error; the server log has the details under request id "
+                          f"{request_id}", 500)

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import http
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from ferry.observability.logging import request_id as log_request_id
+from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, request_id_of
 from ferry.protocols.rest.hot import Headers, Route, answer, match, plain_length
 
@@ -44,10 +47,7 @@ __all__ = ["lane_protocol"]
 _log = logging.getLogger("ferry.rest")
 
 _REQUEST_ID = b"x-request-id"
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large",
-            415: b"Unsupported Media Type", 429: b"Too Many Requests",
-            500: b"Internal Server Error", 501: b"Not Implemented", 503: b"Service Unavailable",
-            504: b"Gateway Timeout"}
+
 
 
 def lane_protocol(ctx: RestContext) -> type[HttpToolsProtocol]:
@@ -122,7 +122,9 @@ class LaneProtocol(HttpToolsProtocol):
                                                 headers)
         except Exception:
             _log.exception("unhandled error in request %s", rid.decode("ascii"))
-            status, out, payload = _internal_error(rid)
+            response = internal_error_response(rid.decode("ascii"))
+            status, out, payload = (response.status_code, list(response.raw_headers),
+                                    bytes(response.body))
         finally:
             log_request_id.reset(token)
         if cycle.flow.write_paused and not cycle.disconnected:
@@ -137,8 +139,7 @@ def _write(cycle: RequestResponseCycle, status: int, headers: Headers, payload: 
         return
     cycle.response_started = True
     cycle.response_complete = True
-    reason = _REASONS.get(status) or http.HTTPStatus(status).phrase.encode("ascii")
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    parts = [STATUS_LINE[status]]
     for name, value in (*cycle.default_headers, *headers):
         parts += (name, b": ", value, b"\r\n")
     parts += (_REQUEST_ID, b": ", rid, b"\r\n")
@@ -179,10 +180,3 @@ async def _resume(exchange: Coroutine[Any, Any, None], waiting: Any) -> None:
             waiting = exchange.send(None)
         except StopIteration:
             return
-
-
-def _internal_error(rid: bytes) -> tuple[int, Headers, bytes]:
-    body = orjson.dumps({"error": "internal error; the server log has the details under "
-                                  f"request id {rid.decode('ascii')}"})
-    return 500, [(b"content-type", b"application/json"),
-                 (b"content-length", str(len(body)).encode("ascii"))], body

@@ -223,3 +223,30 @@ def test_a_client_that_leaves_before_its_answer_does_not_harm_the_next(
     assert response.status_code == 200
     np.testing.assert_allclose(_scores(response.content), _expected(lane_server.repo, rows),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_an_unexpected_failure_is_a_500_naming_the_request_id(
+        lane_server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection (a bug cannot be made on purpose in the real path): the answer names
+    the request id, the traceback stays in the log, and the connection keeps serving."""
+    import ferry.protocols.rest.hot as hot
+    import ferry.protocols.rest.lane as lane
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(lane, "answer", broken)
+    monkeypatch.setattr(hot, "answer", broken)
+    rows = _rng.standard_normal((1, 4)).astype(np.float32)
+    with httpx.Client(base_url=lane_server.url) as client:
+        response = client.post("/v2/models/mlp/infer", content=_v2(rows),
+                               headers={"content-type": "application/json",
+                                        "x-request-id": "boom-1"})
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal error; the server log has the details "
+                                            "under request id boom-1"}
+        assert response.headers["x-request-id"] == "boom-1"
+        monkeypatch.undo()
+        again = client.post("/v2/models/mlp/infer", content=_v2(rows),
+                            headers={"content-type": "application/json"})
+        assert again.status_code == 200
