@@ -19,6 +19,7 @@ from builders import mlp_onnx
 from ferry.engine import Engine
 from ferry.formats import ImportOptions, import_model
 from ferry.protocols.rest.app import create_app
+from ferry.protocols.rest.express import express_protocol
 from ferry.protocols.rest.lane import lane_protocol
 from ferry.repository import Repository
 
@@ -55,13 +56,21 @@ def make_engine(repo: Repository) -> Engine:
     return Engine(repo)
 
 
+def _protocol(ctx, lane: bool | str):
+    if lane == "uvicorn":
+        return lane_protocol(ctx)
+    return express_protocol(ctx) if lane else "httptools"
+
+
 @contextlib.contextmanager
 def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
-          start_engine: bool = True, lane: bool = True) -> Iterator[Served]:
+          start_engine: bool = True, lane: bool | str = True) -> Iterator[Served]:
     """Run ``create_app(engine)`` under uvicorn in a thread; start and stop the engine there.
 
-    ``lane``: with uvicorn's protocol answering the inference routes, as ``ferry serve``
-    runs (lane.py); False serves them through the ASGI app alone (the HotRoutes middleware).
+    ``lane``: True serves as ``ferry serve`` does (express.py: ferry's own protocol for plain
+    inference requests, uvicorn's protocol with the lane for the rest); ``"uvicorn"`` with
+    uvicorn's protocol and the lane alone (lane.py, what a handed-over connection runs);
+    False through the ASGI app alone (the HotRoutes middleware).
     """
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
     # TCP, and without it every answer (headers, then body) waits ~40 ms for a delayed ACK.
@@ -71,7 +80,7 @@ def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
     port = sock.getsockname()[1]
     app = create_app(engine, max_body_bytes=max_body_bytes)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                            http=lane_protocol(app.state.rest_context) if lane else "httptools")
+                            http=_protocol(app.state.rest_context, lane))
     server = uvicorn.Server(config)
     ready = threading.Event()
     state: dict[str, object] = {}

@@ -16,6 +16,8 @@ model_load_seconds                 gauge      model, version (load + warm-up tim
 
 Label children are bound once per label tuple and cached in a plain dict: prometheus-client's
 ``labels()`` takes a lock and builds a key on every call, which a hot path should not pay.
+In one process the children are plain numbers (:class:`LeanHistogram` and friends), turned
+into metric families only when ``/metrics`` is scraped.
 
 With ``ferry serve --workers N`` each process counts on its own; when the environment variable
 ``PROMETHEUS_MULTIPROC_DIR`` names a directory (``ferry.server`` sets it for workers),
@@ -26,6 +28,8 @@ processes, so a scrape of any worker reports the whole server.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -37,6 +41,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["STAGES", "Metrics", "ModelMetrics"]
 
@@ -50,6 +61,135 @@ _LATENCY_BUCKETS = (
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+# ---------------------------------------------------------------------- lean metrics
+#
+# prometheus-client's children take a lock and, for a histogram, scan the buckets in a
+# Python loop on every observation: about 1-2 µs each, and a request makes eight of them,
+# which on one core was a tenth of the seed network's whole request. In one process every
+# observation happens on the event loop's thread, so plain numbers suffice; they become
+# metric families (prometheus-client's public custom-collector API) only when scraped.
+# With --workers the values must reach prometheus-client's shared files, so there the
+# regular prometheus-client metrics are used instead (see Metrics).
+
+
+class LeanCounter:
+    """A counter child: a plain number (single-threaded use)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount``."""
+        self.value += amount
+
+
+class LeanGauge:
+    """A gauge child: a plain number (single-threaded use)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount``."""
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        """Subtract ``amount``."""
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        """Set the value."""
+        self.value = float(value)
+
+
+class LeanHistogram:
+    """A histogram child: per-bucket counts found by bisection, and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = (*bounds, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        """Count ``amount`` in the first bucket whose upper bound is >= it."""
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class _LeanFamily:
+    """One metric family of lean children by label values; a metric family when scraped.
+
+    Children may be created from another thread (a version loading in the executor binds its
+    children), so a scrape iterates over a copy of the dict.
+    """
+
+    def __init__(self, kind: str, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Sequence[float] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.buckets = tuple(buckets)
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str, **named: str) -> Any:
+        """The child of these label values (created on first use), as prometheus-client's."""
+        key = tuple(values) if values else tuple(named[n] for n in self.labelnames)
+        child = self.children.get(key)
+        if child is None:
+            if self.kind == "histogram":
+                child = LeanHistogram(self.buckets)
+            elif self.kind == "counter":
+                child = LeanCounter()
+            else:
+                child = LeanGauge()
+            self.children[key] = child
+        return child
+
+    def collect(self) -> Metric:
+        """The family's current values, for the exposition."""
+        labels = self.labelnames
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.documentation, labels=labels)
+            for key, child in list(self.children.items()):
+                counter.add_metric(list(key), child.value)
+            return counter
+        if self.kind == "gauge":
+            gauge = GaugeMetricFamily(self.name, self.documentation, labels=labels)
+            for key, child in list(self.children.items()):
+                gauge.add_metric(list(key), child.value)
+            return gauge
+        histogram = HistogramMetricFamily(self.name, self.documentation, labels=labels)
+        for key, child in list(self.children.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(child.bounds, child.counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+            histogram.add_metric(list(key), buckets, child.sum)
+        return histogram
+
+
+class _LeanCollector:
+    """The lean families, as a prometheus-client collector (registered once)."""
+
+    def __init__(self, families: Sequence[_LeanFamily]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self.families:
+            yield family.collect()
 
 
 class ModelMetrics:
@@ -71,41 +211,53 @@ class Metrics:
     Args:
         registry: where to register; a fresh private registry by default, so that several
             engines (in tests) do not collide.
+        lean: keep the values in plain numbers, exposed by a collector when scraped (the
+            default in one process); False uses prometheus-client's own metrics (the
+            default when ``PROMETHEUS_MULTIPROC_DIR`` is set, i.e. under ``--workers``).
+            Lean metrics must be observed from one thread: the event loop's.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 lean: bool | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        reg = self.registry
-        self.requests = Counter(
-            "ferry_requests", "Inference requests answered, by final status.",
-            ["model", "version", "protocol", "status"], registry=reg,
+        # Lean (plain numbers, see above) unless the values must be shared with workers.
+        self.lean = not os.environ.get(_MULTIPROC_ENV) if lean is None else lean
+        make = self._lean_family if self.lean else self._client_family
+        self.requests = make(
+            "counter", "ferry_requests", "Inference requests answered, by final status.",
+            ["model", "version", "protocol", "status"],
         )
-        self.request_seconds = Histogram(
-            "ferry_request_duration_seconds", "End-to-end inference latency in the server.",
-            ["model", "protocol"], buckets=_LATENCY_BUCKETS, registry=reg,
+        self.request_seconds = make(
+            "histogram", "ferry_request_duration_seconds",
+            "End-to-end inference latency in the server.",
+            ["model", "protocol"], buckets=_LATENCY_BUCKETS,
         )
-        self.stage_seconds = Histogram(
-            "ferry_stage_duration_seconds",
+        self.stage_seconds = make(
+            "histogram", "ferry_stage_duration_seconds",
             "Latency of each stage of a request: decode, queue (waiting for an instance), "
             "compute (the runtime call, per batch), encode.",
-            ["model", "stage"], buckets=_LATENCY_BUCKETS, registry=reg,
+            ["model", "stage"], buckets=_LATENCY_BUCKETS,
         )
-        self.batch_size = Histogram(
-            "ferry_batch_size", "Rows per runtime call (dynamic batching).",
-            ["model"], buckets=_BATCH_BUCKETS, registry=reg,
+        self.batch_size = make(
+            "histogram", "ferry_batch_size", "Rows per runtime call (dynamic batching).",
+            ["model"], buckets=_BATCH_BUCKETS,
         )
-        self.queue_depth = Gauge(
-            "ferry_queue_depth", "Requests waiting for a runtime instance.",
-            ["model"], registry=reg, multiprocess_mode="livesum",
+        self.queue_depth = make(
+            "gauge", "ferry_queue_depth", "Requests waiting for a runtime instance.",
+            ["model"], multiprocess_mode="livesum",
         )
-        self.inflight = Gauge(
-            "ferry_inflight_requests", "Requests admitted and not yet answered.",
-            ["model"], registry=reg, multiprocess_mode="livesum",
+        self.inflight = make(
+            "gauge", "ferry_inflight_requests", "Requests admitted and not yet answered.",
+            ["model"], multiprocess_mode="livesum",
         )
-        self.load_seconds = Gauge(
-            "ferry_model_load_seconds", "Time to load and warm up a model version.",
-            ["model", "version"], registry=reg, multiprocess_mode="max",
+        self.load_seconds = make(
+            "gauge", "ferry_model_load_seconds", "Time to load and warm up a model version.",
+            ["model", "version"], multiprocess_mode="max",
         )
+        if self.lean:
+            self.registry.register(_LeanCollector([
+                self.requests, self.request_seconds, self.stage_seconds, self.batch_size,
+                self.queue_depth, self.inflight, self.load_seconds]))
         self._request_children: dict[tuple[str, str, str, str], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
         self._stage_children: dict[tuple[str, str], Any] = {}
@@ -137,6 +289,22 @@ class Metrics:
     def stage(self, stage: str, *, model: str, seconds: float) -> None:
         """Observe the duration of one stage (``decode``, ``queue``, ``compute``, ``encode``)."""
         self.stage_child(stage, model).observe(seconds)
+
+    def _lean_family(self, kind: str, name: str, documentation: str,
+                     labelnames: Sequence[str], *, buckets: Sequence[float] = (),
+                     multiprocess_mode: str = "") -> Any:
+        return _LeanFamily(kind, name, documentation, labelnames, buckets)
+
+    def _client_family(self, kind: str, name: str, documentation: str,
+                       labelnames: Sequence[str], *, buckets: Sequence[float] = (),
+                       multiprocess_mode: Any = "") -> Any:
+        reg = self.registry
+        if kind == "counter":
+            return Counter(name, documentation, labelnames, registry=reg)
+        if kind == "histogram":
+            return Histogram(name, documentation, labelnames, buckets=buckets, registry=reg)
+        return Gauge(name, documentation, labelnames, registry=reg,
+                     multiprocess_mode=multiprocess_mode)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``GET /metrics`` and its content type."""

@@ -46,8 +46,29 @@ _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 
 
+#: Paths already matched, and their answers: a server sees few distinct inference paths.
+#: Emptied when full, so that clients sending endless distinct paths cannot grow it.
+_MATCHED: dict[str, tuple[Route, dict[str, str]] | None] = {}
+_MATCHED_MAX = 1024
+
+
 def match(path: str) -> tuple[Route, dict[str, str]] | None:
-    """The inference route ``path`` names, with its parameters; None for any other path."""
+    """The inference route ``path`` names, with its parameters; None for any other path.
+
+    The parameters dict is shared between calls for the same path: do not modify it.
+    """
+    try:
+        return _MATCHED[path]
+    except KeyError:
+        pass
+    found = _match(path)
+    if len(_MATCHED) >= _MATCHED_MAX:
+        _MATCHED.clear()
+    _MATCHED[path] = found
+    return found
+
+
+def _match(path: str) -> tuple[Route, dict[str, str]] | None:
     parts = path.split("/")
     # "/predict" -> ["", "predict"]; "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
     if len(parts) < 2 or "" in parts[1:]:
@@ -151,7 +172,7 @@ class HotRoutes:
                                 "headers": headers})
                     await send({"type": "http.response.body", "body": payload})
                     return
-                scope["path_params"] = params
+                scope["path_params"] = dict(params)
                 response = await self.endpoints[route](Request(scope, receive))
                 await response(scope, receive, send)
                 return

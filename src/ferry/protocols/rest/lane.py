@@ -42,7 +42,7 @@ from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, request_id_of
 from ferry.protocols.rest.hot import Headers, Route, answer, match, plain_length
 
-__all__ = ["lane_protocol"]
+__all__ = ["LaneProtocol", "lane_protocol", "resume"]
 
 _log = logging.getLogger("ferry.rest")
 
@@ -75,6 +75,7 @@ class LaneProtocol(HttpToolsProtocol):
             self._run_lane(cycle)
 
     def on_message_complete(self) -> None:
+        """The body is in: answer a lane request that was waiting for it."""
         super().on_message_complete()
         cycle = self.cycle
         if (cycle is not None and getattr(cycle, "ferry_lane", None) is not None
@@ -108,7 +109,7 @@ class LaneProtocol(HttpToolsProtocol):
         except StopIteration:
             return
         # It waits (for a batch, a thread): the rest runs as a task in the same context.
-        task = self.loop.create_task(_resume(exchange, waiting), context=context)
+        task = self.loop.create_task(resume(exchange, waiting), context=context)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -153,7 +154,7 @@ def _write(cycle: RequestResponseCycle, status: int, headers: Headers, payload: 
     cycle.on_response()
 
 
-async def _resume(exchange: Coroutine[Any, Any, None], waiting: Any) -> None:
+async def resume(exchange: Coroutine[Any, Any, None], waiting: Any) -> None:
     """Drive a coroutine that already ran up to its first wait (``waiting``) to its end.
 
     What a task does from the start, picked up midway: each time the coroutine waits on a

@@ -1,6 +1,6 @@
-"""uvicorn's protocol answering the inference routes itself (lane.py), over raw sockets.
+"""ferry's own protocol (express.py) and uvicorn's with the lane (lane.py), over raw sockets.
 
-What the lane takes over from uvicorn's ASGI path must still be HTTP/1.1 done right:
+What they take over from uvicorn's ASGI path must still be HTTP/1.1 done right:
 pipelined requests answered in order (lane and ASGI routes mixed), keep-alive and
 ``Connection: close``, HTTP/1.0, ``Expect: 100-continue`` and bodies past uvicorn's read
 buffer (both left to the ASGI path), request ids, and models that answer inline as well as
@@ -27,13 +27,16 @@ from rest_server import Served, serve
 _rng = np.random.default_rng(7)
 
 
-@pytest.fixture(scope="module", params=["inline", "thread", "asgi"])
+@pytest.fixture(scope="module", params=["inline", "thread", "uvicorn-lane", "asgi"])
 def lane_server(request: pytest.FixtureRequest, rest_repo: Repository) -> Iterator[Served]:
-    """The lane over a model that runs inline, and over one that always waits for a thread;
-    and, for comparison, the same routes through the ASGI app alone (no lane)."""
+    """What ``ferry serve`` runs (express.py, handing odd requests to uvicorn's protocol)
+    over a model that runs inline, and over one that always waits for a thread; uvicorn's
+    protocol with the lane alone (what a handed-over connection runs); and, for comparison,
+    the same routes through the ASGI app alone."""
     inline = 0.0 if request.param == "thread" else 0.1
     engine = Engine(rest_repo, defaults=ModelConfig(inline_below_ms=inline))
-    with serve(engine, rest_repo, lane=request.param != "asgi") as served:
+    lane = {"asgi": False, "uvicorn-lane": "uvicorn"}.get(request.param, True)
+    with serve(engine, rest_repo, lane=lane) as served:
         yield served
 
 
@@ -229,12 +232,14 @@ def test_an_unexpected_failure_is_a_500_naming_the_request_id(
         lane_server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection (a bug cannot be made on purpose in the real path): the answer names
     the request id, the traceback stays in the log, and the connection keeps serving."""
+    import ferry.protocols.rest.express as express
     import ferry.protocols.rest.hot as hot
     import ferry.protocols.rest.lane as lane
 
     async def broken(*args: object) -> None:
         raise RuntimeError("injected fault")
 
+    monkeypatch.setattr(express, "answer", broken)
     monkeypatch.setattr(lane, "answer", broken)
     monkeypatch.setattr(hot, "answer", broken)
     rows = _rng.standard_normal((1, 4)).astype(np.float32)
