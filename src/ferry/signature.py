@@ -24,6 +24,7 @@ __all__ = [
     "datatype_of",
     "format_shape",
     "numpy_dtype",
+    "values_as",
 ]
 
 #: V2 datatype name -> numpy dtype. BYTES elements are Python ``bytes`` in object arrays.
@@ -125,9 +126,15 @@ class TensorSpec(BaseModel):
 
     def accepts_shape(self, shape: Sequence[int]) -> bool:
         """Whether a concrete shape fits this spec (same rank, fixed dims equal)."""
-        return len(shape) == len(self.shape) and all(
-            want in (-1, got) for want, got in zip(self.shape, shape, strict=True)
-        )
+        want = self.shape
+        if len(shape) != len(want):
+            return False
+        # A loop, not all(<generator>): this runs for every request, and the generator
+        # costs more than the comparisons.
+        for w, got in zip(want, shape, strict=True):  # noqa: SIM110
+            if w != got and w != -1:
+                return False
+        return True
 
     def check(self, array: np.ndarray[Any, Any], *, role: str = "input") -> None:
         """Check one concrete array against this spec.
@@ -205,6 +212,8 @@ class Signature(BaseModel):
             InputError: an input is missing, unknown, or of the wrong dtype or shape, or the
                 inputs disagree on the batch size.
         """
+        if self._fits(inputs):
+            return
         unknown = sorted(set(inputs) - set(self.input_names))
         if unknown:
             raise InputError(
@@ -223,6 +232,23 @@ class Signature(BaseModel):
             if len(set(sizes.values())) > 1:
                 listed = ", ".join(f"{n!r}: {b}" for n, b in sizes.items())
                 raise InputError(f"inputs disagree on the batch size ({listed})")
+
+    def _fits(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> bool:
+        """The common case, checked quickly: every input given, right dtype, right shape."""
+        specs = self.inputs
+        if len(inputs) != len(specs):
+            return False
+        batch = -1
+        for spec in specs:
+            array = inputs.get(spec.name)
+            if (array is None or array.dtype != DATATYPES[spec.datatype]
+                    or not spec.accepts_shape(array.shape)):
+                return False
+            if len(specs) > 1 and spec.shape and spec.shape[0] == -1:
+                if batch not in (-1, array.shape[0]):
+                    return False
+                batch = array.shape[0]
+        return True
 
     def check_output_names(self, names: Iterable[str]) -> None:
         """Check that each requested output exists.
@@ -259,11 +285,21 @@ def as_array(spec: TensorSpec, data: Any, *, role: str = "input") -> np.ndarray[
     Raises:
         InputError: ragged lists, mixed types, or values the datatype cannot hold.
     """
-    target = spec.dtype
+    return values_as(spec.name, spec.datatype, data, role=role)
+
+
+def values_as(name: str, datatype: str, data: Any, *, role: str = "input"
+              ) -> np.ndarray[Any, Any]:
+    """:func:`as_array` for a tensor known by name and V2 datatype (no spec object needed).
+
+    Raises:
+        InputError: as :func:`as_array`.
+    """
+    target = DATATYPES[datatype]
     try:
         array = np.asarray(data)
     except ValueError as exc:  # ragged nesting: numpy refuses inhomogeneous shapes
-        raise InputError(f"{role} {spec.name!r}: data is not a rectangular array ({exc})") from None
+        raise InputError(f"{role} {name!r}: data is not a rectangular array ({exc})") from None
     if array.dtype == target:
         return array
     kind = array.dtype.kind
@@ -271,8 +307,7 @@ def as_array(spec: TensorSpec, data: Any, *, role: str = "input") -> np.ndarray[
         return array.astype(target)
     if kind not in _ACCEPTED_KINDS[target.kind]:
         raise InputError(
-            f"{role} {spec.name!r}: expected {spec.datatype} values, "
-            f"got {_describe_kind(array)}"
+            f"{role} {name!r}: expected {datatype} values, got {_describe_kind(array)}"
         )
     if target.kind == "O":
         return _as_bytes_array(array)
@@ -281,8 +316,8 @@ def as_array(spec: TensorSpec, data: Any, *, role: str = "input") -> np.ndarray[
         low, high = int(array.min()), int(array.max())
         if low < info.min or high > info.max:
             raise InputError(
-                f"{role} {spec.name!r}: value {low if low < info.min else high} is out of "
-                f"range for {spec.datatype} [{info.min}, {info.max}]"
+                f"{role} {name!r}: value {low if low < info.min else high} is out of "
+                f"range for {datatype} [{info.min}, {info.max}]"
             )
     return array.astype(target)
 

@@ -19,7 +19,7 @@ import orjson
 from ferry.errors import InputError
 from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
 from ferry.protocols.rest.binary import decode_tensor, encode_tensor
-from ferry.signature import DATATYPES, TensorSpec, as_array, format_shape
+from ferry.signature import DATATYPES, format_shape, values_as
 
 __all__ = ["convert", "decode_request", "encode_response", "json_data", "json_value",
            "tensor_from_json"]
@@ -131,11 +131,9 @@ def convert(data: Any, name: str, datatype: str) -> np.ndarray[Any, Any]:
     """
     if datatype == "UINT64":
         return _uint64(data, name)
-    # model_construct skips validation: the datatype was checked before; this is per request.
-    spec = TensorSpec.model_construct(name=name, datatype=datatype, shape=())
     try:
         with np.errstate(over="raise"):
-            return as_array(spec, data)
+            return values_as(name, datatype, data)
     except FloatingPointError:
         limit = float(np.finfo(DATATYPES[datatype]).max)
         raise InputError(

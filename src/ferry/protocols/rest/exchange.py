@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("ferry.rest")
 
-__all__ = ["Answer", "RestContext", "exchange", "json_response", "refusal", "request_id",
-           "request_id_of"]
+__all__ = ["Answer", "RestContext", "client_request_id", "exchange", "fresh_id",
+           "json_response", "refusal", "request_id", "request_id_of"]
 
 
 @dataclass(slots=True)
@@ -51,23 +51,29 @@ class Answer:
 
 def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The client's ``X-Request-ID`` if it is short printable ASCII, else a fresh id."""
+    return client_request_id(headers) or fresh_id()
+
+
+def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The client's ``X-Request-ID`` if it is short printable ASCII, else None."""
     for key, value in headers:
         if key == b"x-request-id":
             if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
                 return bytes(value)
             break
-    return _fresh_id()
+    return None
 
 
 # A fresh request id: this process's random prefix and a counter (32 hex digits, like a
 # uuid4's). Unique within the process by the counter and across processes and restarts by
 # the 64 random bits, at a fraction of uuid4's cost (a getrandom call per request).
-_ID_PREFIX = os.urandom(8).hex()
+_ID_PREFIX = os.urandom(8).hex().encode("ascii")
 _ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
-def _fresh_id() -> bytes:
-    return f"{_ID_PREFIX}{next(_ids) & 0xFFFF_FFFF_FFFF_FFFF:016x}".encode("ascii")
+def fresh_id() -> bytes:
+    """A new request id (see above)."""
+    return b"%s%016x" % (_ID_PREFIX, next(_ids) & 0xFFFF_FFFF_FFFF_FFFF)
 
 
 def request_id(request: Request) -> str:

@@ -47,8 +47,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.errors import internal_error_response
-from ferry.protocols.rest.exchange import RestContext, request_id_of
-from ferry.protocols.rest.hot import Headers, Route, answer, match
+from ferry.protocols.rest.exchange import RestContext, client_request_id, fresh_id
+from ferry.protocols.rest.hot import Headers, Route, answer, binary_header, match
 from ferry.protocols.rest.lane import lane_protocol
 
 __all__ = ["ExpressProtocol", "express_protocol"]
@@ -90,17 +90,29 @@ def express_protocol(ctx: RestContext) -> type[ExpressProtocol]:
 
 
 class _Plain:
-    """A parsed plain request: route, parameters, headers and where its body ends."""
+    """What a plain request's head says: route, parameters, headers, body length.
 
-    __slots__ = ("body_end", "body_start", "headers", "params", "route")
+    Immutable: the same head (byte for byte) always reads the same, so readings are cached.
+    """
+
+    __slots__ = ("binary", "headers", "length", "params", "request_id", "route")
 
     def __init__(self, route: Route, params: dict[str, str], headers: Headers,
-                 body_start: int, body_end: int) -> None:
+                 length: int) -> None:
         self.route = route
         self.params = params
         self.headers = headers
-        self.body_start = body_start
-        self.body_end = body_end
+        self.length = length
+        self.binary = binary_header(headers)
+        #: The client's X-Request-ID when it is usable, else None (a fresh one per request).
+        self.request_id = client_request_id(headers)
+
+
+#: Heads already read (exact bytes -> reading, None for "not plain"). A client sends the
+#: same head for every request of one shape, so most requests skip the reading entirely.
+#: Emptied when full, so that heads that differ every time cannot grow it.
+_HEADS: dict[bytes, _Plain | None] = {}
+_HEADS_MAX = 512
 
 
 class ExpressProtocol(asyncio.Protocol):
@@ -121,7 +133,7 @@ class ExpressProtocol(asyncio.Protocol):
         self.keep_alive_seconds = float(config.timeout_keep_alive)
         self._buf: bytes | bytearray = b""
         self._pos = 0
-        self._pending: _Plain | None = None  # head read, body still arriving
+        self._pending: tuple[_Plain, int, int] | None = None  # head read, body arriving
         self._busy = False  # a request is being answered
         self._draining = False  # inside _drain(): completions must not re-enter it
         self._close_after = False  # shutdown() came while busy: close after the answer
@@ -198,23 +210,27 @@ class ExpressProtocol(asyncio.Protocol):
                 if pos >= len(buf):
                     self._buf, self._pos = b"", 0
                     break
-                plain = self._pending
-                if plain is None:
+                pending = self._pending
+                if pending is None:
                     end = buf.find(b"\r\n\r\n", pos)
                     if end < 0:
                         if len(buf) - pos > MAX_HEAD:
                             self._hand_over()
                         break
-                    plain = self._read_head(buf, pos, end)
+                    plain = self._read_head(bytes(buf[pos:end + 2]))
                     if plain is None:
                         self._hand_over()
                         return
-                if len(buf) < plain.body_end:
-                    self._pending = plain  # wait for the rest of the body
+                    body_start = end + 4
+                    body_end = body_start + plain.length
+                else:
+                    plain, body_start, body_end = pending
+                if len(buf) < body_end:
+                    self._pending = (plain, body_start, body_end)  # the body is arriving
                     break
                 self._pending = None
-                body = bytes(buf[plain.body_start:plain.body_end])
-                self._pos = plain.body_end
+                body = bytes(buf[body_start:body_end])
+                self._pos = body_end
                 self._answer(plain, body)
         finally:
             self._draining = False
@@ -222,41 +238,18 @@ class ExpressProtocol(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
 
-    def _read_head(self, buf: bytes | bytearray, pos: int, end: int) -> _Plain | None:
-        """The plain request whose head is ``buf[pos:end]``, or None (uvicorn's to parse)."""
-        head = _HEAD.fullmatch(buf, pos, end + 2)
-        if head is None:
+    def _read_head(self, head: bytes) -> _Plain | None:
+        """The reading of a request head (through its last CRLF), or None: not plain."""
+        try:
+            plain = _HEADS[head]
+        except KeyError:
+            plain = _read_head(head)
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.clear()
+            _HEADS[head] = plain
+        if plain is None or plain.length > self.limit:
             return None
-        target = head.group(1)
-        path = target.split(b"?", 1)[0] if b"?" in target else target
-        found = match(path.decode("ascii"))
-        if found is None:
-            return None
-        route, params = found
-        length = -1
-        media_ok = False
-        headers: Headers = []
-        start = head.end(1) + len(b" HTTP/1.1\r\n")
-        lines = bytes(buf[start:end]).split(_FIELD_SEP) if start < end else []
-        for line in lines:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            value = value.strip(b" \t")
-            if name == b"content-length":
-                if length >= 0 or not (0 < len(value) <= 18 and value.isdigit()):
-                    return None
-                length = int(value)
-            elif name == b"content-type":
-                media = value.split(b";", 1)[0].strip(b" \t").lower()
-                if media != _JSON and not (route == "infer" and media == _OCTETS):
-                    return None
-                media_ok = True
-            elif name in _NOT_PLAIN or (name == b"connection" and value.lower() != b"keep-alive"):
-                return None
-            headers.append((name, value))
-        if length <= 0 or length > self.limit or not media_ok:
-            return None
-        return _Plain(route, params, headers, end + 4, end + 4 + length)
+        return plain
 
     def _hand_over(self) -> None:
         """Give the connection, from the unanswered request on, to uvicorn's protocol."""
@@ -318,12 +311,11 @@ class ExpressProtocol(asyncio.Protocol):
         waiting.add_done_callback(functools.partial(self._step, exchange, context))
 
     async def _exchange(self, plain: _Plain, body: bytes) -> None:
-        headers = plain.headers
-        rid = request_id_of(headers)
+        rid = plain.request_id or fresh_id()
         token = log_request_id.set(rid.decode("ascii"))
         try:
             status, out, payload = await answer(self.ctx, plain.route, plain.params, body,
-                                                headers)
+                                                plain.binary)
         except Exception:
             _log.exception("unhandled error in request %s", rid.decode("ascii"))
             response = internal_error_response(rid.decode("ascii"))
@@ -374,3 +366,39 @@ class ExpressProtocol(asyncio.Protocol):
             self._arm_keep_alive(self.keep_alive_seconds - (0.0 if self._busy else idle))
             return
         self.transport.close()
+
+
+def _read_head(head: bytes) -> _Plain | None:
+    """Read a request head strictly (see the module docstring); None when not plain."""
+    found_head = _HEAD.fullmatch(head)
+    if found_head is None:
+        return None
+    target = found_head.group(1)
+    path = target.split(b"?", 1)[0] if b"?" in target else target
+    found = match(path.decode("ascii"))
+    if found is None:
+        return None
+    route, params = found
+    length = -1
+    media_ok = False
+    headers: Headers = []
+    start = found_head.end(1) + len(b" HTTP/1.1\r\n")
+    for line in head[start:-2].split(_FIELD_SEP) if start < len(head) else ():
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name == b"content-length":
+            if length >= 0 or not (0 < len(value) <= 18 and value.isdigit()):
+                return None
+            length = int(value)
+        elif name == b"content-type":
+            media = value.split(b";", 1)[0].strip(b" \t").lower()
+            if media != _JSON and not (route == "infer" and media == _OCTETS):
+                return None
+            media_ok = True
+        elif name in _NOT_PLAIN or (name == b"connection" and value.lower() != b"keep-alive"):
+            return None
+        headers.append((name, value))
+    if length <= 0 or not media_ok:
+        return None
+    return _Plain(route, params, headers, length)

@@ -33,7 +33,7 @@ from ferry.protocols.rest.exchange import RestContext, refusal
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["HotRoutes", "Route", "answer", "match", "plain_length"]
+__all__ = ["HotRoutes", "Route", "answer", "binary_header", "match", "plain_length"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Headers = list[tuple[bytes, bytes]]
@@ -111,10 +111,22 @@ def plain_length(headers: Iterable[tuple[bytes, bytes]], *, binary: bool, limit:
     return length
 
 
+def binary_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The ``Inference-Header-Content-Length`` value of a request, if it has one."""
+    for key, value in headers:
+        if key == BINARY_HEADER:
+            return value.decode("latin-1")
+    return None
+
+
+_JSON_HEADERS: Headers = [(b"content-type", _JSON)]
+
+
 async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: bytes,
-                 headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, Headers, bytes]:
+                 binary: str | None) -> tuple[int, Headers, bytes]:
     """Answer one plain inference request: status, headers and body, the request counted.
 
+    ``binary`` is the request's ``Inference-Header-Content-Length`` (:func:`binary_header`).
     Ferry errors become their ``{"error": ...}`` answers; anything else propagates (the
     caller answers 500 naming the request id).
     """
@@ -126,7 +138,6 @@ async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: b
         if model is None:
             raise NotFoundError("no default model to predict with; POST to /predict/{model}")
         if v2:
-            binary = next((v.decode("latin-1") for k, v in headers if k == BINARY_HEADER), None)
             payload, header_length, answered = await infer_body(
                 ctx, model, version, body, binary)
         else:
@@ -135,13 +146,11 @@ async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: b
     except FerryError as error:
         response = refusal(ctx, model or "", error, start)
         return response.status_code, list(response.raw_headers), bytes(response.body)
-    out: Headers
+    length = (b"content-length", b"%d" % len(payload))
     if header_length is None:
-        out = [(b"content-type", _JSON)]
+        out = [*_JSON_HEADERS, length]
     else:
-        out = [(b"content-type", _OCTETS),
-               (BINARY_HEADER, str(header_length).encode("ascii"))]
-    out.append((b"content-length", str(len(payload)).encode("ascii")))
+        out = [(b"content-type", _OCTETS), (BINARY_HEADER, b"%d" % header_length), length]
     ctx.metrics.request(model=model, version=answered, protocol="rest", status="200",
                         seconds=perf_counter() - start)
     return 200, out, payload
@@ -166,8 +175,8 @@ class HotRoutes:
                                       limit=self.ctx.max_body_bytes)
                 if length is not None:
                     body = await _read(receive)
-                    status, headers, payload = await answer(self.ctx, route, params, body,
-                                                            scope["headers"])
+                    status, headers, payload = await answer(
+                        self.ctx, route, params, body, binary_header(scope["headers"]))
                     await send({"type": "http.response.start", "status": status,
                                 "headers": headers})
                     await send({"type": "http.response.body", "body": payload})

@@ -40,7 +40,14 @@ from uvicorn.protocols.http.httptools_impl import (
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, request_id_of
-from ferry.protocols.rest.hot import Headers, Route, answer, match, plain_length
+from ferry.protocols.rest.hot import (
+    Headers,
+    Route,
+    answer,
+    binary_header,
+    match,
+    plain_length,
+)
 
 __all__ = ["LaneProtocol", "lane_protocol", "resume"]
 
@@ -120,7 +127,7 @@ class LaneProtocol(HttpToolsProtocol):
         token = log_request_id.set(rid.decode("ascii"))
         try:
             status, out, payload = await answer(self.ctx, route, params, bytes(cycle.body),
-                                                headers)
+                                                binary_header(headers))
         except Exception:
             _log.exception("unhandled error in request %s", rid.decode("ascii"))
             response = internal_error_response(rid.decode("ascii"))
