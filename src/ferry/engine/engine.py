@@ -40,20 +40,35 @@ log = logging.getLogger("ferry.engine")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    """The versions of one model served now; replaced whole, never mutated."""
+    """The versions of one model served now; replaced whole, never mutated.
 
-    versions: dict[int, ServedVersion]
+    What every request asks of it (the latest version, the metadata) is worked out once
+    here rather than per request.
+    """
 
-    @property
-    def latest(self) -> ServedVersion:
-        """The highest served version: the target of a request without a version."""
-        return self.versions[max(self.versions)]
+    __slots__ = ("_labels", "_metadata", "latest", "versions")
+
+    def __init__(self, versions: dict[int, ServedVersion]) -> None:
+        self.versions = versions
+        #: The highest served version: the target of a request without a version.
+        self.latest = versions[max(versions)]
+        self._labels = [str(v) for v in sorted(versions)]
+        self._metadata: dict[int, ModelMetadata] = {}
 
     def labels(self) -> list[str]:
         """Served version numbers as strings, ascending."""
-        return [str(v) for v in sorted(self.versions)]
+        return list(self._labels)
+
+    def metadata(self, name: str, served: ServedVersion) -> ModelMetadata:
+        """The metadata of one served version (made once; shared, so never modify it)."""
+        meta = self._metadata.get(served.version)
+        if meta is None:
+            m = served.manifest
+            meta = self._metadata[served.version] = ModelMetadata(
+                name=name, versions=list(self._labels), platform=m.platform,
+                inputs=m.signature.inputs, outputs=m.signature.outputs, labels=m.labels)
+        return meta
 
 
 @dataclass
@@ -188,11 +203,7 @@ class Engine:
             NotFoundError: the model or version is not served (the message lists what is).
         """
         snap = self._snapshot(name)
-        served = self._version(snap, name, version)
-        m = served.manifest
-        return ModelMetadata(name=name, versions=snap.labels(), platform=m.platform,
-                             inputs=m.signature.inputs, outputs=m.signature.outputs,
-                             labels=m.labels)
+        return snap.metadata(name, self._version(snap, name, version))
 
     def manifest_labels(self, name: str, version: str | None = None) -> list[str] | None:
         """The class labels of a served version (for ``/predict``), if it has any."""
@@ -251,14 +262,16 @@ class Engine:
             arrays[tensor.name] = tensor.data
         signature.check_inputs(arrays)
         outputs: tuple[str, ...] | None = None
+        types = served.output_types
         if request.outputs:
             outputs = tuple(dict.fromkeys(o.name for o in request.outputs))
             for name in outputs:
-                signature.output(name)  # NotFoundError naming the outputs there are
+                if name not in types:
+                    signature.output(name)  # NotFoundError naming the outputs there are
         results = await served.infer(arrays, outputs, request.deadline)
         return InferResponse(
             model_name=request.model_name, model_version=served.label, id=request.id,
-            outputs=[Tensor(name, signature.output(name).datatype, tuple(array.shape), array)
+            outputs=[Tensor(name, types[name], array.shape, array)
                      for name, array in results.items()],
         )
 

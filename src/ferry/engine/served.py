@@ -98,6 +98,8 @@ class ServedVersion:
         self._model_metrics = metrics.for_model(self.name)
         self._input_names = tuple(self.signature.input_names)
         self._output_names = tuple(self.signature.output_names)
+        #: Output name -> V2 datatype, for the engine's answers.
+        self.output_types = {s.name: s.datatype for s in self.signature.outputs}
         self._inline_budget = config.inline_below_ms / 1000.0 if len(self.runtimes) == 1 else 0.0
         # Whether a request already ran inline in this loop turn, and how many more lone
         # batches keep a cheap model in batching mode (see infer()).
@@ -194,9 +196,11 @@ class ServedVersion:
         """
         assert self._loop is not None and self._batcher is not None, "attach() first"
         if self.batchable:
-            first = arrays[self._input_names[0]]
+            names = self._input_names
+            first = arrays[names[0]]
             rows = int(first.shape[0])
-            key: object = tuple(arrays[n].shape[1:] for n in self._input_names)
+            key: object = (first.shape[1:] if len(names) == 1
+                           else tuple(arrays[n].shape[1:] for n in names))
         else:
             rows, key = 1, None
         if (self._inline_budget and self._batcher.idle
