@@ -36,6 +36,7 @@ class Served:
     engine: Engine
     loop: asyncio.AbstractEventLoop
     repo: Repository
+    server: uvicorn.Server | None = None
 
     def call(self, coro, timeout: float = 60.0):
         """Run a coroutine on the server's loop (e.g. engine.stop()) and wait for it."""
@@ -64,7 +65,8 @@ def _protocol(ctx, lane: bool | str):
 
 @contextlib.contextmanager
 def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
-          start_engine: bool = True, lane: bool | str = True) -> Iterator[Served]:
+          start_engine: bool = True, lane: bool | str = True,
+          keep_alive: float = 5.0) -> Iterator[Served]:
     """Run ``create_app(engine)`` under uvicorn in a thread; start and stop the engine there.
 
     ``lane``: True serves as ``ferry serve`` does (express.py: ferry's own protocol for plain
@@ -80,7 +82,8 @@ def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
     port = sock.getsockname()[1]
     app = create_app(engine, max_body_bytes=max_body_bytes)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                            http=_protocol(app.state.rest_context, lane))
+                            http=_protocol(app.state.rest_context, lane),
+                            timeout_keep_alive=keep_alive)
     server = uvicorn.Server(config)
     ready = threading.Event()
     state: dict[str, object] = {}
@@ -111,7 +114,8 @@ def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
             break
         threading.Event().wait(0.01)
     try:
-        yield Served(f"http://127.0.0.1:{port}", engine, state["loop"], repo)  # type: ignore[arg-type]
+        yield Served(f"http://127.0.0.1:{port}", engine, state["loop"], repo,  # type: ignore[arg-type]
+                     server)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -214,7 +214,9 @@ class ExpressProtocol(asyncio.Protocol):
                 if pending is None:
                     end = buf.find(b"\r\n\r\n", pos)
                     if end < 0:
-                        if len(buf) - pos > MAX_HEAD:
+                        # A head ended by bare LFs (which httptools accepts), or longer than
+                        # a plain head: not for this protocol, and it would wait forever.
+                        if len(buf) - pos > MAX_HEAD or buf.find(b"\n\n", pos) >= 0:
                             self._hand_over()
                         break
                     plain = self._read_head(bytes(buf[pos:end + 2]))

@@ -11,17 +11,16 @@ run against uvicorn's ASGI path alone, which must behave the same.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import orjson
 import pytest
 
 from ferry.engine import Engine, ModelConfig
 from ferry.repository import Repository
+from raw_http import Reader, connect, expected, http_request, scores, v2_body
 from rest_server import Served, serve
 
 _rng = np.random.default_rng(7)
@@ -40,86 +39,27 @@ def lane_server(request: pytest.FixtureRequest, rest_repo: Repository) -> Iterat
         yield served
 
 
-def _expected(repo: Repository, rows: np.ndarray) -> np.ndarray:
-    path = repo.root / "mlp" / "1" / "model.onnx"
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": rows})[0]
-
-
-def _v2(rows: np.ndarray) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(rows.shape),
-                                     "data": rows.ravel().tolist()}]})
-
-
-def _request(path: str, body: bytes, *, extra: str = "", version: str = "1.1") -> bytes:
-    head = (f"POST {path} HTTP/{version}\r\nHost: t\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}\r\n")
-    return head.encode("ascii") + body
-
-
-class _Reader:
-    """Reads HTTP/1.1 answers (Content-Length framed) off a raw socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        self.buffer += chunk
-        return bool(chunk)
-
-    def answer(self) -> tuple[int, dict[str, str], bytes]:
-        while b"\r\n\r\n" not in self.buffer:
-            assert self._fill(), f"connection closed mid-answer: {self.buffer!r}"
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-        length = int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            assert self._fill(), "connection closed mid-body"
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return status, headers, body
-
-    def closed(self) -> bool:
-        """True when the server closed the connection (nothing more to read)."""
-        self.sock.settimeout(5)
-        return not self._fill() and not self.buffer
-
-
-def _connect(served: Served) -> socket.socket:
-    host, port = served.url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    return sock
-
-
-def _scores(body: bytes) -> np.ndarray:
-    out = orjson.loads(body)["outputs"][0]
-    return np.asarray(out["data"], np.float32).reshape(out["shape"])
-
-
 def test_pipelined_requests_are_answered_in_order(lane_server: Served) -> None:
     rows = [_rng.standard_normal((n, 4)).astype(np.float32) for n in (1, 3, 2)]
     burst = b"".join([
-        _request("/v2/models/mlp/infer", _v2(rows[0])),
+        http_request("/v2/models/mlp/infer", v2_body(rows[0])),
         b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n",  # the ASGI path, between two
-        _request("/v2/models/mlp/versions/1/infer", _v2(rows[1])),
-        _request("/predict/mlp", orjson.dumps({"data": rows[2].tolist()})),
-        _request("/v2/models/nope/infer", _v2(rows[0])),
+        http_request("/v2/models/mlp/versions/1/infer", v2_body(rows[1])),
+        http_request("/predict/mlp", orjson.dumps({"data": rows[2].tolist()})),
+        http_request("/v2/models/nope/infer", v2_body(rows[0])),
     ])
-    with _connect(lane_server) as sock:
+    with connect(lane_server) as sock:
         sock.sendall(burst)
-        reader = _Reader(sock)
+        reader = Reader(sock)
         answers = [reader.answer() for _ in range(5)]
     assert [a[0] for a in answers] == [200, 200, 200, 200, 404]
-    np.testing.assert_allclose(_scores(answers[0][2]), _expected(lane_server.repo, rows[0]),
+    np.testing.assert_allclose(scores(answers[0][2]), expected(lane_server.repo, rows[0]),
                                rtol=1e-5, atol=1e-6)
     assert orjson.loads(answers[1][2]) == {"live": True}
-    np.testing.assert_allclose(_scores(answers[2][2]), _expected(lane_server.repo, rows[1]),
+    np.testing.assert_allclose(scores(answers[2][2]), expected(lane_server.repo, rows[1]),
                                rtol=1e-5, atol=1e-6)
     predict = orjson.loads(answers[3][2])
-    np.testing.assert_allclose(predict["predictions"], _expected(lane_server.repo, rows[2]),
+    np.testing.assert_allclose(predict["predictions"], expected(lane_server.repo, rows[2]),
                                rtol=1e-5, atol=1e-6)
     assert predict["model"] == "mlp" and len(predict["labels"]) == 2
     assert "nope" in orjson.loads(answers[4][2])["error"]
@@ -129,37 +69,37 @@ def test_pipelined_requests_are_answered_in_order(lane_server: Served) -> None:
 def test_connection_close_and_http_1_0_close_after_the_answer(lane_server: Served) -> None:
     rows = _rng.standard_normal((1, 4)).astype(np.float32)
     for extra, version in (("Connection: close\r\n", "1.1"), ("", "1.0")):
-        with _connect(lane_server) as sock:
-            sock.sendall(_request("/v2/models/mlp/infer", _v2(rows), extra=extra,
+        with connect(lane_server) as sock:
+            sock.sendall(http_request("/v2/models/mlp/infer", v2_body(rows), extra=extra,
                                   version=version))
-            reader = _Reader(sock)
+            reader = Reader(sock)
             status, headers, body = reader.answer()
             assert status == 200 and headers["connection"] == "close"
-            np.testing.assert_allclose(_scores(body), _expected(lane_server.repo, rows),
+            np.testing.assert_allclose(scores(body), expected(lane_server.repo, rows),
                                        rtol=1e-5, atol=1e-6)
             assert reader.closed()
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(lane_server: Served) -> None:
-    with _connect(lane_server) as sock:
-        reader = _Reader(sock)
+    with connect(lane_server) as sock:
+        reader = Reader(sock)
         for _ in range(20):
             rows = _rng.standard_normal((2, 4)).astype(np.float32)
-            sock.sendall(_request("/v2/models/mlp/infer", _v2(rows), extra="X-Request-ID: k1\r\n"))
+            sock.sendall(http_request("/v2/models/mlp/infer", v2_body(rows), extra="X-Request-ID: k1\r\n"))
             status, headers, body = reader.answer()
             assert status == 200 and headers["x-request-id"] == "k1"
             assert "connection" not in headers
-            np.testing.assert_allclose(_scores(body), _expected(lane_server.repo, rows),
+            np.testing.assert_allclose(scores(body), expected(lane_server.repo, rows),
                                        rtol=1e-5, atol=1e-6)
 
 
 def test_expect_continue_and_large_bodies_take_the_asgi_path(lane_server: Served) -> None:
     big = _rng.standard_normal((3000, 4)).astype(np.float32)  # ~90 kB of JSON: past 64 KiB
     small = _rng.standard_normal((1, 4)).astype(np.float32)
-    with _connect(lane_server) as sock:
-        reader = _Reader(sock)
-        body = _v2(small)
-        head = _request("/v2/models/mlp/infer", b"", extra="Expect: 100-continue\r\n")
+    with connect(lane_server) as sock:
+        reader = Reader(sock)
+        body = v2_body(small)
+        head = http_request("/v2/models/mlp/infer", b"", extra="Expect: 100-continue\r\n")
         head = head.replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode())
         sock.sendall(head)
         status, _, _ = reader.answer()
@@ -167,14 +107,14 @@ def test_expect_continue_and_large_bodies_take_the_asgi_path(lane_server: Served
         sock.sendall(body)
         status, _, answer = reader.answer()
         assert status == 200
-        np.testing.assert_allclose(_scores(answer), _expected(lane_server.repo, small),
+        np.testing.assert_allclose(scores(answer), expected(lane_server.repo, small),
                                    rtol=1e-5, atol=1e-6)
-        payload = _v2(big)
+        payload = v2_body(big)
         assert len(payload) > 65536
-        sock.sendall(_request("/v2/models/mlp/infer", payload))
+        sock.sendall(http_request("/v2/models/mlp/infer", payload))
         status, _, answer = reader.answer()
         assert status == 200
-        np.testing.assert_allclose(_scores(answer), _expected(lane_server.repo, big),
+        np.testing.assert_allclose(scores(answer), expected(lane_server.repo, big),
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -203,28 +143,28 @@ def test_concurrent_requests_each_get_their_own_answer(lane_server: Served) -> N
         async with httpx.AsyncClient(base_url=lane_server.url, limits=limits,
                                      timeout=60) as client:
             return await asyncio.gather(*(
-                client.post("/v2/models/mlp/infer", content=_v2(rows),
+                client.post("/v2/models/mlp/infer", content=v2_body(rows),
                             headers={"content-type": "application/json"})
                 for rows in batches))
 
     responses = asyncio.run(main())
     for rows, response in zip(batches, responses, strict=True):
         assert response.status_code == 200, response.text
-        np.testing.assert_allclose(_scores(response.content),
-                                   _expected(lane_server.repo, rows), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(scores(response.content),
+                                   expected(lane_server.repo, rows), rtol=1e-5, atol=1e-6)
 
 
 def test_a_client_that_leaves_before_its_answer_does_not_harm_the_next(
         lane_server: Served) -> None:
     rows = _rng.standard_normal((1, 4)).astype(np.float32)
     for _ in range(10):
-        with _connect(lane_server) as sock:
-            sock.sendall(_request("/v2/models/mlp/infer", _v2(rows)))
+        with connect(lane_server) as sock:
+            sock.sendall(http_request("/v2/models/mlp/infer", v2_body(rows)))
     with httpx.Client(base_url=lane_server.url) as client:
-        response = client.post("/v2/models/mlp/infer", content=_v2(rows),
+        response = client.post("/v2/models/mlp/infer", content=v2_body(rows),
                                headers={"content-type": "application/json"})
     assert response.status_code == 200
-    np.testing.assert_allclose(_scores(response.content), _expected(lane_server.repo, rows),
+    np.testing.assert_allclose(scores(response.content), expected(lane_server.repo, rows),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -244,7 +184,7 @@ def test_an_unexpected_failure_is_a_500_naming_the_request_id(
     monkeypatch.setattr(hot, "answer", broken)
     rows = _rng.standard_normal((1, 4)).astype(np.float32)
     with httpx.Client(base_url=lane_server.url) as client:
-        response = client.post("/v2/models/mlp/infer", content=_v2(rows),
+        response = client.post("/v2/models/mlp/infer", content=v2_body(rows),
                                headers={"content-type": "application/json",
                                         "x-request-id": "boom-1"})
         assert response.status_code == 500
@@ -252,6 +192,6 @@ def test_an_unexpected_failure_is_a_500_naming_the_request_id(
                                             "under request id boom-1"}
         assert response.headers["x-request-id"] == "boom-1"
         monkeypatch.undo()
-        again = client.post("/v2/models/mlp/infer", content=_v2(rows),
+        again = client.post("/v2/models/mlp/infer", content=v2_body(rows),
                             headers={"content-type": "application/json"})
         assert again.status_code == 200
