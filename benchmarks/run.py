@@ -85,6 +85,7 @@ class Options:
     groups: frozenset[str]
     connections: tuple[int, ...]
     cold_runs: int
+    rounds: int = 2
 
 
 def log(message: str) -> None:
@@ -124,11 +125,15 @@ class Bench:
         self.bodies = options.workdir / "bodies"
         self.logs = options.workdir / "logs"
         self.wrong_answers = 0
+        self.round = 1
         self.report = Report(machine=machine_info(), settings={
             "Method": (f"server pinned to core {SERVER_CORE} (`taskset -c {SERVER_CORE}`), load "
                        f"generator to core {LOAD_CORE}; batch-1 requests, closed loop; each "
                        f"run {self.o.duration:g} s after a {self.o.warmup:g} s warm-up; every "
-                       "server's answer checked against raw ONNX Runtime before each run"),
+                       "server's answer checked against raw ONNX Runtime before each run; raw "
+                       f"ORT, FastAPI and ferry measured in {self.o.rounds} round(s), their "
+                       "order reversed every other round, each figure the best of its rounds "
+                       "(the machine is shared: a slow spell then hits both sides)"),
             "Errors": ("non-2xx answers and socket errors/timeouts (wrk, via benchmarks/wrk/"
                        "post.lua); for gRPC, HTTP errors seen by h2load plus non-OK gRPC "
                        "statuses counted by the server's /metrics"),
@@ -168,7 +173,12 @@ class Bench:
             log(f"{key}: raw ONNX Runtime on core {SERVER_CORE}")
             out = _run(pinned([python(), "-m", "benchmarks.raw_ort", str(w.artifact)],
                               SERVER_CORE), cwd=ROOT, timeout=300)
-            self.report.raw_ort[key] = json.loads(out.strip().splitlines()[-1])
+            measured = json.loads(out.strip().splitlines()[-1])
+            # Over the rounds, the best figure of each batch size: the limit, not a bad spell.
+            kept = self.report.raw_ort.setdefault(key, {})
+            for batch, figures in measured.items():
+                if batch not in kept or figures["samples_per_s"] > kept[batch]["samples_per_s"]:
+                    kept[batch] = figures
 
     # ------------------------------------------------------------------ load runs
 
@@ -204,7 +214,7 @@ class Bench:
         """Check one answer, then warm up and measure at each connection count."""
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
         for conns in self.o.connections:
-            m = Measurement(w.key, server, route, conns, WRK)
+            m = Measurement(w.key, server, route, conns, WRK, round=self.round)
             try:
                 self._verify(url, body, check, w, header_length)
                 self._wrk(url, path, conns, self.o.warmup, header_length)
@@ -214,11 +224,14 @@ class Bench:
                 self._verify(url, body, check, w, header_length)  # still right after the load
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
-                m = Measurement(w.key, server, route, conns, WRK, note=f"WRONG ANSWER: {exc}")
+                m = Measurement(w.key, server, route, conns, WRK, note=f"WRONG ANSWER: {exc}",
+                                round=self.round)
             except Exception as exc:  # a failed run is reported, the benchmark goes on
-                m = Measurement(w.key, server, route, conns, WRK, note=_first_line(exc))
+                m = Measurement(w.key, server, route, conns, WRK, note=_first_line(exc),
+                                round=self.round)
             else:
-                m = Measurement(w.key, server, route, conns, WRK, result, server_cpu=cpu)
+                m = Measurement(w.key, server, route, conns, WRK, result, server_cpu=cpu,
+                                round=self.round)
                 log(f"{w.key} {server} {route} c={conns}: {result.rps:,.0f} req/s, "
                     f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
                     f"server CPU {cpu:.0%}")
@@ -258,15 +271,18 @@ class Bench:
                 else:
                     result = result.with_errors(0, "gRPC statuses NOT counted (no /metrics "
                                                    "counter by protocol and status)")
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, result, server_cpu=cpu)
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, result, server_cpu=cpu,
+                                round=self.round)
                 log(f"{w.key} ferry gRPC c={conns}: {result.rps:,.0f} req/s, "
                     f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
                     f"server CPU {cpu:.0%}")
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=f"WRONG ANSWER: {exc}")
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=f"WRONG ANSWER: {exc}",
+                                round=self.round)
             except Exception as exc:  # reported in the table; the benchmark goes on
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=_first_line(exc))
+                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=_first_line(exc),
+                                round=self.round)
             self.report.measurements.append(m)
 
     def _skip(self, w: Workload, server: str, routes: Sequence[str], client: str,
@@ -274,7 +290,7 @@ class Bench:
         for route in routes:
             for conns in self.o.connections:
                 self.report.measurements.append(
-                    Measurement(w.key, server, route, conns, client, note=why))
+                    Measurement(w.key, server, route, conns, client, note=why, round=self.round))
 
     # ------------------------------------------------------------------ servers
 
@@ -426,15 +442,27 @@ class Bench:
         started = time.monotonic()
         workloads = self.prepare()
         w1 = workloads["W1"]
-        steps: list[tuple[str, Callable[[], None]]] = [
+        compared: list[tuple[str, Callable[[], None]]] = [
             ("raw", lambda: self.raw_ort(workloads)),
             ("fastapi", lambda: self.fastapi_all(workloads)),
             ("ferry", lambda: self.ferry(workloads)),
+        ]
+        once: list[tuple[str, Callable[[], None]]] = [
             ("flask", lambda: self.flask(w1)),
             ("noop", lambda: self.noop(w1)),
             ("cold", lambda: self.cold_start(w1)),
         ]
-        for group, step in steps:
+        # The compared servers run in every round, in reversed order every other round (A B,
+        # B A, ...): a slow spell of the shared machine then hits both sides, and each
+        # figure is the best of its rounds.
+        for number in range(1, self.o.rounds + 1):
+            self.round = number
+            log(f"round {number} of {self.o.rounds}")
+            for group, step in compared if number % 2 else compared[::-1]:
+                if group in self.o.groups:
+                    step()
+                    self.write()
+        for group, step in once:
             if group in self.o.groups:
                 step()
                 self.write()
@@ -486,6 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(GROUPS),
                         help=f"groups to run, comma-separated, of {','.join(GROUPS)}")
     parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of raw ORT, FastAPI and ferry (order reversed every other "
+                        "round); each figure is the best of its rounds")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".work")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md")
     args = parser.parse_args(argv)
@@ -495,8 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown group(s) {sorted(unknown)}; choose from {', '.join(GROUPS)}")
     check_tools()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     options = Options(duration=args.duration, warmup=args.warmup, workdir=args.workdir.resolve(),
                       out=args.out.resolve(), groups=groups, cold_runs=args.cold_runs,
-                      connections=tuple(int(c) for c in args.connections.split(",")))
+                      connections=tuple(int(c) for c in args.connections.split(",")),
+                      rounds=args.rounds)
     options.workdir.mkdir(parents=True, exist_ok=True)
     return Bench(options).run()

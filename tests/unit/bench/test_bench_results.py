@@ -70,10 +70,10 @@ def test_results_md_has_machine_targets_runs_raw_ort_and_cold_start(report: Repo
         in text
     assert "| 2.80x | >= 3x | **no** |" in text
     assert "| W1, 64 conns: ferry REST errors (2 runs) | 2 | 0 | **no** |" in text
-    assert "| W1 | ferry | /predict | wrk (HTTP/1.1) | 64 | 16,000 | 1.50 | 9.25 | 0 | 97 % |" \
+    assert "| W1 | ferry | /predict | wrk (HTTP/1.1) | 64 | 1 | 16,000 | 1.50 | 9.25 | 0 | 97 % |" \
         in text
-    assert "| W2 | ferry | V2 JSON infer | wrk (HTTP/1.1) | 64 | - | - | - | - | - | server did " \
-           "not start |" in text
+    assert "| W2 | ferry | V2 JSON infer | wrk (HTTP/1.1) | 64 | 1 | - | - | - | - | - | server " \
+           "did not start |" in text
     assert "| W2 | 64 | 10,000 | 6.400 |" in text
     assert "(worst of 3) | 1.70 s | <= 1.5 s | **no** |" in text
     assert "0.90 s, 1.70 s, 1.00 s" in text
@@ -110,3 +110,18 @@ def test_machine_fields_come_from_proc_and_os_release() -> None:
     assert cpu_model("") == "unknown"
     assert os_name('NAME="Debian"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n') == \
         "Debian GNU/Linux 12 (bookworm)"
+
+
+def test_each_figure_is_the_best_of_its_rounds_and_errors_count_in_every_round(
+        report: Report) -> None:
+    from dataclasses import replace
+
+    slower = replace(_run("W1", FERRY, PREDICT, 64, 12000, errors=3), round=2)
+    faster = replace(_run("W1", FASTAPI, PREDICT, 64, 8000), round=2)
+    report.measurements += [slower, faster]
+    got = {r.name: r for r in ratios(report)}
+    # ferry's best round (16,000) over FastAPI's best (8,000, round 2)
+    assert got["W1, 64 conns: ferry /predict / plain FastAPI"].value == pytest.approx(2.0)
+    text = render(report)
+    assert "| W1, 64 conns: ferry REST errors (3 runs) | 5 | 0 | **no** |" in text
+    assert "| W1 | ferry | /predict | wrk (HTTP/1.1) | 64 | 2 | 12,000 |" in text
