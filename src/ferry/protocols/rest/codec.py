@@ -155,6 +155,12 @@ def _uint64(data: Any, name: str) -> np.ndarray[Any, Any]:
 
 
 def _shape(value: Any, name: str) -> tuple[int, ...]:
+    if type(value) is list:
+        for d in value:  # a loop, not all(<generator>): this runs for every tensor
+            if type(d) is not int or not 0 <= d <= _MAX_DIM:
+                break
+        else:
+            return tuple(value)
     if not isinstance(value, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM
             for d in value):

@@ -82,7 +82,7 @@ async def predict_body(ctx: RestContext, model: str, version: str | None, body: 
                               "version": result.model_version}
     labels = meta.labels
     if labels and scores.ndim == 2 and scores.shape[1] == len(labels):
-        answer["labels"] = [labels[i] for i in np.argmax(scores, axis=1).tolist()]
+        answer["labels"] = [labels[i] for i in scores.argmax(axis=1).tolist()]
     payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
     return payload, result.model_version
@@ -121,8 +121,10 @@ def named_arrays(meta: ModelMetadata, data: Any, inputs: Any, *,
 
 def to_tensor(meta: ModelMetadata, name: str, array: np.ndarray[Any, Any]) -> Tensor:
     """Wrap an array as the request tensor of input ``name`` (the engine checks it)."""
-    spec = next(s for s in meta.inputs if s.name == name)
-    return Tensor(name, spec.datatype, tuple(array.shape), array)
+    for spec in meta.inputs:
+        if spec.name == name:
+            return Tensor(name, spec.datatype, array.shape, array)
+    raise InputError(f"unknown input {name!r}")
 
 
 def _batched(spec: TensorSpec, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
