@@ -60,7 +60,7 @@ test: $(VENV)/.installed-test lint ## Install what the tests need, lint, and run
 	@echo "==> pytest (unit, integration, e2e)"
 	$(BIN)/python -m pytest
 
-# make bench: every figure of the Performance section of issue 4 in one run (~10 minutes),
+# make bench: every figure of the Performance section of issue 4 in one run (~20 minutes),
 # written to benchmarks/results.md. Never part of `make test`. BENCH_PYTHON runs it with an
 # interpreter you already have (e.g. BENCH_PYTHON=/path/to/venv/bin/python) instead of .venv;
 # BENCH_ARGS passes options (python -m benchmarks --help), e.g. BENCH_ARGS='--duration 5'.
