@@ -1,0 +1,67 @@
+"""Lean metrics (plain numbers, a collector at scrape time) expose exactly what
+prometheus-client's own metrics expose for the same observations."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ferry.observability.metrics import LeanHistogram, Metrics
+
+
+def _observe(metrics: Metrics, rng: random.Random) -> None:
+    for _ in range(500):
+        model = rng.choice(["digits", "fraud"])
+        status = rng.choice(["200", "200", "400", "429"])
+        metrics.request(model=model, version="1" if status == "200" else "", protocol="rest",
+                        status=status, seconds=rng.choice([0.00005, 0.0003, 0.02, 3.0, 20.0]))
+        metrics.stage(rng.choice(["decode", "encode"]), model=model,
+                      seconds=rng.random() / 1000)
+        bound = metrics.for_model(model)
+        bound.batch_size.observe(rng.choice([1, 3, 64, 2000]))
+        bound.queue.observe(rng.random() / 100)
+        bound.compute.observe(rng.random() / 100)
+        bound.inflight.inc()
+        bound.inflight.dec()
+        bound.queue_depth.set(rng.randrange(10))
+    metrics.model_loaded("digits", "1", 0.25)
+
+
+def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render()[0].decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):  # prometheus-client's own extra series
+                continue
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_lean_and_client_metrics_expose_the_same_values() -> None:
+    lean, client = Metrics(lean=True), Metrics(lean=False)
+    _observe(lean, random.Random(3))
+    _observe(client, random.Random(3))
+    got, want = _samples(lean), _samples(client)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value), key
+    assert got[("ferry_requests_total", (("model", "digits"), ("protocol", "rest"),
+                                         ("status", "200"), ("version", "1")))] > 0
+
+
+def test_a_histogram_counts_an_observation_on_a_bound_in_that_bucket() -> None:
+    hist = LeanHistogram((0.1, 1.0))
+    for value in (0.1, 0.05, 1.0, 1.5, float("inf")):
+        hist.observe(value)
+    assert hist.counts == [2, 1, 2]  # le=0.1: 0.05, 0.1; le=1.0: 1.0; +Inf: 1.5, inf
+    assert hist.sum == float("inf")
+
+
+def test_metrics_are_lean_unless_shared_with_workers(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path) -> None:
+    assert Metrics().lean is True
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert Metrics().lean is False
