@@ -45,10 +45,8 @@ from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ferry.observability.logging import request_id as log_request_id
-from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, client_request_id, fresh_id
-from ferry.protocols.rest.hot import Headers, Route, answer, binary_header, match
+from ferry.protocols.rest.hot import Headers, Route, answer_logged, binary_header, match
 from ferry.protocols.rest.lane import lane_protocol
 
 __all__ = ["ExpressProtocol", "express_protocol"]
@@ -314,18 +312,8 @@ class ExpressProtocol(asyncio.Protocol):
 
     async def _exchange(self, plain: _Plain, body: bytes) -> None:
         rid = plain.request_id or fresh_id()
-        token = log_request_id.set(rid.decode("ascii"))
-        try:
-            status, out, payload = await answer(self.ctx, plain.route, plain.params, body,
-                                                plain.binary)
-        except Exception:
-            _log.exception("unhandled error in request %s", rid.decode("ascii"))
-            response = internal_error_response(rid.decode("ascii"))
-            status, out, payload = (response.status_code, list(response.raw_headers),
-                                    bytes(response.body))
-        finally:
-            log_request_id.reset(token)
-        self._write(status, out, payload, rid)
+        self._write(*await answer_logged(self.ctx, plain.route, plain.params, body,
+                                         plain.binary, rid), rid)
 
     def _write(self, status: int, headers: Headers, payload: bytes, rid: bytes) -> None:
         """Write the whole answer at once, then go on with the connection."""

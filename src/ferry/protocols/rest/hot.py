@@ -18,6 +18,7 @@ these routes without the ASGI machinery at all (what ``ferry serve`` runs).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
 from typing import Literal
@@ -28,12 +29,17 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferry.errors import FerryError, NotFoundError
+from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.binary import HEADER
+from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, refusal
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["HotRoutes", "Route", "answer", "binary_header", "match", "plain_length"]
+__all__ = ["HotRoutes", "Route", "answer", "answer_logged", "binary_header", "match",
+           "plain_length"]
+
+_log = logging.getLogger("ferry.rest")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Headers = list[tuple[bytes, bytes]]
@@ -154,6 +160,26 @@ async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: b
     ctx.metrics.request(model=model, version=answered, protocol="rest", status="200",
                         seconds=perf_counter() - start)
     return 200, out, payload
+
+
+async def answer_logged(ctx: RestContext, route: Route, params: dict[str, str], body: bytes,
+                        binary: str | None, rid: bytes) -> tuple[int, Headers, bytes]:
+    """:func:`answer` under request id ``rid``, a 500 naming it for anything unexpected.
+
+    What the protocol-level front doors (express.py, lane.py) run: the id is on every log
+    line written meanwhile; the traceback of an unexpected error goes to the log, only the
+    id to the client.
+    """
+    text = rid.decode("ascii")
+    token = log_request_id.set(text)
+    try:
+        return await answer(ctx, route, params, body, binary)
+    except Exception:
+        _log.exception("unhandled error in request %s", text)
+        response = internal_error_response(text)
+        return response.status_code, list(response.raw_headers), bytes(response.body)
+    finally:
+        log_request_id.reset(token)
 
 
 class HotRoutes:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections.abc import Coroutine
 from typing import Any
 
@@ -37,13 +36,11 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from ferry.observability.logging import request_id as log_request_id
-from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, request_id_of
 from ferry.protocols.rest.hot import (
     Headers,
     Route,
-    answer,
+    answer_logged,
     binary_header,
     match,
     plain_length,
@@ -51,7 +48,6 @@ from ferry.protocols.rest.hot import (
 
 __all__ = ["LaneProtocol", "lane_protocol", "resume"]
 
-_log = logging.getLogger("ferry.rest")
 
 _REQUEST_ID = b"x-request-id"
 
@@ -124,17 +120,8 @@ class LaneProtocol(HttpToolsProtocol):
                         params: dict[str, str]) -> None:
         headers = cycle.scope["headers"]
         rid = request_id_of(headers)
-        token = log_request_id.set(rid.decode("ascii"))
-        try:
-            status, out, payload = await answer(self.ctx, route, params, bytes(cycle.body),
-                                                binary_header(headers))
-        except Exception:
-            _log.exception("unhandled error in request %s", rid.decode("ascii"))
-            response = internal_error_response(rid.decode("ascii"))
-            status, out, payload = (response.status_code, list(response.raw_headers),
-                                    bytes(response.body))
-        finally:
-            log_request_id.reset(token)
+        status, out, payload = await answer_logged(self.ctx, route, params, bytes(cycle.body),
+                                                   binary_header(headers), rid)
         if cycle.flow.write_paused and not cycle.disconnected:
             await cycle.flow.drain()
         _write(cycle, status, out, payload, rid)

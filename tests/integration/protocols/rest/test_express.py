@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 import ferry.protocols.rest.express as express
+import ferry.protocols.rest.hot as hot
 from ferry.engine import Engine
 from ferry.repository import Repository
 from raw_http import Reader, connect, expected, http_request, scores, v2_body
@@ -198,7 +199,7 @@ def test_a_stopping_server_finishes_the_answer_in_flight_then_closes(
         await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
         return 200, [(b"content-type", b"application/json"), (b"content-length", b"2")], b"{}"
 
-    monkeypatch.setattr(express, "answer", held)
+    monkeypatch.setattr(hot, "answer", held)
     with serve(Engine(rest_repo), rest_repo) as served, connect(served) as sock:
         idle = connect(served)
         sock.sendall(http_request(PATH, v2_body(_rows())))

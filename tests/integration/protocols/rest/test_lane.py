@@ -172,15 +172,11 @@ def test_an_unexpected_failure_is_a_500_naming_the_request_id(
         lane_server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection (a bug cannot be made on purpose in the real path): the answer names
     the request id, the traceback stays in the log, and the connection keeps serving."""
-    import ferry.protocols.rest.express as express
     import ferry.protocols.rest.hot as hot
-    import ferry.protocols.rest.lane as lane
 
     async def broken(*args: object) -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(express, "answer", broken)
-    monkeypatch.setattr(lane, "answer", broken)
     monkeypatch.setattr(hot, "answer", broken)
     rows = _rng.standard_normal((1, 4)).astype(np.float32)
     with httpx.Client(base_url=lane_server.url) as client:
