@@ -191,8 +191,12 @@ class ExpressProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ uvicorn's server
 
     def shutdown(self) -> None:
-        """Called by uvicorn's server on a graceful stop: close now, or after the answer."""
-        if self._busy:
+        """Called by uvicorn's server on a graceful stop: close now, or after the answer.
+
+        A request being answered, or whose body is still arriving, is answered first (as
+        uvicorn does); the connection closes after that answer.
+        """
+        if self._busy or self._pending is not None:
             self._close_after = True
         elif self.transport is not None:
             self.transport.close()

@@ -190,7 +190,7 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(fast: Served)
         assert time.monotonic() - started < 3
 
 
-def test_a_stopping_server_finishes_the_answer_in_flight_then_closes(
+def test_a_stopping_server_finishes_the_answers_in_flight_then_closes(
         rest_repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection holds one request in flight (an answer that waits for the test)."""
     gate = threading.Event()
@@ -200,19 +200,23 @@ def test_a_stopping_server_finishes_the_answer_in_flight_then_closes(
         return 200, [(b"content-type", b"application/json"), (b"content-length", b"2")], b"{}"
 
     monkeypatch.setattr(hot, "answer", held)
-    with serve(Engine(rest_repo), rest_repo) as served, connect(served) as sock:
-        idle = connect(served)
+    with serve(Engine(rest_repo), rest_repo) as served, connect(served) as sock, \
+            connect(served) as idle, connect(served) as partial:
         sock.sendall(http_request(PATH, v2_body(_rows())))
+        raw = http_request(PATH, v2_body(_rows()))
+        partial.sendall(raw[:-10])  # its body is still arriving when the stop begins
         time.sleep(0.3)
         assert served.server is not None
         served.server.should_exit = True
-        idle_reader = Reader(idle)
-        assert idle_reader.closed(timeout=5)  # an idle connection closes at once
+        assert Reader(idle).closed(timeout=5)  # an idle connection closes at once
+        partial.sendall(raw[-10:])
         time.sleep(0.3)
         gate.set()
-        status, headers, body = Reader(sock).answer()
-        assert (status, body, headers["connection"]) == (200, b"{}", "close")
-        idle.close()
+        for conn in (sock, partial):
+            reader = Reader(conn)
+            status, headers, body = reader.answer()
+            assert (status, body, headers["connection"]) == (200, b"{}", "close")
+            assert reader.closed(timeout=5)
 
 
 def test_http_clients_work_unchanged(fast: Served) -> None:
