@@ -87,17 +87,10 @@ class LeanCounter:
         self.value += amount
 
 
-class LeanGauge:
-    """A gauge child: a plain number (single-threaded use)."""
+class LeanGauge(LeanCounter):
+    """A gauge child: a counter that may also go down or be set (single-threaded use)."""
 
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def inc(self, amount: float = 1.0) -> None:
-        """Add ``amount``."""
-        self.value += amount
+    __slots__ = ()
 
     def dec(self, amount: float = 1.0) -> None:
         """Subtract ``amount``."""
