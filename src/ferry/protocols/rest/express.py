@@ -43,11 +43,18 @@ import re
 from collections.abc import Coroutine
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ferry.protocols.rest.exchange import RestContext, client_request_id, fresh_id
-from ferry.protocols.rest.hot import Headers, Route, answer_logged, binary_header, match
-from ferry.protocols.rest.lane import lane_protocol
+from ferry.protocols.rest.hot import (
+    Headers,
+    Route,
+    answer_logged,
+    binary_header,
+    match,
+    plain_length,
+)
+from ferry.protocols.rest.lane import answer_bytes, lane_protocol
 
 __all__ = ["ExpressProtocol", "express_protocol"]
 
@@ -70,11 +77,8 @@ _HEAD = re.compile(
     rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
 )
 _FIELD_SEP = b"\r\n"
-_JSON = b"application/json"
-_OCTETS = b"application/octet-stream"
 #: Headers whose presence means the request is not plain (uvicorn decides what they mean).
 _NOT_PLAIN = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
-_REQUEST_ID = b"x-request-id"
 
 
 def express_protocol(ctx: RestContext) -> type[ExpressProtocol]:
@@ -88,18 +92,17 @@ def express_protocol(ctx: RestContext) -> type[ExpressProtocol]:
 
 
 class _Plain:
-    """What a plain request's head says: route, parameters, headers, body length.
+    """What a plain request's head says: route, parameters, body length, binary, request id.
 
     Immutable: the same head (byte for byte) always reads the same, so readings are cached.
     """
 
-    __slots__ = ("binary", "headers", "length", "params", "request_id", "route")
+    __slots__ = ("binary", "length", "params", "request_id", "route")
 
     def __init__(self, route: Route, params: dict[str, str], headers: Headers,
                  length: int) -> None:
         self.route = route
         self.params = params
-        self.headers = headers
         self.length = length
         self.binary = binary_header(headers)
         #: The client's X-Request-ID when it is usable, else None (a fresh one per request).
@@ -326,14 +329,8 @@ class ExpressProtocol(asyncio.Protocol):
         transport = self.transport
         if self._lost or transport is None or transport.is_closing():
             return
-        parts = [STATUS_LINE[status]]
-        for name, value in (*self.server_state.default_headers, *headers):
-            parts += (name, b": ", value, b"\r\n")
-        parts += (_REQUEST_ID, b": ", rid, b"\r\n")
-        if self._close_after:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", payload)
-        transport.write(b"".join(parts))
+        transport.write(answer_bytes(status, self.server_state.default_headers, headers,
+                                     payload, rid, close=self._close_after))
         self._last_active = self.loop.time()
         if self._close_after:
             transport.close()
@@ -373,26 +370,23 @@ def _read_head(head: bytes) -> _Plain | None:
     if found is None:
         return None
     route, params = found
-    length = -1
-    media_ok = False
     headers: Headers = []
+    lengths = types = 0
     start = found_head.end(1) + len(b" HTTP/1.1\r\n")
     for line in head[start:-2].split(_FIELD_SEP) if start < len(head) else ():
         name, _, value = line.partition(b":")
         name = name.lower()
         value = value.strip(b" \t")
-        if name == b"content-length":
-            if length >= 0 or not (0 < len(value) <= 18 and value.isdigit()):
-                return None
-            length = int(value)
-        elif name == b"content-type":
-            media = value.split(b";", 1)[0].strip(b" \t").lower()
-            if media != _JSON and not (route == "infer" and media == _OCTETS):
-                return None
-            media_ok = True
-        elif name in _NOT_PLAIN or (name == b"connection" and value.lower() != b"keep-alive"):
+        if name in _NOT_PLAIN or (name == b"connection" and value.lower() != b"keep-alive"):
             return None
+        lengths += name == b"content-length"
+        types += name == b"content-type"
         headers.append((name, value))
-    if length <= 0 or not media_ok:
+    # Stricter than the lane (which shares plain_length's rules on length and media type):
+    # exactly one Content-Length, a non-empty body, and a Content-Type.
+    if lengths != 1 or types == 0:
+        return None
+    length = plain_length(headers, binary=route == "infer", limit=MAX_BODY)
+    if not length:
         return None
     return _Plain(route, params, headers, length)

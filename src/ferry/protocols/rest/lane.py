@@ -46,7 +46,7 @@ from ferry.protocols.rest.hot import (
     plain_length,
 )
 
-__all__ = ["LaneProtocol", "lane_protocol", "resume"]
+__all__ = ["LaneProtocol", "answer_bytes", "lane_protocol"]
 
 
 _REQUEST_ID = b"x-request-id"
@@ -112,7 +112,7 @@ class LaneProtocol(HttpToolsProtocol):
         except StopIteration:
             return
         # It waits (for a batch, a thread): the rest runs as a task in the same context.
-        task = self.loop.create_task(resume(exchange, waiting), context=context)
+        task = self.loop.create_task(_resume(exchange, waiting), context=context)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -134,21 +134,32 @@ def _write(cycle: RequestResponseCycle, status: int, headers: Headers, payload: 
         return
     cycle.response_started = True
     cycle.response_complete = True
-    parts = [STATUS_LINE[status]]
-    for name, value in (*cycle.default_headers, *headers):
-        parts += (name, b": ", value, b"\r\n")
-    parts += (_REQUEST_ID, b": ", rid, b"\r\n")
-    if not cycle.keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts += (b"\r\n", payload)
-    cycle.transport.write(b"".join(parts))
+    cycle.transport.write(answer_bytes(status, cycle.default_headers, headers, payload, rid,
+                                       close=not cycle.keep_alive))
     cycle.message_event.set()
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
 
 
-async def resume(exchange: Coroutine[Any, Any, None], waiting: Any) -> None:
+def answer_bytes(status: int, default_headers: Headers, headers: Headers, payload: bytes,
+                 rid: bytes, *, close: bool) -> bytes:
+    """A whole HTTP/1.1 answer as one buffer, for a single write.
+
+    Status line, uvicorn's default headers (date, server), the answer's own, the request id,
+    ``connection: close`` when the connection closes after it, then the body.
+    """
+    parts = [STATUS_LINE[status]]
+    for name, value in (*default_headers, *headers):
+        parts += (name, b": ", value, b"\r\n")
+    parts += (_REQUEST_ID, b": ", rid, b"\r\n")
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", payload)
+    return b"".join(parts)
+
+
+async def _resume(exchange: Coroutine[Any, Any, None], waiting: Any) -> None:
     """Drive a coroutine that already ran up to its first wait (``waiting``) to its end.
 
     What a task does from the start, picked up midway: each time the coroutine waits on a
