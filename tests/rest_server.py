@@ -19,8 +19,8 @@ from builders import mlp_onnx
 from ferry.engine import Engine
 from ferry.formats import ImportOptions, import_model
 from ferry.protocols.rest.app import create_app
-from ferry.protocols.rest.express import express_protocol
-from ferry.protocols.rest.lane import lane_protocol
+from ferry.protocols.rest.http11 import http_protocol
+from ferry.protocols.rest.limits import HttpLimits
 from ferry.repository import Repository
 
 #: The small body limit the test server runs with, so "huge body" needs no huge upload.
@@ -57,22 +57,21 @@ def make_engine(repo: Repository) -> Engine:
     return Engine(repo)
 
 
-def _protocol(ctx, lane: bool | str):
-    if lane == "uvicorn":
-        return lane_protocol(ctx)
-    return express_protocol(ctx) if lane else "httptools"
+def _protocol(ctx, lane: bool | str, limits: HttpLimits | None):
+    if isinstance(lane, str):
+        return lane  # stock uvicorn: "httptools" or "h11"
+    return http_protocol(ctx, limits) if lane else "httptools"
 
 
 @contextlib.contextmanager
 def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
           start_engine: bool = True, lane: bool | str = True,
-          keep_alive: float = 5.0) -> Iterator[Served]:
+          keep_alive: float = 5.0, limits: HttpLimits | None = None) -> Iterator[Served]:
     """Run ``create_app(engine)`` under uvicorn in a thread; start and stop the engine there.
 
-    ``lane``: True serves as ``ferry serve`` does (express.py: ferry's own protocol for plain
-    inference requests, uvicorn's protocol with the lane for the rest); ``"uvicorn"`` with
-    uvicorn's protocol and the lane alone (lane.py, what a handed-over connection runs);
-    False through the ASGI app alone (the HotRoutes middleware).
+    ``lane``: True serves as ``ferry serve`` does (http11.py: ferry's HTTP/1.1 protocol, with
+    ``limits`` when given); False, ``"httptools"`` or ``"h11"``: stock uvicorn with that
+    parser, through the ASGI app alone (the HotRoutes middleware): the reference.
     """
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
     # TCP, and without it every answer (headers, then body) waits ~40 ms for a delayed ACK.
@@ -82,7 +81,7 @@ def serve(engine: Engine, repo: Repository, *, max_body_bytes: int = MAX_BODY,
     port = sock.getsockname()[1]
     app = create_app(engine, max_body_bytes=max_body_bytes)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                            http=_protocol(app.state.rest_context, lane),
+                            http=_protocol(app.state.rest_context, lane, limits),
                             timeout_keep_alive=keep_alive)
     server = uvicorn.Server(config)
     ready = threading.Event()

@@ -86,7 +86,7 @@ async def serve(settings: ServerSettings, *,
 
     from ferry.protocols.grpc.server import bind, build_server
     from ferry.protocols.rest.app import create_app
-    from ferry.protocols.rest.express import express_protocol
+    from ferry.protocols.rest.http11 import http_protocol
 
     configure_logging(settings.log_format, settings.log_level)
     repository = Repository(settings.repository)
@@ -105,10 +105,10 @@ async def serve(settings: ServerSettings, *,
         grpc_port = bind(grpc_server, settings.host, settings.grpc_port)
         await grpc_server.start()
         app = create_app(engine, max_body_bytes=settings.max_body_bytes)
-        # Plain inference requests are answered by ferry's own HTTP/1.1 protocol
-        # (express.py); a connection that sends anything else is handed to uvicorn's.
+        # Every connection is ferry's HTTP/1.1 protocol (http11.py): llhttp parses, plain
+        # inference requests are answered without ASGI, the rest go to the app.
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,
-                                http=express_protocol(app.state.rest_context),
+                                http=http_protocol(app.state.rest_context),
                                 timeout_keep_alive=30, backlog=4096)
         http = _Uvicorn(config)
         stopping = stop or asyncio.Event()

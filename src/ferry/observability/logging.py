@@ -14,7 +14,18 @@ import sys
 import time
 from typing import Any, Literal
 
-__all__ = ["JsonFormatter", "configure_logging", "request_id"]
+__all__ = ["FIELD_MAX", "JsonFormatter", "clip", "configure_logging", "request_id"]
+
+#: The most characters of one client-supplied string (a model name, a path, a header value,
+#: an error detail) that a log line carries: a client must not write more log than it sends.
+FIELD_MAX = 200
+
+
+def clip(text: str, limit: int = FIELD_MAX) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more)"
 
 #: The id of the request being handled in this task (empty outside a request).
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("ferry_request_id", default="")

@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from ferry.errors import InputError, PayloadTooLargeError, UnsupportedMediaTypeError
 
-__all__ = ["check_content_type", "parse_json", "read_body"]
+__all__ = ["check_content_type", "parse_json", "read_body", "too_large"]
 
 # zlib window bits: 16+15 = a gzip stream; 15 = zlib-wrapped deflate, the HTTP meaning.
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
@@ -36,13 +36,13 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not (0 < len(declared) <= 18 and declared.isascii() and declared.isdigit()):
             raise InputError(f"Content-Length {declared[:40]!r} is not a number of bytes")
         if int(declared) > limit:
-            raise _too_large(int(declared), limit)
+            raise too_large(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(size, limit, streamed=True)
+            raise too_large(size, limit, streamed=True)
         chunks.append(chunk)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = headers.get("content-encoding")
@@ -62,11 +62,12 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     except zlib.error as exc:
         raise InputError(f"the {encoding} body cannot be inflated: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(len(out), limit, streamed=True)
+        raise too_large(len(out), limit, streamed=True)
     return out
 
 
-def _too_large(size: int, limit: int, *, streamed: bool = False) -> PayloadTooLargeError:
+def too_large(size: int, limit: int, *, streamed: bool = False) -> PayloadTooLargeError:
+    """The 413 error for a body of ``size`` bytes (``streamed``: more than ``limit``)."""
     got = f"more than {limit}" if streamed else str(size)
     return PayloadTooLargeError(
         f"request body of {got} bytes is larger than the limit of {limit} bytes",

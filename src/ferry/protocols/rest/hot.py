@@ -12,8 +12,8 @@ Anything else (compressed or chunked bodies, odd content types, bodies over the 
 the full route, which checks it and answers the 4xx. Other paths go to Starlette unchanged.
 
 Two front doors use it: :class:`HotRoutes`, an ASGI middleware in front of Starlette's router
-(any ASGI server), and :mod:`ferry.protocols.rest.lane`, uvicorn's HTTP protocol answering
-these routes without the ASGI machinery at all (what ``ferry serve`` runs).
+(any ASGI server), and :mod:`ferry.protocols.rest.http11`, ferry's HTTP/1.1 protocol, which
+answers these routes without the ASGI machinery at all (what ``ferry serve`` runs).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
 from typing import Literal
-from urllib.parse import unquote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -53,24 +52,30 @@ _OCTETS = b"application/octet-stream"
 
 
 #: Paths already matched, and their answers: a server sees few distinct inference paths.
-#: Emptied when full, so that clients sending endless distinct paths cannot grow it.
+#: Bounded in bytes, not keyed by unbounded client input: only paths up to _MATCHED_KEY
+#: characters are kept, at most _MATCHED_MAX of them (emptied when full).
 _MATCHED: dict[str, tuple[Route, dict[str, str]] | None] = {}
 _MATCHED_MAX = 1024
+_MATCHED_KEY = 256
 
 
 def match(path: str) -> tuple[Route, dict[str, str]] | None:
     """The inference route ``path`` names, with its parameters; None for any other path.
 
-    The parameters dict is shared between calls for the same path: do not modify it.
+    ``path`` is the percent-decoded path (the ASGI scope's ``path``): the parameters are
+    taken from it as they are, never decoded a second time, so every door routes the same
+    bytes the same way. The parameters dict is shared between calls for the same path: do
+    not modify it.
     """
     try:
         return _MATCHED[path]
     except KeyError:
         pass
     found = _match(path)
-    if len(_MATCHED) >= _MATCHED_MAX:
-        _MATCHED.clear()
-    _MATCHED[path] = found
+    if len(path) <= _MATCHED_KEY:
+        if len(_MATCHED) >= _MATCHED_MAX:
+            _MATCHED.clear()
+        _MATCHED[path] = found
     return found
 
 
@@ -84,16 +89,16 @@ def _match(path: str) -> tuple[Route, dict[str, str]] | None:
         if not rest:
             return "predict", {}
         if len(rest) == 1:
-            return "predict", {"model": unquote(rest[0])}
+            return "predict", {"model": rest[0]}
         if len(rest) == 3 and rest[1] == "versions":
-            return "predict", {"model": unquote(rest[0]), "version": unquote(rest[2])}
+            return "predict", {"model": rest[0], "version": rest[2]}
         return None
     if parts[1] == "v2" and len(parts) >= 5 and parts[2] == "models" and parts[-1] == "infer":
         rest = parts[3:-1]
         if len(rest) == 1:
-            return "infer", {"model": unquote(rest[0])}
+            return "infer", {"model": rest[0]}
         if len(rest) == 3 and rest[1] == "versions":
-            return "infer", {"model": unquote(rest[0]), "version": unquote(rest[2])}
+            return "infer", {"model": rest[0], "version": rest[2]}
     return None
 
 
@@ -166,7 +171,7 @@ async def answer_logged(ctx: RestContext, route: Route, params: dict[str, str], 
                         binary: str | None, rid: bytes) -> tuple[int, Headers, bytes]:
     """:func:`answer` under request id ``rid``, a 500 naming it for anything unexpected.
 
-    What the protocol-level front doors (express.py, lane.py) run: the id is on every log
+    What ferry's HTTP/1.1 protocol (http11.py) runs: the id is on every log
     line written meanwhile; the traceback of an unexpected error goes to the log, only the
     id to the client.
     """

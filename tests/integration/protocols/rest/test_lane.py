@@ -1,11 +1,11 @@
-"""ferry's own protocol (express.py) and uvicorn's with the lane (lane.py), over raw sockets.
+"""ferry's HTTP/1.1 protocol (http11.py) over raw sockets: the inference lane and the app.
 
-What they take over from uvicorn's ASGI path must still be HTTP/1.1 done right:
-pipelined requests answered in order (lane and ASGI routes mixed), keep-alive and
-``Connection: close``, HTTP/1.0, ``Expect: 100-continue`` and bodies past uvicorn's read
-buffer (both left to the ASGI path), request ids, and models that answer inline as well as
-models that wait for a thread (``inline_below_ms = 0``), under concurrency. The same tests
-run against uvicorn's ASGI path alone, which must behave the same.
+What it answers without ASGI must still be HTTP/1.1 done right: pipelined requests answered
+in order (lane and ASGI routes mixed), keep-alive and ``Connection: close``, HTTP/1.0,
+``Expect: 100-continue`` and large bodies, request ids, and models that answer inline as well
+as models that wait for a thread (``inline_below_ms = 0``), under concurrency. The same
+tests run against stock uvicorn (httptools and h11) with the ASGI app alone, which must
+behave the same.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ from rest_server import Served, serve
 _rng = np.random.default_rng(7)
 
 
-@pytest.fixture(scope="module", params=["inline", "thread", "uvicorn-lane", "asgi"])
+@pytest.fixture(scope="module", params=["inline", "thread", "uvicorn-httptools", "uvicorn-h11"])
 def lane_server(request: pytest.FixtureRequest, rest_repo: Repository) -> Iterator[Served]:
-    """What ``ferry serve`` runs (express.py, handing odd requests to uvicorn's protocol)
-    over a model that runs inline, and over one that always waits for a thread; uvicorn's
-    protocol with the lane alone (what a handed-over connection runs); and, for comparison,
-    the same routes through the ASGI app alone."""
+    """What ``ferry serve`` runs (http11.py) over a model that runs inline, and over one that
+    always waits for a thread; and, for comparison, the same routes through the ASGI app
+    alone on stock uvicorn with either of its parsers."""
     inline = 0.0 if request.param == "thread" else 0.1
     engine = Engine(rest_repo, defaults=ModelConfig(inline_below_ms=inline))
-    lane = {"asgi": False, "uvicorn-lane": "uvicorn"}.get(request.param, True)
+    lane = {"uvicorn-httptools": "httptools", "uvicorn-h11": "h11"}.get(request.param, True)
     with serve(engine, rest_repo, lane=lane) as served:
         yield served
 

@@ -11,7 +11,8 @@ from ferry.protocols.rest.hot import match, plain_length
     ("/predict", "predict", {}),
     ("/predict/digits", "predict", {"model": "digits"}),
     ("/predict/digits/versions/2", "predict", {"model": "digits", "version": "2"}),
-    ("/predict/my%20model", "predict", {"model": "my model"}),
+    ("/predict/my model", "predict", {"model": "my model"}),  # paths arrive decoded once
+    ("/predict/a%41", "predict", {"model": "a%41"}),  # and are not decoded a second time
     ("/v2/models/digits/infer", "infer", {"model": "digits"}),
     ("/v2/models/digits/versions/3/infer", "infer", {"model": "digits", "version": "3"}),
 ])

@@ -1,0 +1,652 @@
+"""The REST port's HTTP/1.1 protocol: llhttp reads every request, ferry answers it.
+
+Every connection of the REST port is this one ``asyncio.Protocol``. Requests are read by
+llhttp (Node.js's parser, fuzzed and kept by its project) through ``httptools``: request
+lines, header fields, ``Content-Length``, chunked bodies and where one request ends and the
+next begins are the parser's to decide, never a hand-written reading. What this module adds
+around the parser is what makes a server fast and safe:
+
+* **The inference lane.** A plain inference request (``POST`` of an inference route, a
+  ``Content-Length`` body of JSON or V2 binary content, no ``Content-Encoding``; see
+  :func:`~ferry.protocols.rest.hot.plain_length`) is answered by
+  :func:`~ferry.protocols.rest.hot.answer_logged`, the function the ASGI routes use, driven
+  without an asyncio task (:meth:`HttpProtocol._step`); its answer is one write. Every other
+  request goes to the Starlette app (:func:`~ferry.protocols.rest.asgi_call.call_app`), in
+  a task, as uvicorn would run it. Both see the same percent-decoded path, so the same bytes
+  reach the same route whatever came before them on the connection.
+* **Pipelining.** Parsed requests wait in a queue and are answered one at a time, in order,
+  each exactly once. A request the protocol refuses (malformed, too large, too slow) is
+  answered after the requests before it, then the connection closes.
+* **Bounds** (:class:`~ferry.protocols.rest.limits.HttpLimits`): request target, head size
+  and header count, the body limit (413 from ``Content-Length`` before any body is read),
+  a read-ahead past which reading pauses until the client reads its answers, and timeouts
+  for a head or body still arriving, an idle keep-alive connection and an answer the client
+  never reads. Nothing here is cached by client input.
+
+uvicorn still runs the server (sockets, the ``date`` header, graceful shutdown, which calls
+:meth:`HttpProtocol.shutdown`): ``uvicorn.Config(http=...)`` takes a protocol class, its
+documented seam for custom protocols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+
+from ferry.observability.logging import clip
+from ferry.protocols.rest.asgi_call import call_app
+from ferry.protocols.rest.body import too_large
+from ferry.protocols.rest.exchange import RestContext, client_request_id, fresh_id
+from ferry.protocols.rest.hot import Route, answer_logged, binary_header, match, plain_length
+from ferry.protocols.rest.limits import HttpLimits
+from ferry.protocols.rest.wire import (
+    CONTINUE,
+    Headers,
+    answer_bytes,
+    error_bytes,
+    unsafe_header,
+)
+
+__all__ = ["HttpProtocol", "http_protocol"]
+
+_log = logging.getLogger("ferry.rest")
+
+_POST = b"POST"
+_HEAD = "HEAD"
+
+
+def http_protocol(ctx: RestContext, limits: HttpLimits | None = None) -> type[HttpProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, answering over ``ctx``."""
+    return type("HttpProtocol", (HttpProtocol,), {"ctx": ctx, "limits": limits or HttpLimits()})
+
+
+class _Refused(Exception):
+    """A request the protocol answers itself, with ``status``, before closing the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Request:
+    """One request read by the parser: its head's reading, its body, and how to answer it."""
+
+    __slots__ = ("binary", "chunks", "complete", "continued", "expect_continue", "headers",
+                 "keep_alive", "method", "params", "path", "query", "raw_path", "refusal",
+                 "rid", "route", "size", "upgrade", "version")
+
+    def __init__(self) -> None:
+        self.headers: Headers = []
+        self.method = "GET"
+        self.version = "1.1"
+        self.path = "/"
+        self.raw_path = b"/"
+        self.query = b""
+        self.route: Route | None = None
+        self.params: dict[str, str] = {}
+        self.binary: str | None = None
+        self.rid: bytes | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0  # bytes held for it: head, then body
+        self.complete = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.continued = False
+        self.upgrade = False
+        self.refusal: _Refused | None = None
+
+    def declares_body(self) -> bool:
+        """True when the head announces a body (a non-zero length, or a chunked one)."""
+        return any((name == b"content-length" and value.strip(b" \t") != b"0")
+                   or name == b"transfer-encoding" for name, value in self.headers)
+
+    def body(self) -> bytes:
+        chunks = self.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 on one connection of the REST port (see the module docstring)."""
+
+    ctx: RestContext
+    limits: HttpLimits
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.connections: set[Any] = server_state.connections
+        self.keep_alive_seconds = float(config.timeout_keep_alive)
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[_Request] = deque()  # read, not yet answered; [0] is next
+        self._queued = 0  # bytes held by requests behind the one being answered
+        self._receiving: _Request | None = None  # head read, body arriving
+        self._busy = False  # the front request is being answered
+        self._advancing = False  # inside _advance(): an answer must not re-enter it
+        self._dead = False  # the parser failed or gave up: read nothing more
+        self._closing = False  # shutdown(): close after the answer in flight
+        self._eof = False  # the client closed its side: answer what is read, then close
+        self._lost = False
+        self._read_paused = False
+        self._write_paused = False
+        self._gone: asyncio.Event | None = None  # the running ASGI call's disconnect event
+        # The head being read.
+        self._in_head = False
+        self._url = b""
+        self._headers: Headers = []
+        self._head_size = 0
+        self._stalled = 0  # bytes read into a header field still incomplete (see _read_head)
+        self._progress = 0  # callbacks of the head so far
+        self._trailer_size = 0
+        # Times, for the one timer of the connection.
+        now = self.loop.time()
+        self._last_active = now
+        self._last_read = now
+        self._head_started = now
+        self._write_stalled = now
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.connections.add(self)
+        self._arm(self.loop.time() + min(self.keep_alive_seconds, self.limits.head_timeout))
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._lost = True
+        self.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+        self._receiving = None
+        if self._gone is not None:
+            self._gone.set()
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side: answer what it sent, then close."""
+        self._eof = True
+        if self._busy or (self._queue and self._queue[0].complete):
+            return True  # keep the transport open for the answers
+        return None
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        if self._dead:
+            return
+        self._last_read = self.loop.time()
+        in_head, progress = self._in_head, self._progress
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, cause.message)
+            else:  # a fault of this module, not of the request
+                _log.error("HTTP request handling failed", exc_info=cause)
+                self._refuse(500, "internal error while reading the request")
+        except httptools.HttpParserUpgrade:
+            self._upgrade()
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request: {clip(str(exc), 120)}")
+        else:
+            if self._in_head:
+                self._read_head(len(data), in_head and progress == self._progress)
+        if not self._advancing:
+            self._advance()
+
+    def pause_writing(self) -> None:  # noqa: D102
+        self._write_paused = True
+        self._write_stalled = self.loop.time()
+
+    def resume_writing(self) -> None:  # noqa: D102
+        self._write_paused = False
+        if not self._lost and not self._advancing:
+            self._advance()
+
+    # ------------------------------------------------------------------ uvicorn's server
+
+    def shutdown(self) -> None:
+        """Called by uvicorn's server on a graceful stop: close now, or after one answer.
+
+        The request being answered, or whose body is arriving, is answered first (with
+        ``connection: close``); requests pipelined behind it are not.
+        """
+        self._closing = True
+        queue = self._queue
+        if self._busy or (queue and not queue[0].refusal):
+            while len(queue) > 1:
+                queue.pop()
+            self._queued = 0
+            if queue and queue[-1] is not self._receiving:
+                self._receiving = None
+            return
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:  # noqa: D102
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._stalled = 0
+        # No timer to move: it never sleeps longer than head_timeout (_check_timeouts).
+        self._head_started = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:  # noqa: D102
+        self._progress += 1
+        self._url += url
+        if len(self._url) > self.limits.max_target:
+            raise _Refused(414, f"the request target is longer than the limit of "
+                                f"{self.limits.max_target} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
+        self._progress += 1
+        size = len(name) + len(value) + 4
+        if not self._in_head:  # a trailer field of a chunked body: bounded, not kept
+            self._trailer_size += size
+            if self._trailer_size > self.limits.max_head:
+                raise _Refused(431, "the trailer fields are larger than the limit of "
+                                    f"{self.limits.max_head} bytes")
+            return
+        headers = self._headers
+        headers.append((name.lower(), value))
+        self._head_size += size
+        self._stalled = 0
+        if len(headers) > self.limits.max_headers:
+            raise _Refused(431, f"more than {self.limits.max_headers} header fields")
+        if self._head_size + len(self._url) > self.limits.max_head:
+            raise _Refused(431, self._head_too_large())
+
+    def on_headers_complete(self) -> None:  # noqa: D102
+        self._in_head = False
+        self._trailer_size = 0
+        headers, self._headers = self._headers, []
+        request = self._reading(headers)
+        request.size = self._head_size + len(self._url)
+        if self._queue:
+            self._queued += request.size
+        self._queue.append(request)
+        self._receiving = request
+
+    def on_body(self, body: bytes) -> None:  # noqa: D102
+        request = self._receiving
+        assert request is not None
+        request.size += len(body)
+        if len(self._queue) > 1:
+            self._queued += len(body)
+        if request.size > self.ctx.max_body_bytes:  # a chunked body (Content-Length: at head)
+            raise _Refused(413, str(too_large(0, self.ctx.max_body_bytes, streamed=True)))
+        request.chunks.append(body)
+
+    def on_message_complete(self) -> None:  # noqa: D102
+        request = self._receiving
+        assert request is not None
+        request.complete = True
+        request.keep_alive = self._parser.should_keep_alive()
+        self._receiving = None
+
+    # ------------------------------------------------------------------ reading a head
+
+    def _reading(self, headers: Headers) -> _Request:
+        """What a complete head says: the request, its route, and how to answer it.
+
+        Raises:
+            _Refused: the head is not one to answer (no valid target, Host, or a body over
+                the limit).
+        """
+        parser = self._parser
+        request = _Request()
+        request.headers = headers
+        request.method = parser.get_method().decode("ascii")
+        request.version = parser.get_http_version()
+        request.rid = client_request_id(headers)
+        request.upgrade = parser.should_upgrade()
+        try:
+            url = httptools.parse_url(self._url)
+            raw_path = url.path
+            path = raw_path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            raise _Refused(400, "the request target is not a valid origin-form or "
+                                "absolute-form URL") from None
+        # One routing for every request: the path percent-decoded once (as ASGI servers
+        # do), so %2F is a slash; the query and a fragment are not part of it.
+        request.path = unquote(path) if "%" in path else path
+        request.raw_path = raw_path
+        request.query = url.query or b""
+        length = 0
+        hosts = 0
+        for name, value in headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                length = int(value)  # llhttp let through digits only, and only one
+            elif name == b"expect":
+                request.expect_continue = value.lower() == b"100-continue"
+        if hosts != 1 and request.version == "1.1":
+            # RFC 9112 3.2: a server MUST answer 400 to a request with no Host or several.
+            raise _Refused(400, "an HTTP/1.1 request needs exactly one Host header "
+                                f"(this one has {hosts})")
+        if length > self.ctx.max_body_bytes:
+            raise _Refused(413, str(too_large(length, self.ctx.max_body_bytes)))
+        if request.method == "POST":
+            found = match(request.path)
+            if found is not None and plain_length(
+                    headers, binary=found[0] == "infer", limit=self.ctx.max_body_bytes):
+                request.route, request.params = found
+                request.binary = binary_header(headers)
+        return request
+
+    def _read_head(self, size: int, stalled: bool) -> None:
+        """Bound a head still arriving after a read of ``size`` bytes.
+
+        llhttp hands a header field over only once it is complete; until then httptools
+        holds its bytes. A read that completed no part of the head went entirely into such
+        a field, so those bytes count (``_stalled``) with the fields already complete: a
+        head past the limit is refused while at most one read of it is held unseen.
+        """
+        if stalled:
+            self._stalled += size
+        else:
+            self._stalled = 0
+        if self._head_size + len(self._url) + self._stalled > self.limits.max_head:
+            self._refuse(431, self._head_too_large())
+
+    def _head_too_large(self) -> str:
+        return f"the request head is larger than the limit of {self.limits.max_head} bytes"
+
+    def _upgrade(self) -> None:
+        """A request asked to switch protocols: ferry speaks HTTP/1.1 only on this port.
+
+        llhttp stops reading at such a request's head (what follows would be another
+        protocol). Without a body it is answered as a plain request, then the connection
+        closes; with one (whose length llhttp no longer reads) it is refused.
+        """
+        request = self._queue[-1] if self._queue else None
+        if request is not None and request.complete and not request.declares_body():
+            self._dead = True
+            request.keep_alive = False
+            self._pause_reading()
+            return
+        self._refuse(400, "protocol upgrades are not supported on this port; send the "
+                          "request without an Upgrade header")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` after the requests before this one, then close; read no more."""
+        self._dead = True
+        self._in_head = False
+        queue = self._queue
+        # The client's request id, if the refused request's head got that far.
+        rid = client_request_id(self._headers) if self._headers else None
+        self._headers = []
+        if queue and not queue[-1].complete:  # the request being read is the refused one
+            refused = queue.pop()
+            rid = refused.rid
+            if queue:
+                self._queued -= refused.size
+        self._receiving = None
+        request = _Request()
+        request.refusal = _Refused(status, message)
+        request.rid = rid
+        request.complete = True
+        queue.append(request)
+        self._pause_reading()
+
+    # ------------------------------------------------------------------ answering, in order
+
+    def _advance(self) -> None:
+        """Answer the complete requests at the front of the queue, one at a time."""
+        self._advancing = True
+        try:
+            queue = self._queue
+            while not self._busy and queue and not self._write_paused and not self._lost:
+                request = queue[0]
+                if not request.complete:
+                    if self._eof:  # it will never complete
+                        self._close()
+                    elif request.expect_continue and not request.continued:
+                        request.continued = True
+                        self._send(CONTINUE)
+                    break
+                queue.popleft()
+                if queue:
+                    self._queued -= queue[0].size
+                self._busy = True
+                if request.refusal is not None:
+                    self._answer_refusal(request)
+                elif request.route is not None:
+                    self._answer_inference(request)
+                else:
+                    self._answer_app(request)
+            if not self._busy and not queue and not self._lost and (self._eof or self._dead):
+                self._close()
+        finally:
+            self._advancing = False
+        self._flow()
+
+    def _flow(self) -> None:
+        """Pause reading while too much is read ahead of the answers; resume when not."""
+        if self._dead or self._lost:
+            return
+        ahead = len(self._queue) - 1
+        if self._queued > self.limits.read_ahead or ahead > self.limits.max_pipelined:
+            self._pause_reading()
+        elif self._read_paused:
+            self._read_paused = False
+            self._last_read = self.loop.time()
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._lost:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _answer_refusal(self, request: _Request) -> None:
+        refusal = request.refusal
+        assert refusal is not None
+        rid = request.rid or fresh_id()
+        _log.info("refused an HTTP request with %d: %s", refusal.status, refusal.message,
+                  extra={"status": refusal.status, "http_request_id": rid.decode("ascii")})
+        self.server_state.total_requests += 1
+        self._busy = False
+        self._send(error_bytes(refusal.status, refusal.message,
+                               self.server_state.default_headers, rid))
+        self._close()
+
+    def _answer_inference(self, request: _Request) -> None:
+        # The exchange runs in a context of its own (its request id is a context variable),
+        # driven by _step: up to its first wait right here (a model that answers inline
+        # finishes now), then on from the done-callback of each future it waits for.
+        self._step(self._exchange(request), contextvars.copy_context())
+
+    def _step(self, exchange: Coroutine[Any, Any, None], context: contextvars.Context,
+              _done: object = None) -> None:
+        """Run ``exchange`` until it waits or ends: what an asyncio task does, minus a task.
+
+        A task per request (creating it, registering it in asyncio's weak set of all tasks,
+        scheduling its first step) cost about as much as decoding the request. The exchange
+        awaits only plain futures (its batch, a thread's result), which need no task: the
+        future's done-callback resumes the coroutine, and ``await`` reads the outcome.
+        Nothing cancels an exchange; a stopping server lets it finish (shutdown()).
+        """
+        try:
+            waiting = context.run(exchange.send, None)
+        except StopIteration:
+            return
+        except BaseException:  # _exchange answers every Exception itself; this is the rest
+            _log.exception("request aborted")
+            self._busy = False
+            self._close()
+            return
+        if waiting is None:  # a bare yield (asyncio.sleep(0)): go on at the next loop turn
+            self.loop.call_soon(self._step, exchange, context)
+            return
+        # The coroutine's await marked the future as waited on; a task clears that mark when
+        # it takes the future over, as this does.
+        waiting._asyncio_future_blocking = False
+        waiting.add_done_callback(functools.partial(self._step, exchange, context))
+
+    async def _exchange(self, request: _Request) -> None:
+        rid = request.rid or fresh_id()
+        route = request.route
+        assert route is not None
+        status, headers, payload = await answer_logged(
+            self.ctx, route, request.params, request.body(), request.binary, rid)
+        close = self._closes_after(request)
+        self._answered(answer_bytes(status, self.server_state.default_headers, headers,
+                                    payload, rid, close=close), close)
+
+    def _answer_app(self, request: _Request) -> None:
+        gone = self._gone = asyncio.Event()
+        task = self.loop.create_task(self._call_app(request, gone))
+        tasks: set[asyncio.Task[None]] = self.server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _call_app(self, request: _Request, gone: asyncio.Event) -> None:
+        answer = await call_app(self.app, self._scope(request), request.body(), gone)
+        self._gone = None
+        close = self._closes_after(request)
+        default = self.server_state.default_headers
+        if answer is None or unsafe_header(answer[1]):
+            if answer is not None:
+                _log.error("the app's answer to %s %s has an unsafe header; answered 500",
+                           request.method, clip(request.path))
+            rid = request.rid or fresh_id()
+            self._answered(error_bytes(500, "internal error; the server log has the details "
+                                       f"under request id {rid.decode('ascii')}", default, rid),
+                           True)
+            return
+        status, headers, body = answer
+        if not any(name == b"content-length" for name, _ in headers) and status >= 200 and \
+                status not in (204, 304):
+            headers.append((b"content-length", b"%d" % len(body)))
+        if request.method == _HEAD or status in (204, 304):
+            body = b""
+        self._answered(answer_bytes(status, default, headers, body, None, close=close), close)
+
+    def _scope(self, request: _Request) -> dict[str, Any]:
+        """The ASGI scope of ``request`` (what uvicorn would build)."""
+        transport = self.transport
+        assert transport is not None
+        root = self.config.root_path
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": request.version,
+            "server": _address(transport.get_extra_info("sockname")),
+            "client": _address(transport.get_extra_info("peername")),
+            "scheme": "https" if transport.get_extra_info("sslcontext") else "http",
+            "method": request.method,
+            "root_path": root,
+            "path": root + request.path,
+            "raw_path": root.encode("ascii") + request.raw_path,
+            "query_string": request.query,
+            "headers": request.headers,
+            "state": self.app_state.copy(),
+        }
+
+    def _closes_after(self, request: _Request) -> bool:
+        return not request.keep_alive or self._closing
+
+    def _answered(self, data: bytes, close: bool) -> None:
+        """Write one whole answer and go on with the connection (or close it)."""
+        self.server_state.total_requests += 1
+        self._busy = False
+        if self._lost:
+            return
+        self._send(data)
+        self._last_active = self.loop.time()
+        if close:
+            self._close()
+            return
+        if not self._advancing:
+            self._advance()
+
+    def _send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self._lost and not transport.is_closing():
+            transport.write(data)
+
+    def _close(self) -> None:
+        self._dead = True
+        self._queue.clear()
+        self._queued = 0
+        self._receiving = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        """The connection's one timer: is the client keeping the server waiting too long?
+
+        It fires at the nearest deadline of the connection's state and re-arms for the
+        next; events in between only move the times it looks at.
+        """
+        self._timer = None
+        if self._lost or self.transport is None:
+            return
+        now = self.loop.time()
+        limits = self.limits
+        if self._write_paused:  # an answer waits for a client that does not read it
+            deadline = self._write_stalled + limits.write_timeout
+            if now >= deadline:
+                _log.info("closed a connection whose client read no answer for %.0f s",
+                          limits.write_timeout)
+                self.transport.abort()
+                return
+        elif self._in_head and not self._dead:
+            deadline = self._head_started + limits.head_timeout
+            if now >= deadline:
+                self._refuse(408, f"the request head did not arrive within "
+                                  f"{limits.head_timeout:g} s")
+                self._advance()
+        elif self._receiving is not None and self._queue and self._queue[0] is \
+                self._receiving and not self._read_paused and not self._dead:
+            deadline = self._last_read + limits.body_timeout
+            if now >= deadline:
+                self._refuse(408, f"no byte of the request body arrived for "
+                                  f"{limits.body_timeout:g} s")
+                self._advance()
+        elif self._busy or self._queue:
+            deadline = now + self.keep_alive_seconds  # the server's turn: look again later
+        else:
+            deadline = self._last_active + self.keep_alive_seconds
+            if now >= deadline:
+                self.transport.close()
+                return
+        if self._lost:
+            return
+        # Never sleep past head_timeout: a head that starts meanwhile needs no re-arming.
+        self._arm(max(now + 0.01, min(deadline, now + limits.head_timeout)))
+
+
+def _address(address: Any) -> tuple[str, int] | None:
+    if isinstance(address, tuple | list) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None

@@ -1,0 +1,40 @@
+"""The bounds of one REST connection: what a client may make the server hold, and for how long.
+
+Every number here bounds something a client feeds (a buffer, a queue, a timer); none is
+reached by a well-behaved client. ``docs/serving.md`` lists them with their reasons; a
+request past one is answered with the status named beside it, then the connection closes
+(after the answers to the requests before it, in order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["HttpLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Per-connection limits of ferry's HTTP/1.1 protocol (:mod:`~ferry.protocols.rest.http11`).
+
+    The body limit is the server's ``max_body_bytes`` (``RestContext``), answered 413 from
+    the head alone (``Content-Length``) or as soon as a chunked body passes it.
+    """
+
+    #: Longest request target (path and query), in bytes: 414 beyond it.
+    max_target: int = 8 << 10
+    #: Largest request head (request line and header fields), in bytes: 431 beyond it.
+    max_head: int = 16 << 10
+    #: Most header fields in one head (trailers of a chunked body count apart): 431 beyond it.
+    max_headers: int = 100
+    #: Bytes of pipelined requests read ahead of the one being answered; past it the
+    #: connection stops reading until the client has read its answers (back-pressure).
+    read_ahead: int = 256 << 10
+    #: Complete requests held ahead of the one being answered before reading pauses.
+    max_pipelined: int = 64
+    #: Seconds a request head may take to arrive whole, from its first byte: 408 after.
+    head_timeout: float = 10.0
+    #: Seconds a request body may go without a new byte while it is read: 408 after.
+    body_timeout: float = 30.0
+    #: Seconds an answer may wait for a client that does not read it: the connection closes.
+    write_timeout: float = 30.0
