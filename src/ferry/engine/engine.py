@@ -338,6 +338,8 @@ class Engine:
             if snap is not None:
                 await asyncio.gather(*(served.retire(self._drain_timeout)
                                        for served in snap.versions.values()))
+            # The request id of the call that asked is on the line (observability.logging).
+            log.info("unloaded %s", name)
 
     # ------------------------------------------------------------------ internals
 

@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Any, Literal
 
-__all__ = ["FIELD_MAX", "JsonFormatter", "clip", "configure_logging", "request_id"]
+__all__ = ["FIELD_MAX", "JsonFormatter", "TextFormatter", "clip", "configure_logging",
+           "request_id"]
 
 #: The most characters of one client-supplied string (a model name, a path, a header value,
 #: an error detail) that a log line carries: a client must not write more log than it sends.
@@ -60,13 +61,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain-text lines; a line written while a request is handled ends with its id."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line for ``record``, with ``[request <id>]`` when a request is handled."""
+        line = super().format(record)
+        rid = request_id.get()
+        return f"{line} [request {rid}]" if rid else line
+
+
 def configure_logging(fmt: Literal["json", "text"] = "json", level: str = "info") -> None:
     """Send ferry's and the servers' logs to stderr, as JSON lines or plain text."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

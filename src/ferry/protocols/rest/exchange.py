@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.errors import FerryError, NotFoundError
+from ferry.observability.logging import FIELD_MAX, clip
 from ferry.protocols.rest.errors import error_response, status_of
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("ferry.rest")
 
 __all__ = ["Answer", "RestContext", "client_request_id", "exchange", "fresh_id",
-           "json_response", "refusal", "request_id", "request_id_of"]
+           "json_response", "refusal", "request_id", "request_id_of", "usable_request_id"]
 
 
 @dataclass(slots=True)
@@ -58,9 +59,14 @@ def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The client's ``X-Request-ID`` if it is short printable ASCII, else None."""
     for key, value in headers:
         if key == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
-                return bytes(value)
-            break
+            return usable_request_id(value)
+    return None
+
+
+def usable_request_id(value: bytes) -> bytes | None:
+    """``value`` as a request id if it is short printable ASCII (1-128 characters), else None."""
+    if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
+        return bytes(value)
     return None
 
 
@@ -107,8 +113,10 @@ def refusal(ctx: RestContext, model: str, error: FerryError, start: float) -> Re
                         seconds=perf_counter() - start)
     # One line per refused request (the JSON log adds the request id): what an operator
     # needs to answer "why did my call fail?". Successes are counted, not logged.
-    _log.info("refused %s with %d: %s", model or "(no model)", status, error.message,
-              extra={"model": model, "status": status})
+    # Client-supplied strings are clipped: a client must not write more log than it sends.
+    shown = clip(model) if model else "(no model)"
+    _log.info("refused %s with %d: %s", shown, status, clip(error.message, 2 * FIELD_MAX),
+              extra={"model": clip(model), "status": status})
     return error_response(error, status)
 
 

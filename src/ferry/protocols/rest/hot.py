@@ -35,8 +35,8 @@ from ferry.protocols.rest.exchange import RestContext, refusal
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["HotRoutes", "Route", "answer", "answer_logged", "binary_header", "match",
-           "plain_length"]
+__all__ = ["BINARY_HEADER", "HotRoutes", "Route", "answer", "answer_logged", "binary_header",
+           "match", "plain_length", "plain_media"]
 
 _log = logging.getLogger("ferry.rest")
 
@@ -112,14 +112,19 @@ def plain_length(headers: Iterable[tuple[bytes, bytes]], *, binary: bool, limit:
                 return None
             length = int(value)
         elif key == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            if media != _JSON and not (binary and media == _OCTETS):
+            if not plain_media(value, binary=binary):
                 return None
         elif key in (b"content-encoding", b"transfer-encoding"):
             return None
     if length is None or length > limit:
         return None
     return length
+
+
+def plain_media(content_type: bytes, *, binary: bool) -> bool:
+    """True for a ``Content-Type`` the fast path reads: JSON, or octets on a binary route."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == _JSON or (binary and media == _OCTETS)
 
 
 def binary_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

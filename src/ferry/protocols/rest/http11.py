@@ -36,16 +36,22 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote
 
 import httptools
 
 from ferry.observability.logging import clip
+from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.asgi_call import call_app
 from ferry.protocols.rest.body import too_large
-from ferry.protocols.rest.exchange import RestContext, client_request_id, fresh_id
-from ferry.protocols.rest.hot import Route, answer_logged, binary_header, match, plain_length
+from ferry.protocols.rest.exchange import (
+    RestContext,
+    client_request_id,
+    fresh_id,
+    usable_request_id,
+)
+from ferry.protocols.rest.hot import BINARY_HEADER, Route, answer_logged, match, plain_media
 from ferry.protocols.rest.limits import HttpLimits
 from ferry.protocols.rest.wire import (
     CONTINUE,
@@ -60,6 +66,7 @@ __all__ = ["HttpProtocol", "http_protocol"]
 _log = logging.getLogger("ferry.rest")
 
 _POST = b"POST"
+_NO_HEADERS: Headers = []  # between heads: _headers is only read while one is being read
 _HEAD = "HEAD"
 
 
@@ -77,22 +84,31 @@ class _Refused(Exception):
         self.message = message
 
 
+class _Target(NamedTuple):
+    """What the ASGI scope needs of a request's head (the app's requests only)."""
+
+    method: str
+    version: str
+    path: str  # percent-decoded once
+    raw_path: bytes
+    query: bytes
+
+
 class _Request:
-    """One request read by the parser: its head's reading, its body, and how to answer it."""
+    """One request read by the parser: its head's reading, its body, and how to answer it.
+
+    Built for every request, so it sets few attributes: a plain inference request needs
+    only its route, parameters and body; the rest is for the app's requests (``target``)
+    and for the rare cases (``expect_continue``, ``refusal``...).
+    """
 
     __slots__ = ("binary", "chunks", "complete", "continued", "expect_continue", "headers",
-                 "keep_alive", "method", "params", "path", "query", "raw_path", "refusal",
-                 "rid", "route", "size", "upgrade", "version")
+                 "keep_alive", "params", "refusal", "rid", "route", "size", "target")
 
-    def __init__(self) -> None:
-        self.headers: Headers = []
-        self.method = "GET"
-        self.version = "1.1"
-        self.path = "/"
-        self.raw_path = b"/"
-        self.query = b""
+    def __init__(self, headers: Headers) -> None:
+        self.headers = headers
         self.route: Route | None = None
-        self.params: dict[str, str] = {}
+        self.params: dict[str, str] = _NO_PARAMS
         self.binary: str | None = None
         self.rid: bytes | None = None
         self.chunks: list[bytes] = []
@@ -101,8 +117,8 @@ class _Request:
         self.keep_alive = True
         self.expect_continue = False
         self.continued = False
-        self.upgrade = False
         self.refusal: _Refused | None = None
+        self.target: _Target | None = None
 
     def declares_body(self) -> bool:
         """True when the head announces a body (a non-zero length, or a chunked one)."""
@@ -112,6 +128,9 @@ class _Request:
     def body(self) -> bytes:
         chunks = self.chunks
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_NO_PARAMS: dict[str, str] = {}
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -141,6 +160,7 @@ class HttpProtocol(asyncio.Protocol):
         self._dead = False  # the parser failed or gave up: read nothing more
         self._closing = False  # shutdown(): close after the answer in flight
         self._eof = False  # the client closed its side: answer what is read, then close
+        self._lingering = False  # refused: reading only to drop what still arrives
         self._lost = False
         self._read_paused = False
         self._write_paused = False
@@ -151,7 +171,6 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: Headers = []
         self._head_size = 0
         self._stalled = 0  # bytes read into a header field still incomplete (see _read_head)
-        self._progress = 0  # callbacks of the head so far
         self._trailer_size = 0
         # Times, for the one timer of the connection.
         now = self.loop.time()
@@ -183,15 +202,17 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client closed its sending side: answer what it sent, then close."""
         self._eof = True
+        if self._lingering:
+            return None
         if self._busy or (self._queue and self._queue[0].complete):
             return True  # keep the transport open for the answers
         return None
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
-        if self._dead:
+        if self._dead:  # after a refusal: dropped (see _linger)
             return
         self._last_read = self.loop.time()
-        in_head, progress = self._in_head, self._progress
+        in_head, seen = self._in_head, self._head_size + len(self._url)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -207,7 +228,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request: {clip(str(exc), 120)}")
         else:
             if self._in_head:
-                self._read_head(len(data), in_head and progress == self._progress)
+                self._read_head(len(data), in_head and seen == self._head_size + len(self._url))
         if not self._advancing:
             self._advance()
 
@@ -247,40 +268,34 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_size = 0
-        self._stalled = 0
-        # No timer to move: it never sleeps longer than head_timeout (_check_timeouts).
-        self._head_started = self.loop.time()
+        # The time of the read it began in. No timer to move: the connection's timer never
+        # sleeps longer than head_timeout (_check_timeouts).
+        self._head_started = self._last_read
 
     def on_url(self, url: bytes) -> None:  # noqa: D102
-        self._progress += 1
         self._url += url
         if len(self._url) > self.limits.max_target:
             raise _Refused(414, f"the request target is longer than the limit of "
                                 f"{self.limits.max_target} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
-        self._progress += 1
-        size = len(name) + len(value) + 4
         if not self._in_head:  # a trailer field of a chunked body: bounded, not kept
-            self._trailer_size += size
+            self._trailer_size += len(name) + len(value) + 4
             if self._trailer_size > self.limits.max_head:
                 raise _Refused(431, "the trailer fields are larger than the limit of "
                                     f"{self.limits.max_head} bytes")
             return
         headers = self._headers
         headers.append((name.lower(), value))
-        self._head_size += size
-        self._stalled = 0
-        if len(headers) > self.limits.max_headers:
-            raise _Refused(431, f"more than {self.limits.max_headers} header fields")
-        if self._head_size + len(self._url) > self.limits.max_head:
+        self._head_size += len(name) + len(value) + 4
+        if len(headers) > self.limits.max_headers or self._head_size > self.limits.max_head:
             raise _Refused(431, self._head_too_large())
 
     def on_headers_complete(self) -> None:  # noqa: D102
         self._in_head = False
         self._trailer_size = 0
-        headers, self._headers = self._headers, []
-        request = self._reading(headers)
+        request = self._reading(self._headers)  # (a refusal reads the request id there)
+        self._headers = _NO_HEADERS
         request.size = self._head_size + len(self._url)
         if self._queue:
             self._queued += request.size
@@ -309,17 +324,15 @@ class HttpProtocol(asyncio.Protocol):
     def _reading(self, headers: Headers) -> _Request:
         """What a complete head says: the request, its route, and how to answer it.
 
+        Runs for every request, so it reads the headers in one pass and asks the parser
+        only what the request's way of being answered needs.
+
         Raises:
             _Refused: the head is not one to answer (no valid target, Host, or a body over
                 the limit).
         """
         parser = self._parser
-        request = _Request()
-        request.headers = headers
-        request.method = parser.get_method().decode("ascii")
-        request.version = parser.get_http_version()
-        request.rid = client_request_id(headers)
-        request.upgrade = parser.should_upgrade()
+        request = _Request(headers)
         try:
             url = httptools.parse_url(self._url)
             raw_path = url.path
@@ -329,30 +342,23 @@ class HttpProtocol(asyncio.Protocol):
                                 "absolute-form URL") from None
         # One routing for every request: the path percent-decoded once (as ASGI servers
         # do), so %2F is a slash; the query and a fragment are not part of it.
-        request.path = unquote(path) if "%" in path else path
-        request.raw_path = raw_path
-        request.query = url.query or b""
-        length = 0
-        hosts = 0
-        for name, value in headers:
-            if name == b"host":
-                hosts += 1
-            elif name == b"content-length":
-                length = int(value)  # llhttp let through digits only, and only one
-            elif name == b"expect":
-                request.expect_continue = value.lower() == b"100-continue"
-        if hosts != 1 and request.version == "1.1":
+        if "%" in path:
+            path = unquote(path)
+        method = parser.get_method()
+        found = match(path) if method == _POST else None
+        hosts, length, plain = _read_fields(request, found is not None and found[0] == "infer")
+        if hosts != 1 and parser.get_http_version() == "1.1":
             # RFC 9112 3.2: a server MUST answer 400 to a request with no Host or several.
             raise _Refused(400, "an HTTP/1.1 request needs exactly one Host header "
                                 f"(this one has {hosts})")
         if length > self.ctx.max_body_bytes:
             raise _Refused(413, str(too_large(length, self.ctx.max_body_bytes)))
-        if request.method == "POST":
-            found = match(request.path)
-            if found is not None and plain_length(
-                    headers, binary=found[0] == "infer", limit=self.ctx.max_body_bytes):
-                request.route, request.params = found
-                request.binary = binary_header(headers)
+        if found is not None and plain and length:
+            # The rule plain_length applies for the ASGI middleware, on values read here.
+            request.route, request.params = found
+        else:
+            request.target = _Target(method.decode("ascii"), parser.get_http_version(), path,
+                                     raw_path, url.query or b"")
         return request
 
     def _read_head(self, size: int, stalled: bool) -> None:
@@ -403,7 +409,7 @@ class HttpProtocol(asyncio.Protocol):
             if queue:
                 self._queued -= refused.size
         self._receiving = None
-        request = _Request()
+        request = _Request([])
         request.refusal = _Refused(status, message)
         request.rid = rid
         request.complete = True
@@ -464,13 +470,39 @@ class HttpProtocol(asyncio.Protocol):
         refusal = request.refusal
         assert refusal is not None
         rid = request.rid or fresh_id()
-        _log.info("refused an HTTP request with %d: %s", refusal.status, refusal.message,
-                  extra={"status": refusal.status, "http_request_id": rid.decode("ascii")})
+        token = log_request_id.set(rid.decode("ascii"))
+        try:
+            _log.info("refused an HTTP request with %d: %s", refusal.status, refusal.message,
+                      extra={"status": refusal.status})
+        finally:
+            log_request_id.reset(token)
         self.server_state.total_requests += 1
         self._busy = False
         self._send(error_bytes(refusal.status, refusal.message,
                                self.server_state.default_headers, rid))
-        self._close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after a refusal in a way that lets the client read it (RFC 9112 9.6).
+
+        A client refused mid-upload is still sending; closing with its bytes unread would
+        reset the connection, and a reset can destroy the refusal before the client reads
+        it. So the sending side closes first (FIN after the refusal), what still arrives is
+        read and dropped for ``limits.linger`` seconds at most, then the connection closes.
+        """
+        self._close(hard=False)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._eof or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        self.loop.call_later(self.limits.linger, self._close)
 
     def _answer_inference(self, request: _Request) -> None:
         # The exchange runs in a context of its own (its request id is a context variable),
@@ -523,14 +555,17 @@ class HttpProtocol(asyncio.Protocol):
         task.add_done_callback(tasks.discard)
 
     async def _call_app(self, request: _Request, gone: asyncio.Event) -> None:
-        answer = await call_app(self.app, self._scope(request), request.body(), gone)
+        target = request.target
+        assert target is not None
+        answer = await call_app(self.app, self._scope(request.headers, target),
+                                request.body(), gone)
         self._gone = None
         close = self._closes_after(request)
         default = self.server_state.default_headers
         if answer is None or unsafe_header(answer[1]):
             if answer is not None:
                 _log.error("the app's answer to %s %s has an unsafe header; answered 500",
-                           request.method, clip(request.path))
+                           target.method, clip(target.path))
             rid = request.rid or fresh_id()
             self._answered(error_bytes(500, "internal error; the server log has the details "
                                        f"under request id {rid.decode('ascii')}", default, rid),
@@ -540,28 +575,28 @@ class HttpProtocol(asyncio.Protocol):
         if not any(name == b"content-length" for name, _ in headers) and status >= 200 and \
                 status not in (204, 304):
             headers.append((b"content-length", b"%d" % len(body)))
-        if request.method == _HEAD or status in (204, 304):
+        if target.method == _HEAD or status in (204, 304):
             body = b""
         self._answered(answer_bytes(status, default, headers, body, None, close=close), close)
 
-    def _scope(self, request: _Request) -> dict[str, Any]:
-        """The ASGI scope of ``request`` (what uvicorn would build)."""
+    def _scope(self, headers: Headers, target: _Target) -> dict[str, Any]:
+        """The ASGI scope of a request (what uvicorn would build)."""
         transport = self.transport
         assert transport is not None
         root = self.config.root_path
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": request.version,
+            "http_version": target.version,
             "server": _address(transport.get_extra_info("sockname")),
             "client": _address(transport.get_extra_info("peername")),
             "scheme": "https" if transport.get_extra_info("sslcontext") else "http",
-            "method": request.method,
+            "method": target.method,
             "root_path": root,
-            "path": root + request.path,
-            "raw_path": root.encode("ascii") + request.raw_path,
-            "query_string": request.query,
-            "headers": request.headers,
+            "path": root + target.path,
+            "raw_path": root.encode("ascii") + target.raw_path,
+            "query_string": target.query,
+            "headers": headers,
             "state": self.app_state.copy(),
         }
 
@@ -587,12 +622,13 @@ class HttpProtocol(asyncio.Protocol):
         if transport is not None and not self._lost and not transport.is_closing():
             transport.write(data)
 
-    def _close(self) -> None:
+    def _close(self, *, hard: bool = True) -> None:
+        """Answer nothing more; close the transport too unless ``hard`` is False."""
         self._dead = True
         self._queue.clear()
         self._queued = 0
         self._receiving = None
-        if self.transport is not None and not self.transport.is_closing():
+        if hard and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     # ------------------------------------------------------------------ timeouts
@@ -644,6 +680,33 @@ class HttpProtocol(asyncio.Protocol):
             return
         # Never sleep past head_timeout: a head that starts meanwhile needs no re-arming.
         self._arm(max(now + 0.01, min(deadline, now + limits.head_timeout)))
+
+
+def _read_fields(request: _Request, binary: bool) -> tuple[int, int, bool]:
+    """One pass over a request's header fields: Host count, body length, plainness.
+
+    Sets the request's id, V2 binary header and ``Expect: 100-continue``. Plain means what
+    :func:`~ferry.protocols.rest.hot.plain_length` means for the ASGI middleware: a media
+    type the fast path reads and no ``Content-Encoding`` or ``Transfer-Encoding``.
+    """
+    length = hosts = 0
+    plain = True
+    for name, value in request.headers:
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            length = int(value)  # llhttp let through digits only, and only one
+        elif name == b"content-type":
+            plain = plain and plain_media(value, binary=binary)
+        elif name == b"x-request-id":
+            request.rid = usable_request_id(value)
+        elif name == BINARY_HEADER:
+            request.binary = value.decode("latin-1")
+        elif name == b"expect":
+            request.expect_continue = value.lower() == b"100-continue"
+        elif name == b"content-encoding" or name == b"transfer-encoding":
+            plain = False
+    return hosts, length, plain
 
 
 def _address(address: Any) -> tuple[str, int] | None:

@@ -38,3 +38,7 @@ class HttpLimits:
     body_timeout: float = 30.0
     #: Seconds an answer may wait for a client that does not read it: the connection closes.
     write_timeout: float = 30.0
+    #: Seconds a refused connection still reads (and drops) what its client sends, so that
+    #: the refusal is read before the connection closes (a close with unread bytes resets
+    #: it, and a reset can destroy the refusal in flight).
+    linger: float = 2.0
