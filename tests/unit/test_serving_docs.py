@@ -21,3 +21,22 @@ def test_every_setting_has_a_row_in_docs_serving(cls: type[BaseModel]):
     missing = [name for name in cls.model_fields
                if not any(form.format(name) in DOC for form in forms)]
     assert missing == []
+
+
+def _shown(value: float) -> str:
+    """How the limits table writes a default: sizes in KiB, seconds with "s", counts bare."""
+    if isinstance(value, float):
+        return f"{value:g} s"
+    return f"{value >> 10} KiB" if value >= 1024 else str(value)
+
+
+def test_every_http_limit_default_is_in_the_limits_table():
+    from dataclasses import fields
+
+    from ferry.protocols.rest.limits import HttpLimits
+
+    table = DOC[DOC.index("| limit (`protocols/rest/limits.py`"):]
+    rows = table[:table.index("\n\n")].splitlines()
+    missing = [f.name for f in fields(HttpLimits)
+               if not any(f"| {_shown(f.default)} |" in row for row in rows)]
+    assert missing == []
