@@ -442,7 +442,8 @@ class HttpProtocol(asyncio.Protocol):
                     self._answer_inference(request)
                 else:
                     self._answer_app(request)
-            if not self._busy and not queue and not self._lost and (self._eof or self._dead):
+            if (not self._busy and not queue and not self._lost and not self._lingering
+                    and (self._eof or self._dead)):
                 self._close()
         finally:
             self._advancing = False
