@@ -67,6 +67,7 @@ _log = logging.getLogger("ferry.rest")
 
 _POST = b"POST"
 _NO_HEADERS: Headers = []  # between heads: _headers is only read while one is being read
+_NO_PARSER = httptools.HttpRequestParser(object())  # a lost connection's: no callbacks
 _HEAD = "HEAD"
 
 
@@ -190,6 +191,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._lost = True
+        # The parser holds this protocol's methods (a cycle that only a full garbage
+        # collection would free, and a connection lives long enough to reach the oldest
+        # generation): break it, and drop what the last head left.
+        self._parser = _NO_PARSER
+        self._url = b""
+        self._headers = _NO_HEADERS
         self.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -216,12 +223,19 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
+            # The callback's exception and its traceback hold the frames of the callback
+            # and of this method (a cycle that only a full collection would free, with the
+            # bytes read): keep its status and message only.
+            cause, exc.__context__ = exc.__context__, None
             if isinstance(cause, _Refused):
-                self._refuse(cause.status, cause.message)
+                status, message = cause.status, cause.message
             else:  # a fault of this module, not of the request
                 _log.error("HTTP request handling failed", exc_info=cause)
-                self._refuse(500, "internal error while reading the request")
+                status, message = 500, "internal error while reading the request"
+            if cause is not None:
+                cause.__traceback__ = None
+            del cause
+            self._refuse(status, message)
         except httptools.HttpParserUpgrade:
             self._upgrade()
         except httptools.HttpParserError as exc:
