@@ -151,6 +151,11 @@ class HttpProtocol(asyncio.Protocol):
         self.loop = _loop or asyncio.get_event_loop()
         self.connections: set[Any] = server_state.connections
         self.keep_alive_seconds = float(config.timeout_keep_alive)
+        # Read per request by the parser's callbacks: kept here, one lookup each.
+        self._max_target = self.limits.max_target
+        self._max_head = self.limits.max_head
+        self._max_headers = self.limits.max_headers
+        self._max_body = self.ctx.max_body_bytes
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[_Request] = deque()  # read, not yet answered; [0] is next
@@ -288,7 +293,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:  # noqa: D102
         self._url += url
-        if len(self._url) > self.limits.max_target:
+        if len(self._url) > self._max_target:
             raise _Refused(414, f"the request target is longer than the limit of "
                                 f"{self.limits.max_target} bytes")
 
@@ -301,8 +306,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         headers = self._headers
         headers.append((name.lower(), value))
-        self._head_size += len(name) + len(value) + 4
-        if len(headers) > self.limits.max_headers or self._head_size > self.limits.max_head:
+        size = self._head_size = self._head_size + len(name) + len(value) + 4
+        if size > self._max_head or len(headers) > self._max_headers:
             raise _Refused(431, self._head_too_large())
 
     def on_headers_complete(self) -> None:  # noqa: D102
@@ -317,18 +322,17 @@ class HttpProtocol(asyncio.Protocol):
         self._receiving = request
 
     def on_body(self, body: bytes) -> None:  # noqa: D102
-        request = self._receiving
-        assert request is not None
-        request.size += len(body)
-        if len(self._queue) > 1:
-            self._queued += len(body)
-        if request.size > self.ctx.max_body_bytes:  # a chunked body (Content-Length: at head)
-            raise _Refused(413, str(too_large(0, self.ctx.max_body_bytes, streamed=True)))
+        request = cast(_Request, self._receiving)
+        size = len(body)
+        request.size += size
+        if request is not self._queue[0]:
+            self._queued += size
+        if request.size > self._max_body:  # a chunked body (Content-Length: at its head)
+            raise _Refused(413, str(too_large(0, self._max_body, streamed=True)))
         request.chunks.append(body)
 
     def on_message_complete(self) -> None:  # noqa: D102
-        request = self._receiving
-        assert request is not None
+        request = cast(_Request, self._receiving)
         request.complete = True
         request.keep_alive = self._parser.should_keep_alive()
         self._receiving = None
