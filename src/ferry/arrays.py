@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ferry.errors import InputError
-from ferry.signature import Signature, TensorSpec, as_array, format_shape
+from ferry.signature import Signature, TensorSpec, as_array, check_shape, format_shape
 
 __all__ = ["parse_arrays", "read_arrays"]
 
@@ -113,6 +113,7 @@ def _from_v2(tensors: list[dict[str, Any]], signature: Signature, origin: str
         array = as_array(spec, tensor.get("data", []))
         if "shape" in tensor:
             shape = [int(d) for d in tensor["shape"]]
+            check_shape(f"{origin}: input {spec.name!r}", shape)  # before numpy sees it
             if int(np.prod(shape)) != array.size:
                 raise InputError(
                     f"{origin}: input {spec.name!r}: shape {format_shape(shape)} needs "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "NAME_MAX",
     "ArtifactError",
     "AuthenticationError",
     "ConfigError",
@@ -52,7 +53,23 @@ __all__ = [
     "UnsupportedFormatError",
     "UnsupportedMediaTypeError",
     "UntrustedArtifactError",
+    "quote_name",
 ]
+
+#: The most characters of a client-given name (model, version, input, output) that an error
+#: message quotes. Every valid model name (1-128 characters) is shown whole; a longer name is
+#: cut, so that a 100,000-character name cannot turn NOT_FOUND into a gRPC metadata overflow.
+NAME_MAX = 128
+
+
+def quote_name(name: str) -> str:
+    """``repr(name)`` for a message, cut after :data:`NAME_MAX` characters saying how many more.
+
+    The count stays outside the quotes, so it cannot be mistaken for part of the name.
+    """
+    if len(name) <= NAME_MAX:
+        return repr(name)
+    return f"{name[:NAME_MAX]!r}...({len(name) - NAME_MAX} more characters)"
 
 
 class ErrorCode(enum.Enum):

@@ -14,13 +14,17 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from ferry.errors import InputError, NotFoundError
+from ferry.errors import InputError, NotFoundError, quote_name
 
 __all__ = [
     "DATATYPES",
+    "MAX_DIM",
+    "MAX_ELEMENTS",
+    "MAX_RANK",
     "Signature",
     "TensorSpec",
     "as_array",
+    "check_shape",
     "datatype_of",
     "format_shape",
     "numpy_dtype",
@@ -83,6 +87,50 @@ def datatype_of(dtype: np.dtype[Any] | type) -> str:
 def format_shape(shape: Iterable[int]) -> str:
     """Format a shape the way messages show it: ``[-1, 64]``."""
     return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+# Bounds on the shape a request declares, checked before anything is allocated or reshaped.
+# numpy refuses (ValueError "array is too big") a shape whose non-zero dimensions multiply
+# past what its int64 byte count holds, even when another dimension is 0 and the array is
+# empty; these bounds keep every shape a request may declare far inside that.
+
+#: The largest dimension a request's tensor may declare: INT32's maximum, the index type of
+#: most runtimes, and already more than any request body the server reads could fill.
+MAX_DIM = 2**31 - 1
+#: The most elements a request's tensor may declare, a dimension of 0 counted as 1: so a
+#: zero-element tensor of shape ``[0, 2**62]`` is refused like the huge one it describes.
+MAX_ELEMENTS = 2**31 - 1
+#: The most dimensions a tensor may have (numpy 2's ``NPY_MAXDIMS``).
+MAX_RANK = 64
+
+
+def check_shape(what: str, shape: Sequence[int]) -> int:
+    """Check a request's concrete shape against the bounds above; return its element count.
+
+    Args:
+        what: how messages name the tensor (``"input 'x'"``).
+        shape: the dimensions as the request gave them.
+
+    Raises:
+        InputError: too many dimensions, a negative one, one above :data:`MAX_DIM`, or more
+            than :data:`MAX_ELEMENTS` elements (zero dimensions counted as one).
+    """
+    if len(shape) > MAX_RANK:
+        raise InputError(f"{what}: shape has {len(shape)} dimensions; at most {MAX_RANK} "
+                         "are possible")
+    span = 1
+    for d in shape:
+        if d < 0:
+            raise InputError(f"{what}: shape {format_shape(shape)} has a negative dimension; "
+                             "every dimension of a concrete tensor must be >= 0")
+        if d > MAX_DIM:
+            raise InputError(f"{what}: dimension {d} of shape {format_shape(shape)} is above "
+                             f"the maximum of {MAX_DIM}")
+        span *= d or 1
+    if span > MAX_ELEMENTS:
+        raise InputError(f"{what}: shape {format_shape(shape)} describes {span} elements "
+                         f"(a dimension of 0 counted as 1); at most {MAX_ELEMENTS} are allowed")
+    return 0 if 0 in shape else span
 
 
 class TensorSpec(BaseModel):
@@ -217,7 +265,7 @@ class Signature(BaseModel):
         unknown = sorted(set(inputs) - set(self.input_names))
         if unknown:
             raise InputError(
-                f"unknown input {unknown[0]!r}; the model's inputs are "
+                f"unknown input {quote_name(unknown[0])}; the model's inputs are "
                 f"{', '.join(repr(n) for n in self.input_names)}"
             )
         missing = [n for n in self.input_names if n not in inputs]
@@ -259,7 +307,7 @@ class Signature(BaseModel):
         for name in names:
             if name not in self.output_names:
                 raise InputError(
-                    f"unknown output {name!r}; the model's outputs are "
+                    f"unknown output {quote_name(name)}; the model's outputs are "
                     f"{', '.join(repr(n) for n in self.output_names)}"
                 )
 
@@ -269,7 +317,7 @@ def _lookup(specs: Sequence[TensorSpec], name: str, role: str) -> TensorSpec:
         if spec.name == name:
             return spec
     raise NotFoundError(
-        f"unknown {role} {name!r}; the model's {role}s are "
+        f"unknown {role} {quote_name(name)}; the model's {role}s are "
         f"{', '.join(repr(s.name) for s in specs)}"
     )
 
@@ -299,7 +347,8 @@ def values_as(name: str, datatype: str, data: Any, *, role: str = "input"
     try:
         array = np.asarray(data)
     except ValueError as exc:  # ragged nesting: numpy refuses inhomogeneous shapes
-        raise InputError(f"{role} {name!r}: data is not a rectangular array ({exc})") from None
+        raise InputError(
+            f"{role} {quote_name(name)}: data is not a rectangular array ({exc})") from None
     if array.dtype == target:
         return array
     kind = array.dtype.kind
@@ -307,7 +356,7 @@ def values_as(name: str, datatype: str, data: Any, *, role: str = "input"
         return array.astype(target)
     if kind not in _ACCEPTED_KINDS[target.kind]:
         raise InputError(
-            f"{role} {name!r}: expected {datatype} values, got {_describe_kind(array)}"
+            f"{role} {quote_name(name)}: expected {datatype} values, got {_describe_kind(array)}"
         )
     if target.kind == "O":
         return _as_bytes_array(array)
@@ -316,7 +365,7 @@ def values_as(name: str, datatype: str, data: Any, *, role: str = "input"
         low, high = int(array.min()), int(array.max())
         if low < info.min or high > info.max:
             raise InputError(
-                f"{role} {name!r}: value {low if low < info.min else high} is out of "
+                f"{role} {quote_name(name)}: value {low if low < info.min else high} is out of "
                 f"range for {datatype} [{info.min}, {info.max}]"
             )
     return array.astype(target)

@@ -42,3 +42,13 @@ def test_missing_dependency_names_the_install_line():
 @pytest.mark.parametrize("cls", [errors.RateLimitedError, errors.UnavailableError])
 def test_retry_after(cls):
     assert cls("full", retry_after=2.5).retry_after == 2.5
+
+
+def test_quote_name_shows_a_short_name_whole_and_cuts_a_long_one():
+    """Issue 13: a 100,000-character name must not be echoed whole in a message."""
+    assert errors.quote_name("mlp") == "'mlp'"
+    assert errors.quote_name("m" * errors.NAME_MAX) == repr("m" * errors.NAME_MAX)
+    long = errors.quote_name("x" * 100_000)
+    assert long.startswith(repr("x" * errors.NAME_MAX))
+    assert long.endswith(f"...({100_000 - errors.NAME_MAX} more characters)")
+    assert len(long) < errors.NAME_MAX + 40

@@ -7,9 +7,13 @@ from pydantic import ValidationError
 from ferry.errors import InputError, NotFoundError
 from ferry.signature import (
     DATATYPES,
+    MAX_DIM,
+    MAX_ELEMENTS,
+    MAX_RANK,
     Signature,
     TensorSpec,
     as_array,
+    check_shape,
     datatype_of,
     numpy_dtype,
 )
@@ -144,3 +148,27 @@ class TestAsArray:
         assert as_array(spec, [True, False]).dtype == np.bool_
         with pytest.raises(InputError, match="expected BOOL values, got integers"):
             as_array(spec, [1, 0])
+
+
+@pytest.mark.parametrize(("shape", "count"), [
+    ((), 1), ((0,), 0), ((3, 4), 12), ((0, MAX_DIM), 0), ((MAX_DIM,), MAX_DIM),
+    ((1,) * MAX_RANK, 1),
+], ids=["scalar", "empty", "matrix", "empty-widest", "widest", "deepest"])
+def test_check_shape_counts_the_elements_of_a_shape_within_bounds(shape, count):
+    assert check_shape("input 'x'", shape) == count
+    if count == 0:  # numpy takes every empty shape within the bounds
+        assert np.empty(0, np.float64).reshape(shape).size == 0
+
+
+@pytest.mark.parametrize(("shape", "phrase"), [
+    ((0, 2**62), f"dimension {2**62} of shape [0, {2**62}] is above the maximum of {MAX_DIM}"),
+    ((0, MAX_DIM, MAX_DIM), f"at most {MAX_ELEMENTS} are allowed"),
+    ((2**16, 2**16), "describes 4294967296 elements"),
+    ((1, -1), "negative dimension"),
+    ((1,) * (MAX_RANK + 1), f"at most {MAX_RANK} are possible"),
+], ids=["zero-times-huge", "zero-times-wide", "too-many-elements", "negative", "rank"])
+def test_check_shape_refuses_what_numpy_could_not_make(shape, phrase):
+    """Issue 13: [0, 2**62] made numpy's reshape raise "array is too big" (a 500)."""
+    with pytest.raises(InputError, match="input 'x'") as caught:
+        check_shape("input 'x'", shape)
+    assert phrase in caught.value.message

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ferry import __version__
 from ferry.engine.config import ModelConfig, read_model_config
 from ferry.engine.served import ServedVersion
-from ferry.errors import ConfigError, InputError, NotFoundError, UnavailableError
+from ferry.errors import ConfigError, InputError, NotFoundError, UnavailableError, quote_name
 from ferry.inference import (
     InferRequest,
     InferResponse,
@@ -89,6 +89,25 @@ def _version_number(text: str) -> int | None:
     if 0 < len(text) <= 18 and text.isascii() and text.isdigit():
         return int(text)
     return None
+
+
+def _refuse_classification(request: InferRequest) -> None:
+    """Refuse the ``classification`` output parameter rather than silently ignore it.
+
+    Triton answers an output requested with ``classification: k`` as its top k classes, a
+    BYTES tensor of ``"value:index[:label]"`` strings. ferry does not implement that, and an
+    answer of raw scores where labels were asked for would be wrong without saying so; so it
+    refuses the request, naming the parameter (decided in issue 13; docs/serving.md).
+
+    Raises:
+        InputError: an output asks for ``classification``.
+    """
+    for output in request.outputs or ():
+        if "classification" in output.parameters:
+            raise InputError(
+                f"output {quote_name(output.name)}: the 'classification' parameter is not "
+                "supported; ask for the output itself and take the top classes from its "
+                "scores (POST /predict adds the label of each row's highest score)")
 
 
 def parse_selection(models: Iterable[str] | None) -> dict[str, list[int] | None]:
@@ -165,6 +184,8 @@ class Engine:
         """Become unready, let in-flight requests finish (up to ``timeout`` s), close all."""
         self._stopping = True
         table, self._table = self._table, {}
+        for name in table:
+            self.metrics.served(name, ())
         retiring: list[Awaitable[None]] = [served.retire(timeout) for snap in table.values()
                                            for served in snap.versions.values()]
         for state in self._states.values():
@@ -258,12 +279,13 @@ class Engine:
         arrays: Arrays = {}
         for tensor in request.inputs:
             if tensor.name in arrays:
-                raise InputError(f"input {tensor.name!r} is given twice")
+                raise InputError(f"input {quote_name(tensor.name)} is given twice")
             arrays[tensor.name] = tensor.data
         signature.check_inputs(arrays)
         outputs: tuple[str, ...] | None = None
         types = served.output_types
         if request.outputs:
+            _refuse_classification(request)
             outputs = tuple(dict.fromkeys(o.name for o in request.outputs))
             for name in outputs:
                 if name not in types:
@@ -286,11 +308,14 @@ class Engine:
 
         Raises:
             NotFoundError: no such model (or pinned version) in the repository.
+            InputError: ``name`` is not a valid model name.
             ArtifactError, ConfigError: a version or its config could not be loaded.
         """
+        self._check_known(name)
         async with self._lock(name):
             if self._stopping:
-                raise UnavailableError(f"cannot load {name!r}: the server is shutting down")
+                raise UnavailableError(
+                    f"cannot load {quote_name(name)}: the server is shutting down")
             state = self._states.setdefault(name, _State("LOADING"))
             try:
                 wanted = self._wanted(name, state.pinned)
@@ -315,8 +340,10 @@ class Engine:
                 # new ones here, or their runtimes and threads would outlive the engine.
                 await asyncio.gather(*(served.retire(0.0) for v, served in loaded.items()
                                        if have.get(v) is not served))
-                raise UnavailableError(f"cannot load {name!r}: the server is shutting down")
-            self._table[name] = Snapshot(loaded)
+                raise UnavailableError(
+                    f"cannot load {quote_name(name)}: the server is shutting down")
+            self._table[name] = snap = Snapshot(loaded)
+            self.metrics.served(name, snap.labels())
             state.state, state.reason = "READY", ""
             for version, served in have.items():
                 if loaded.get(version) is not served:
@@ -328,11 +355,14 @@ class Engine:
 
         Raises:
             NotFoundError: the model is neither served nor in the repository.
+            InputError: ``name`` is not a valid model name.
         """
+        self._check_known(name)
         async with self._lock(name):
             snap = self._table.pop(name, None)
             if snap is None and name not in self.repository.models():
-                raise NotFoundError(f"unknown model {name!r}")
+                raise NotFoundError(f"unknown model {quote_name(name)}")
+            self.metrics.served(name, ())
             state = self._states.setdefault(name, _State("UNAVAILABLE"))
             state.state, state.reason = "UNAVAILABLE", "unloaded"
             if snap is not None:
@@ -342,6 +372,24 @@ class Engine:
             log.info("unloaded %s", name)
 
     # ------------------------------------------------------------------ internals
+
+    def _check_known(self, name: str) -> None:
+        """Refuse a name the engine has never had before keeping anything for it.
+
+        Loads and unloads name models from clients: a lock, a state or an index row kept for
+        each name a client made up would grow without bound (issue 13). A name the engine
+        serves, or has state for, or that the repository holds, gets them; any other is
+        refused here.
+
+        Raises:
+            InputError: not a valid model name (``../../etc``).
+            NotFoundError: a valid name the repository does not hold.
+        """
+        if name in self._table or name in self._states or self.repository.versions(name):
+            return
+        known = ", ".join(self.repository.models()) or "none"
+        raise NotFoundError(f"model {quote_name(name)} is not in repository "
+                            f"{str(self.repository.root)!r} (models: {known})")
 
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
@@ -354,8 +402,9 @@ class Engine:
         if snap is None:
             served = ", ".join(sorted(self._table)) or "none"
             if name in self._states:
-                raise NotFoundError(f"model {name!r} is not loaded (served models: {served})")
-            raise NotFoundError(f"unknown model {name!r} (served models: {served})")
+                raise NotFoundError(f"model {quote_name(name)} is not loaded "
+                                    f"(served models: {served})")
+            raise NotFoundError(f"unknown model {quote_name(name)} (served models: {served})")
         return snap
 
     @staticmethod
@@ -365,8 +414,8 @@ class Engine:
         number = _version_number(version)
         served = snap.versions.get(number) if number is not None else None
         if served is None:
-            shown = version if len(version) <= 40 else version[:40] + "..."
-            raise NotFoundError(f"model {name!r} has no served version {shown!r} "
+            raise NotFoundError(f"model {quote_name(name)} has no served version "
+                                f"{quote_name(version)} "
                                 f"(versions: {', '.join(snap.labels())})")
         return served
 
@@ -374,19 +423,20 @@ class Engine:
         have = self.repository.versions(name)
         if not have:
             known = ", ".join(self.repository.models()) or "none"
-            raise NotFoundError(f"model {name!r} is not in repository "
+            raise NotFoundError(f"model {quote_name(name)} is not in repository "
                                 f"{str(self.repository.root)!r} (models: {known})")
         if pinned is not None:
             missing = [v for v in pinned if v not in have]
             if missing:
-                raise NotFoundError(f"model {name!r} has no version {missing[0]} "
+                raise NotFoundError(f"model {quote_name(name)} has no version {missing[0]} "
                                     f"(versions: {', '.join(map(str, have))})")
             return pinned
         config = read_model_config(self.repository.root / name, self._defaults)
         chosen = config.policy.select(have)
         if not chosen:
-            raise NotFoundError(f"model {name!r}: version policy {config.version_policy!r} "
-                                f"picks none of versions {', '.join(map(str, have))}")
+            raise NotFoundError(f"model {quote_name(name)}: version policy "
+                                f"{config.version_policy!r} picks none of versions "
+                                f"{', '.join(map(str, have))}")
         return chosen
 
     def _load(self, name: str, version: int, config: ModelConfig) -> ServedVersion:

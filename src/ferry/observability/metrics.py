@@ -14,6 +14,12 @@ inflight_requests                  gauge      model (admitted and not yet answer
 model_load_seconds                 gauge      model, version (load + warm-up time)
 =================================  =========  ==============================================
 
+Label values come only from what the server serves, never from what a client sent: the
+engine tells :class:`Metrics` which models and versions it serves (:meth:`Metrics.served`),
+and a request or stage reported for any other model or version is counted under
+:data:`UNKNOWN` (``""``). A client naming 20,000 different models therefore adds one series,
+not 20,000, and a scrape stays small (issue 13).
+
 Label children are bound once per label tuple and cached in a plain dict: prometheus-client's
 ``labels()`` takes a lock and builds a key on every call, which a hot path should not pay.
 In one process the children are plain numbers (:class:`LeanHistogram` and friends), turned
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -49,10 +55,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["STAGES", "Metrics", "ModelMetrics"]
+__all__ = ["STAGES", "UNKNOWN", "Metrics", "ModelMetrics"]
 
 #: The stages of one request, in order: the adapters report decode and encode.
 STAGES = ("decode", "queue", "compute", "encode")
+
+#: The label value of a model or version the server does not serve (unknown, unloaded, or a
+#: request that named none): the one series all such requests share.
+UNKNOWN = ""
 
 # Latency buckets from 50 µs to 10 s: a tiny model answers in well under a millisecond.
 _LATENCY_BUCKETS = (
@@ -254,6 +264,22 @@ class Metrics:
         self._request_children: dict[tuple[str, str, str, str], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
         self._stage_children: dict[tuple[str, str], Any] = {}
+        #: Model name -> the version labels served now (see served()); nothing else is a label.
+        self._served: dict[str, frozenset[str]] = {}
+
+    # ------------------------------------------------------------------ what is served
+
+    def served(self, model: str, versions: Iterable[str]) -> None:
+        """Declare the versions of ``model`` served now (none: the model is not served).
+
+        The engine calls this whenever its table changes; from then on only these names
+        and versions appear as label values of what the adapters report.
+        """
+        labels = frozenset(versions)
+        if labels:
+            self._served[model] = labels
+        else:
+            self._served.pop(model, None)
 
     # ------------------------------------------------------------------ Contract B
 
@@ -262,12 +288,21 @@ class Metrics:
         """Count one answered request and observe its end-to-end latency.
 
         Args:
-            model: the model name the client asked for.
-            version: the version that answered ("" when none did).
+            model: the model name the client asked for; counted under :data:`UNKNOWN`
+                unless the server serves it.
+            version: the version that answered, or the one the client asked for ("" when
+                none); counted under :data:`UNKNOWN` unless the model serves it.
             protocol: "rest" or "grpc".
             status: the HTTP status ("200", "429") or gRPC code name ("OK").
             seconds: from the first byte decoded to the last encoded.
         """
+        # Map first, then look up: a client's string is never a key of the caches below.
+        # (Inline rather than a call: this runs for every request.)
+        versions = self._served.get(model)
+        if versions is None:
+            model = version = UNKNOWN
+        elif version not in versions:
+            version = UNKNOWN
         key = (model, version, protocol, status)
         counter = self._request_children.get(key)
         if counter is None:
@@ -280,8 +315,12 @@ class Metrics:
         hist.observe(seconds)
 
     def stage(self, stage: str, *, model: str, seconds: float) -> None:
-        """Observe the duration of one stage (``decode``, ``queue``, ``compute``, ``encode``)."""
-        self.stage_child(stage, model).observe(seconds)
+        """Observe the duration of one stage (``decode``, ``queue``, ``compute``, ``encode``).
+
+        ``model`` is the name the client asked for (:data:`UNKNOWN` unless served).
+        """
+        label = model if model in self._served else UNKNOWN
+        self.stage_child(stage, label).observe(seconds)
 
     def _lean_family(self, kind: str, name: str, documentation: str,
                      labelnames: Sequence[str], *, buckets: Sequence[float] = (),
@@ -310,7 +349,11 @@ class Metrics:
     # ------------------------------------------------------------------ engine side
 
     def stage_child(self, stage: str, model: str) -> Any:
-        """The bound histogram child of one stage of one model (cached)."""
+        """The bound histogram child of one stage of one model (cached).
+
+        For the engine, with the name of a model it loads; adapters report through
+        :meth:`stage`, which maps names the server does not serve.
+        """
         key = (model, stage)
         child = self._stage_children.get(key)
         if child is None:

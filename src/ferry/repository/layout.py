@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ferry.errors import InputError
+from ferry.errors import InputError, quote_name
 
 __all__ = ["MANIFEST_NAME", "ModelRef", "check_model_name", "parse_version"]
 
@@ -28,7 +28,7 @@ def check_model_name(name: str) -> str:
     """
     if not _NAME.fullmatch(name) or ".." in name:
         raise InputError(
-            f"invalid model name {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            f"invalid model name {quote_name(name)}: use 1-128 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit (no path separators or '..')"
         )
     return name

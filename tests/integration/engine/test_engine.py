@@ -386,3 +386,103 @@ async def test_a_cheap_model_batches_requests_that_arrive_together_and_not_lone_
         assert await crowd() == (2, 8)
     finally:
         await engine.stop()
+
+
+@pytest.mark.parametrize("name", ["nope", "../../etc", "n" * 100_000, ""],
+                         ids=["missing", "traversal", "100k-chars", "empty"])
+async def test_loading_or_unloading_a_name_the_repository_lacks_keeps_nothing(
+        repo, tmp_path, name):
+    """Issue 13: each refused name left an UNAVAILABLE row (and a lock) behind forever."""
+    _import(repo, tmp_path, "mlp", seed=90)
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        before = engine.repository_index()
+        for _ in range(3):
+            with pytest.raises((NotFoundError, InputError)) as caught:
+                await engine.load_model(name)
+            assert len(caught.value.message) < 600
+            with pytest.raises((NotFoundError, InputError)):
+                await engine.unload_model(name)
+        assert engine.repository_index() == before
+        assert set(engine._locks) <= {"mlp"}  # no per-name lock kept for refused names
+    finally:
+        await engine.stop()
+
+
+async def test_a_failed_load_of_a_model_in_the_repository_still_reports_why(repo, tmp_path):
+    from ferry.errors import ConfigError
+
+    _import(repo, tmp_path, "mlp", seed=91)
+    _import(repo, tmp_path, "other", seed=92)
+    (repo.root / "other" / "config.toml").write_text("instancez = 2\n")
+    engine = Engine(repo, models=["mlp"])
+    await engine.start()
+    try:
+        with pytest.raises(ConfigError):
+            await engine.load_model("other")
+        rows = {e.name: e for e in engine.repository_index()}
+        assert rows["other"].state == "UNAVAILABLE" and "instancez" in rows["other"].reason
+    finally:
+        await engine.stop()
+
+
+async def test_long_names_are_cut_in_not_found_messages(repo, tmp_path):
+    """Issue 13: a 100,000-character name made gRPC's status details overflow."""
+    _import(repo, tmp_path, "mlp", seed=93)
+    engine = Engine(repo)
+    await engine.start()
+    long = "n" * 100_000
+    x = np.zeros((1, 4), np.float32)
+    try:
+        requests = [
+            _request(x, model=long),
+            _request(x, version=long),
+            InferRequest("mlp", [Tensor(long, "FP32", x.shape, x)]),
+            _request(x, outputs=[RequestedOutput(long)]),
+        ]
+        for request in requests:
+            with pytest.raises((NotFoundError, InputError)) as caught:
+                await engine.infer(request)
+            assert "more characters)" in caught.value.message
+            assert len(caught.value.message) < 600
+    finally:
+        await engine.stop()
+
+
+async def test_the_classification_output_parameter_is_refused(repo, tmp_path):
+    """Issue 13: Triton's top-k ``classification`` was silently ignored; ferry refuses it."""
+    _import(repo, tmp_path, "mlp", seed=94)
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        request = _request(np.zeros((1, 4), np.float32),
+                           outputs=[RequestedOutput("scores", {"classification": 2})])
+        with pytest.raises(InputError, match="output 'scores': the 'classification' "
+                                             "parameter is not supported"):
+            await engine.infer(request)
+    finally:
+        await engine.stop()
+
+
+async def test_metrics_label_only_served_models(repo, tmp_path):
+    _import(repo, tmp_path, "mlp", seed=95)
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        metrics = engine.metrics
+        metrics.request(model="mlp", version="1", protocol="grpc", status="OK", seconds=0.0)
+        metrics.request(model="zzz", version="7", protocol="grpc", status="NOT_FOUND",
+                        seconds=0.0)
+        # (the exposition writes the labels in name order)
+        assert _sample(engine, "ferry_requests_total", model="mlp", protocol="grpc",
+                       status="OK", version="1") == 1
+        assert _sample(engine, "ferry_requests_total", model="", protocol="grpc",
+                       status="NOT_FOUND", version="") == 1
+        await engine.unload_model("mlp")
+        metrics.request(model="mlp", version="1", protocol="grpc", status="NOT_FOUND",
+                        seconds=0.0)
+        assert _sample(engine, "ferry_requests_total", model="", protocol="grpc",
+                       status="NOT_FOUND", version="") == 2
+    finally:
+        await engine.stop()

@@ -8,10 +8,12 @@ import random
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ferry.observability.metrics import LeanHistogram, Metrics
+from ferry.observability.metrics import UNKNOWN, LeanHistogram, Metrics
 
 
 def _observe(metrics: Metrics, rng: random.Random) -> None:
+    metrics.served("digits", ["1"])
+    metrics.served("fraud", ["1"])
     for _ in range(500):
         model = rng.choice(["digits", "fraud"])
         status = rng.choice(["200", "200", "400", "429"])
@@ -65,3 +67,43 @@ def test_metrics_are_lean_unless_shared_with_workers(monkeypatch: pytest.MonkeyP
     assert Metrics().lean is True
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert Metrics().lean is False
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "client"])
+def test_only_served_models_and_versions_become_label_values(lean: bool) -> None:
+    """Issue 13: every unknown name a client sends shares one series, not one each."""
+    metrics = Metrics(lean=lean)
+    metrics.served("mlp", ["1", "2"])
+    for i in range(2000):
+        metrics.request(model=f"nope-{i}", version=str(i), protocol="grpc",
+                        status="NOT_FOUND", seconds=0.001)
+        metrics.request(model="mlp", version=f"v{i}", protocol="grpc", status="NOT_FOUND",
+                        seconds=0.001)
+        metrics.stage("decode", model=f"nope-{i}", seconds=0.001)
+    metrics.request(model="mlp", version="2", protocol="rest", status="200", seconds=0.001)
+    samples = _samples(metrics)
+    models = {dict(labels).get("model") for _, labels in samples}
+    versions = {dict(labels).get("version") for _, labels in samples} - {None}
+    assert models == {UNKNOWN, "mlp"}
+    assert versions == {UNKNOWN, "2"}
+    requests = {labels: value for (name, labels), value in samples.items()
+                if name == "ferry_requests_total"}
+    assert requests[(("model", ""), ("protocol", "grpc"), ("status", "NOT_FOUND"),
+                     ("version", ""))] == 2000
+    assert requests[(("model", "mlp"), ("protocol", "grpc"), ("status", "NOT_FOUND"),
+                     ("version", ""))] == 2000
+    assert len(metrics.render()[0]) < 20_000
+
+
+def test_a_model_no_longer_served_is_counted_as_unknown() -> None:
+    metrics = Metrics(lean=True)
+    metrics.served("mlp", ["1"])
+    metrics.request(model="mlp", version="1", protocol="rest", status="200", seconds=0.0)
+    metrics.served("mlp", ())
+    metrics.request(model="mlp", version="1", protocol="rest", status="404", seconds=0.0)
+    requests = {labels: value for (name, labels), value in _samples(metrics).items()
+                if name == "ferry_requests_total"}
+    assert requests == {
+        (("model", "mlp"), ("protocol", "rest"), ("status", "200"), ("version", "1")): 1.0,
+        (("model", ""), ("protocol", "rest"), ("status", "404"), ("version", "")): 1.0,
+    }

@@ -14,17 +14,16 @@ the data has been found to match it, so an absurd shape is an error, not a ``Mem
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ferry.errors import InputError
+from ferry.errors import InputError, quote_name
 from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
 from ferry.protocols.grpc._generated import inference_pb2 as pb
-from ferry.signature import DATATYPES, format_shape
+from ferry.signature import DATATYPES, check_shape, format_shape
 
 __all__ = [
     "decode_bytes",
@@ -70,9 +69,6 @@ _WIRE_DTYPE: dict[str, np.dtype[Any]] = {
     name: dt.newbyteorder("<") for name, dt in DATATYPES.items() if name != "BYTES"
 }
 
-#: numpy's limit on the number of dimensions (NPY_MAXDIMS in numpy 2).
-MAX_RANK = 64
-
 _LENGTH = struct.Struct("<I")
 
 # Request inputs and response outputs carry the same tensor fields.
@@ -110,12 +106,12 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
     for index, tensor in enumerate(inputs):
         name = tensor.name
         if name in seen:
-            raise InputError(f"input {name!r} appears more than once in the request")
+            raise InputError(f"input {quote_name(name)} appears more than once in the request")
         seen.add(name)
         if raw:
             if tensor.HasField("contents"):
                 raise InputError(
-                    f"input {name!r} has typed 'contents' but the request also has "
+                    f"input {quote_name(name)} has typed 'contents' but the request also has "
                     "raw_input_contents; use one or the other for all inputs"
                 )
             tensors.append(_decode_raw(tensor, raw[index]))
@@ -136,26 +132,21 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
 
 
 def _checked_shape(what: str, shape: Any) -> tuple[tuple[int, ...], int]:
+    """The shape and element count, within :func:`ferry.signature.check_shape`'s bounds."""
     dims = tuple(shape)
-    if len(dims) > MAX_RANK:
-        raise InputError(f"{what}: shape has {len(dims)} dimensions; at most "
-                         f"{MAX_RANK} are possible")
-    if any(d < 0 for d in dims):
-        raise InputError(f"{what}: shape {format_shape(dims)} has a negative "
-                         "dimension; every dimension of a concrete tensor must be >= 0")
-    return dims, math.prod(dims)
+    return dims, check_shape(what, dims)
 
 
 def _datatype(what: str, datatype: str) -> str:
     if datatype not in DATATYPES:
-        raise InputError(f"{what}: unknown datatype {datatype!r}; expected one of "
+        raise InputError(f"{what}: unknown datatype {quote_name(datatype)}; expected one of "
                          f"{', '.join(DATATYPES)}")
     return datatype
 
 
 def _decode_raw(tensor: _WireTensor, data: bytes, role: str = "input") -> Tensor:
     name = tensor.name
-    what = f"{role} {name!r}"
+    what = f"{role} {quote_name(name)}"
     datatype = _datatype(what, tensor.datatype)
     shape, count = _checked_shape(what, tensor.shape)
     if datatype == "BYTES":
@@ -179,7 +170,7 @@ def _decode_raw(tensor: _WireTensor, data: bytes, role: str = "input") -> Tensor
 
 def _decode_typed(tensor: _WireTensor, role: str = "input") -> Tensor:
     name = tensor.name
-    what = f"{role} {name!r}"
+    what = f"{role} {quote_name(name)}"
     datatype = _datatype(what, tensor.datatype)
     shape, count = _checked_shape(what, tensor.shape)
     field = TYPED_FIELD.get(datatype)

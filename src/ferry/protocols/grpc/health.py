@@ -5,14 +5,16 @@ server (service ``""``) or for ``inference.GRPCInferenceService``. Both report S
 exactly when the engine is ready, so a server that is still warming up, or draining before
 shutdown, is taken out of rotation. ``Check`` asks the engine each time; ``Watch`` streams
 are fed by a poller that runs only while someone watches.
+
+``Watch`` is ferry's own: grpcio-health-checking's keeps one condition per service name and
+deletes it when any of its watchers leaves, after which the others never hear of a change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from grpc_health.v1 import health, health_pb2
 
@@ -22,6 +24,7 @@ __all__ = ["ReadinessHealthServicer"]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
@@ -40,15 +43,21 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         self._services = ("", *services)
         self._poll_interval = poll_interval
         self._poller: asyncio.Task[None] | None = None
+        self._watchers = 0
+        # Set (and replaced by a fresh one) whenever a reported status changes.
+        self._changed = asyncio.Event()
         for service in self._services:
             self._server_status[service] = NOT_SERVING
 
     async def refresh(self) -> None:
         """Set every reported service to the engine's current readiness."""
         status = SERVING if self._engine.ready() else NOT_SERVING
+        if all(self._server_status.get(service) == status for service in self._services):
+            return
         for service in self._services:
-            if self._server_status.get(service) != status:
-                await self.set(service, status)
+            await self.set(service, status)
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def Check(self, request: Any, context: Any) -> Any:
         """Answer the current status (NOT_FOUND for a service this server lacks)."""
@@ -56,18 +65,32 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         return await super().Check(request, context)
 
     async def Watch(self, request: Any, context: Any) -> None:
-        """Stream status changes while the client watches."""
+        """Stream the service's status now and after each change while the client watches.
+
+        A service this server lacks is ``SERVICE_UNKNOWN``, as the protocol asks.
+        """
         await self.refresh()
+        self._watchers += 1
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         try:
-            await super().Watch(request, context)
+            await self._stream(request.service, context)
         finally:
-            if not self._server_watchers and self._poller is not None:
+            self._watchers -= 1
+            if not self._watchers and self._poller is not None:
+                # Not awaited: a Watch that starts meanwhile must find no poller and start one.
                 self._poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._poller
                 self._poller = None
+
+    async def _stream(self, service: str, context: Any) -> NoReturn:
+        last = None
+        while True:
+            changed = self._changed  # taken first: a change during the write is not missed
+            status = self._server_status.get(service, SERVICE_UNKNOWN)
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                last = status
+            await changed.wait()
 
     async def _poll(self) -> None:
         while True:

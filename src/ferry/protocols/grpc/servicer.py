@@ -17,8 +17,9 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 import grpc
 
 from ferry.engine import Engine
-from ferry.errors import FerryError, InputError, InternalError
+from ferry.errors import FerryError, InputError, InternalError, quote_name
 from ferry.inference import ModelMetadata
+from ferry.observability.logging import FIELD_MAX, clip
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
@@ -122,9 +123,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def _refuse(self, context: Context, request: pb.ModelInferRequest, version: str,
                       start: float, error: FerryError) -> NoReturn:
         status = status_of(error)
-        logger.info("refused %s with %s: %s", request.model_name or "(no model)",
-                    status.code.name, error.message,
-                    extra={"model": request.model_name, "status": status.code.name})
+        # The name and the message carry what the client sent: clipped, so a client cannot
+        # write more log than it sends.
+        model = clip(request.model_name)
+        logger.info("refused %s with %s: %s", model or "(no model)", status.code.name,
+                    clip(error.message, 2 * FIELD_MAX),
+                    extra={"model": model, "status": status.code.name})
         self._metrics.request(model=request.model_name, version=version, protocol="grpc",
                               status=status.code.name, seconds=time.perf_counter() - start)
         await context.abort(status.code, status.details, status.trailing_metadata)
@@ -223,8 +227,9 @@ def _check_parameters(parameters: Mapping[str, Any], allowed: frozenset[str], ve
     unknown = sorted(set(parameters) - allowed)
     if unknown:
         raise InputError(
-            f"{verb} parameter {unknown[0]!r} is not supported: ferry {verb}s models from its "
-            "repository as imported; use `ferry import` to add or change a model"
+            f"{verb} parameter {quote_name(unknown[0])} is not supported: ferry {verb}s "
+            "models from its repository as imported; use `ferry import` to add or change a "
+            "model"
             + (f" (supported: {', '.join(sorted(allowed))})" if allowed else "")
         )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.errors import InputError
+from ferry.errors import InputError, quote_name
 from ferry.signature import DATATYPES, format_shape
 
 __all__ = ["HEADER", "decode_tensor", "encode_tensor", "split_body"]
@@ -65,11 +65,12 @@ def decode_tensor(raw: memoryview, name: str, datatype: str,
     dtype = DATATYPES[datatype].newbyteorder("<")
     if len(raw) != count * dtype.itemsize:
         raise InputError(
-            f"input {name!r}: binary data of {len(raw)} bytes does not fit {datatype} with shape "
-            f"{format_shape(shape)} ({count * dtype.itemsize} bytes)")
+            f"input {quote_name(name)}: binary data of {len(raw)} bytes does not fit {datatype} "
+            f"with shape {format_shape(shape)} ({count * dtype.itemsize} bytes)")
     array = np.frombuffer(raw, dtype=dtype).reshape(shape)
     if datatype == "BOOL" and array.size and int(array.view(np.uint8).max()) > 1:
-        raise InputError(f"input {name!r}: BOOL binary data holds bytes other than 0 and 1")
+        raise InputError(
+            f"input {quote_name(name)}: BOOL binary data holds bytes other than 0 and 1")
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
@@ -79,23 +80,23 @@ def _decode_bytes(raw: memoryview, name: str, shape: tuple[int, ...],
     # anything is allocated for it.
     if count * 4 > len(raw):
         raise InputError(
-            f"input {name!r}: binary data of {len(raw)} bytes cannot hold {count} BYTES "
+            f"input {quote_name(name)}: binary data of {len(raw)} bytes cannot hold {count} BYTES "
             f"elements (shape {format_shape(shape)})")
     out = np.empty(count, dtype=object)
     offset, end = 0, len(raw)
     for i in range(count):
         if offset + 4 > end:
-            raise InputError(f"input {name!r}: BYTES element {i} has no length prefix")
+            raise InputError(f"input {quote_name(name)}: BYTES element {i} has no length prefix")
         (length,) = _LENGTH.unpack_from(raw, offset)
         offset += 4
         if offset + length > end:
             raise InputError(
-                f"input {name!r}: BYTES element {i} of {length} bytes overruns the data")
+                f"input {quote_name(name)}: BYTES element {i} of {length} bytes overruns the data")
         out[i] = bytes(raw[offset:offset + length])
         offset += length
     if offset != end:
         raise InputError(
-            f"input {name!r}: {end - offset} bytes left after {count} BYTES elements "
+            f"input {quote_name(name)}: {end - offset} bytes left after {count} BYTES elements "
             f"(shape {format_shape(shape)})")
     return out.reshape(shape)
 

@@ -16,17 +16,23 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ferry.errors import InputError
+from ferry.errors import InputError, quote_name
 from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
 from ferry.protocols.rest.binary import decode_tensor, encode_tensor
-from ferry.signature import DATATYPES, format_shape, values_as
+from ferry.signature import (
+    DATATYPES,
+    MAX_DIM,
+    MAX_ELEMENTS,
+    MAX_RANK,
+    check_shape,
+    format_shape,
+    values_as,
+)
 
 __all__ = ["convert", "decode_request", "encode_response", "json_data", "json_value",
            "tensor_from_json"]
 
 _SCALARS = (str, int, float, bool)
-#: A dimension must fit the protocol's uint64, and numpy's int64 in practice.
-_MAX_DIM = (1 << 63) - 1
 
 
 def decode_request(doc: Any, binary: memoryview, model: str,
@@ -53,7 +59,7 @@ def decode_request(doc: Any, binary: memoryview, model: str,
     for index, item in enumerate(raw_inputs):
         tensor, offset = _decode_input(item, index, binary, offset)
         if tensor.name in seen:
-            raise InputError(f"input {tensor.name!r} is given twice")
+            raise InputError(f"input {quote_name(tensor.name)} is given twice")
         seen.add(tensor.name)
         inputs.append(tensor)
     if offset != len(binary):
@@ -80,25 +86,28 @@ def _decode_input(item: Any, index: int, binary: memoryview,
     datatype = item.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InputError(
-            f"input {name!r}: unknown datatype {datatype!r}; expected one of "
+            f"input {quote_name(name)}: unknown datatype {_shown(datatype)}; expected one of "
             f"{', '.join(DATATYPES)}")
     shape = _shape(item.get("shape"), name)
-    parameters = _parameters(item.get("parameters"), f"input {name!r}")
+    raw = item.get("parameters")
+    parameters = {} if raw is None else _parameters(raw, f"input {quote_name(name)}")
     size = parameters.get("binary_data_size")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InputError(f"input {name!r}: binary_data_size must be a non-negative integer")
+            raise InputError(
+                f"input {quote_name(name)}: binary_data_size must be a non-negative integer")
         if "data" in item:
-            raise InputError(f"input {name!r}: has both 'data' and binary_data_size")
+            raise InputError(f"input {quote_name(name)}: has both 'data' and binary_data_size")
         end = offset + size
         if end > len(binary):
             raise InputError(
-                f"input {name!r}: binary_data_size {size} at offset {offset} is beyond the "
-                f"{len(binary)} bytes of binary data (is Inference-Header-Content-Length set?)")
+                f"input {quote_name(name)}: binary_data_size {size} at offset {offset} is beyond "
+                f"the {len(binary)} bytes of binary data (is Inference-Header-Content-Length set?)")
         array = decode_tensor(binary[offset:end], name, datatype, shape)
         return Tensor(name, datatype, shape, array, parameters), end
     if "data" not in item:
-        raise InputError(f"input {name!r}: needs 'data' (or binary data with binary_data_size)")
+        raise InputError(
+            f"input {quote_name(name)}: needs 'data' (or binary data with binary_data_size)")
     return Tensor(name, datatype, shape, tensor_from_json(item["data"], name, datatype, shape),
                   parameters), offset
 
@@ -112,12 +121,13 @@ def tensor_from_json(data: Any, name: str, datatype: str,
             ragged nesting, or a number of values that does not match the shape.
     """
     if not isinstance(data, list) and not isinstance(data, _SCALARS):
-        raise InputError(f"input {name!r}: 'data' must be a list of values, got {_kind(data)}")
+        raise InputError(
+            f"input {quote_name(name)}: 'data' must be a list of values, got {_kind(data)}")
     array = convert(data, name, datatype)
     want = prod(shape)
     if array.size != want:
         raise InputError(
-            f"input {name!r}: shape {format_shape(shape)} needs {want} values, "
+            f"input {quote_name(name)}: shape {format_shape(shape)} needs {want} values, "
             f"'data' has {array.size}")
     return array if array.shape == shape else array.reshape(shape)
 
@@ -137,7 +147,7 @@ def convert(data: Any, name: str, datatype: str) -> np.ndarray[Any, Any]:
     except FloatingPointError:
         limit = float(np.finfo(DATATYPES[datatype]).max)
         raise InputError(
-            f"input {name!r}: a value is out of range for {datatype} "
+            f"input {quote_name(name)}: a value is out of range for {datatype} "
             f"(largest magnitude {limit:g})") from None
 
 
@@ -148,25 +158,30 @@ def _uint64(data: Any, name: str) -> np.ndarray[Any, Any]:
     flat = array.reshape(-1)
     for value in flat:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"input {name!r}: expected UINT64 values, got {_kind(value)}")
+            raise InputError(
+                f"input {quote_name(name)}: expected UINT64 values, got {_kind(value)}")
         if not 0 <= value < 1 << 64:
-            raise InputError(f"input {name!r}: value {value} is out of range for UINT64")
+            raise InputError(f"input {quote_name(name)}: value {value} is out of range for UINT64")
     return array.astype(np.uint64)
 
 
 def _shape(value: Any, name: str) -> tuple[int, ...]:
-    if type(value) is list:
+    """The shape of an input, within the bounds of :func:`ferry.signature.check_shape`."""
+    if type(value) is list and len(value) <= MAX_RANK:
+        span = 1
         for d in value:  # a loop, not all(<generator>): this runs for every tensor
-            if type(d) is not int or not 0 <= d <= _MAX_DIM:
+            if type(d) is not int or not 0 <= d <= MAX_DIM:
                 break
+            span *= d or 1
         else:
-            return tuple(value)
+            if span <= MAX_ELEMENTS:
+                return tuple(value)
     if not isinstance(value, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM
-            for d in value):
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
         raise InputError(
-            f"input {name!r}: 'shape' must be a list of non-negative integers, got "
+            f"input {quote_name(name)}: 'shape' must be a list of non-negative integers, got "
             f"{reprlib.repr(value) if isinstance(value, list) else _kind(value)}")
+    check_shape(f"input {quote_name(name)}", value)  # the message for the bound exceeded
     return tuple(value)
 
 
@@ -181,7 +196,7 @@ def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
             raise InputError(f"outputs[{index}] must be an object with a 'name' string")
         name = item["name"]
         outputs.append(RequestedOutput(name, _parameters(item.get("parameters"),
-                                                         f"output {name!r}")))
+                                                         f"output {quote_name(name)}")))
     return outputs
 
 
@@ -193,7 +208,7 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     for key, item in value.items():
         if not isinstance(item, _SCALARS):
             raise InputError(
-                f"{where}: parameter {key!r} must be a string, number or boolean, "
+                f"{where}: parameter {quote_name(key)} must be a string, number or boolean, "
                 f"got {_kind(item)}")
     return value
 
@@ -269,6 +284,11 @@ def json_value(array: Any) -> Any:
     if array.dtype.kind == "O":
         return [json_value(a) for a in array]
     return np.ascontiguousarray(array)
+
+
+def _shown(value: Any) -> str:
+    """A client's value in a message: a string quoted and cut, anything else abbreviated."""
+    return quote_name(value) if isinstance(value, str) else reprlib.repr(value)
 
 
 def _kind(value: Any) -> str:

@@ -19,7 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ferry.errors import FerryError, NotFoundError
+from ferry.errors import FerryError
 from ferry.observability.logging import FIELD_MAX, clip
 from ferry.protocols.rest.errors import error_response, status_of
 
@@ -89,28 +89,34 @@ def request_id(request: Request) -> str:
 
 
 async def exchange(ctx: RestContext, model: str,
-                   work: Callable[[], Awaitable[Answer]]) -> Response:
-    """Run ``work`` for ``model``: answer ferry errors as JSON, count the request.
+                   work: Callable[[], Awaitable[Answer]], *,
+                   version: str | None = None) -> Response:
+    """Run ``work`` for ``model`` (``version``): answer ferry errors as JSON, count the request.
 
-    Requests for an unknown model are counted under the model label ``""``, so that
-    arbitrary names in URLs cannot grow the metrics without bound.
+    Requests for a model or version the server does not serve are counted under the label
+    ``""`` (:class:`~ferry.observability.metrics.Metrics` maps them), so that arbitrary
+    names in URLs cannot grow the metrics without bound.
     """
     start = perf_counter()
     try:
         answer = await work()
     except FerryError as error:
-        return refusal(ctx, model, error, start)
+        return refusal(ctx, model, error, start, version=version)
     ctx.metrics.request(model=model, version=answer.version, protocol="rest", status="200",
                         seconds=perf_counter() - start)
     return answer.response
 
 
-def refusal(ctx: RestContext, model: str, error: FerryError, start: float) -> Response:
-    """The answer to a refused request: counted, logged once, ``{"error": ...}``."""
+def refusal(ctx: RestContext, model: str, error: FerryError, start: float, *,
+            version: str | None = None) -> Response:
+    """The answer to a refused request: counted, logged once, ``{"error": ...}``.
+
+    Counted under the model and version the client named, as gRPC counts its refusals;
+    the metrics keep only names the server serves.
+    """
     status = status_of(error)
-    label = "" if isinstance(error, NotFoundError) else model
-    ctx.metrics.request(model=label, version="", protocol="rest", status=str(status),
-                        seconds=perf_counter() - start)
+    ctx.metrics.request(model=model, version=version or "", protocol="rest",
+                        status=str(status), seconds=perf_counter() - start)
     # One line per refused request (the JSON log adds the request id): what an operator
     # needs to answer "why did my call fail?". Successes are counted, not logged.
     # Client-supplied strings are clipped: a client must not write more log than it sends.

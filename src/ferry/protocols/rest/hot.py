@@ -160,7 +160,7 @@ async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: b
             payload, answered = await predict_body(ctx, model, version, body)
             header_length = None
     except FerryError as error:
-        response = refusal(ctx, model or "", error, start)
+        response = refusal(ctx, model or "", error, start, version=version)
         return response.status_code, list(response.raw_headers), bytes(response.body)
     length = (b"content-length", b"%d" % len(payload))
     if header_length is None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.errors import InputError, NotFoundError
+from ferry.errors import InputError, NotFoundError, quote_name
 from ferry.inference import InferRequest, ModelMetadata, RequestedOutput, Tensor
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
 from ferry.protocols.rest.codec import convert, json_value
@@ -45,7 +45,7 @@ def routes(ctx: RestContext) -> list[Route]:
             payload, answered = await predict_body(ctx, model, version, body)
             return Answer(Response(payload, media_type="application/json"), answered)
 
-        return await exchange(ctx, model or "", work)
+        return await exchange(ctx, model or "", work, version=version)
 
     return [
         Route("/predict", predict, methods=["POST"]),
@@ -113,7 +113,7 @@ def named_arrays(meta: ModelMetadata, data: Any, inputs: Any, *,
         found = next((s for s in meta.inputs if s.name == name), None)
         if found is None:
             raise InputError(
-                f"unknown input {name!r}; the model's inputs are "
+                f"unknown input {quote_name(name)}; the model's inputs are "
                 f"{', '.join(repr(s.name) for s in meta.inputs)}")
         arrays[name] = _batched(found, convert(value, name, found.datatype))
     return arrays
@@ -124,7 +124,7 @@ def to_tensor(meta: ModelMetadata, name: str, array: np.ndarray[Any, Any]) -> Te
     for spec in meta.inputs:
         if spec.name == name:
             return Tensor(name, spec.datatype, array.shape, array)
-    raise InputError(f"unknown input {name!r}")
+    raise InputError(f"unknown input {quote_name(name)}")
 
 
 def _batched(spec: TensorSpec, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -68,7 +68,7 @@ def routes(ctx: RestContext) -> list[Route]:
             ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
             return Answer(response, result.model_version)
 
-        return await exchange(ctx, model, work)
+        return await exchange(ctx, model, work, version=version)
 
     async def status(request: Request) -> Response:
         model: str = request.path_params["model"]

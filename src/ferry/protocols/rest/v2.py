@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.errors import InputError
+from ferry.errors import InputError, quote_name
 from ferry.inference import ModelMetadata
 from ferry.protocols.rest.binary import HEADER, split_body
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
@@ -71,7 +71,7 @@ class _Handlers:
                                     headers={HEADER: str(header_length)})
             return Answer(response, answered)
 
-        return await exchange(self.ctx, model, work)
+        return await exchange(self.ctx, model, work, version=version)
 
     async def live(self, request: Request) -> Response:
         ok = self.engine.live()
@@ -119,12 +119,13 @@ class _Handlers:
         doc = await _optional_json(request, self.ctx)
         parameters = doc.get("parameters") or {}
         if not isinstance(parameters, dict):
-            raise InputError(f"load {name!r}: 'parameters' must be a JSON object")
+            raise InputError(f"load {quote_name(name)}: 'parameters' must be a JSON object")
         unsupported = sorted(parameters)
         if unsupported:
             raise InputError(
-                f"load {name!r}: parameter {unsupported[0]!r} is not supported; ferry loads "
-                "models from its repository (import a new version with `ferry import`)")
+                f"load {quote_name(name)}: parameter {quote_name(unsupported[0])} is not "
+                "supported; ferry loads models from its repository (import a new version "
+                "with `ferry import`)")
         await self.engine.load_model(name)
         return Response(status_code=200)
 
@@ -133,11 +134,12 @@ class _Handlers:
         doc = await _optional_json(request, self.ctx)
         parameters = doc.get("parameters") or {}
         if not isinstance(parameters, dict):
-            raise InputError(f"unload {name!r}: 'parameters' must be a JSON object")
+            raise InputError(f"unload {quote_name(name)}: 'parameters' must be a JSON object")
         # unload_dependents is accepted and has nothing to act on: ferry has no ensembles.
         unknown = sorted(set(parameters) - {"unload_dependents"})
         if unknown:
-            raise InputError(f"unload {name!r}: unknown parameter {unknown[0]!r}")
+            raise InputError(
+                f"unload {quote_name(name)}: unknown parameter {quote_name(unknown[0])}")
         await self.engine.unload_model(name)
         return Response(status_code=200)
 

@@ -68,7 +68,7 @@ CASES = [
     ("negative-shape", INFER, orjson.dumps(_pair(shape=[-1, 4])), {}, 400,
      ["input 'a': 'shape' must be a list of non-negative integers"]),
     ("absurd-shape", INFER, orjson.dumps(_pair(shape=[2**40, 2**40])), {}, 400,
-     ["input 'a'", "needs 1208925819614629174706176 values, 'data' has 4"]),
+     ["input 'a'", "dimension 1099511627776 of shape", "above the maximum of 2147483647"]),
     ("wrong-rank", INFER, orjson.dumps(_pair(shape=[4])), {}, 400, ["input 'a'", "[-1, 4]"]),
     ("header-length-beyond-body", INFER, orjson.dumps(_pair()),
      {"inference-header-content-length": "100000"}, 400,

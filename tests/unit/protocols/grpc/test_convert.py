@@ -175,6 +175,8 @@ def test_absurd_shapes_are_refused_without_allocating(datatype: str) -> None:
 
 def test_absurd_shape_with_typed_contents_is_refused() -> None:
     text = _error(_typed_request("x", "BYTES", [2**62, 2], "bytes_contents", [b"a"]))
+    assert f"dimension {2**62} of shape [{2**62}, 2] is above the maximum" in text
+    text = _error(_typed_request("x", "BYTES", [2**20, 2], "bytes_contents", [b"a"]))
     assert "1 elements" in text
 
 
@@ -375,3 +377,21 @@ def test_malformed_responses_name_the_output() -> None:
     message.outputs.add(name="y", datatype="FP32", shape=[1])
     with pytest.raises(InputError, match="output 'y': raw contents hold 3 bytes"):
         decode_response(message)
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_a_zero_element_tensor_with_a_huge_dimension_is_refused(raw: bool) -> None:
+    """Issue 13: shape [0, 2**62] made numpy's reshape raise "array is too big" (INTERNAL)."""
+    if raw:
+        message = _raw_request(("x", "FP32", np.zeros((0, 4), np.float32)))
+        message.inputs[0].shape[:] = [0, 2**62]
+    else:
+        message = _typed_request("x", "FP32", [0, 2**62], "fp32_contents", [])
+    text = _error(message)
+    assert f"input 'x': dimension {2**62} of shape [0, {2**62}] is above the maximum" in text
+
+
+def test_a_long_input_name_is_cut_in_the_message() -> None:
+    """Issue 13: a 100,000-character name must not make the status details overflow."""
+    text = _error(_typed_request("n" * 100_000, "FLOAT", [1], "fp32_contents", [1.0]))
+    assert "more characters)" in text and len(text) < 400
