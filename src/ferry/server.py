@@ -84,7 +84,7 @@ async def serve(settings: ServerSettings, *,
     # Imported here: `ferry --help` and the other verbs should not pay for web servers.
     import uvicorn
 
-    from ferry.protocols.grpc.server import bind, build_server
+    from ferry.protocols.grpc.server import GrpcLimits, bind, build_server
     from ferry.protocols.rest.app import create_app
     from ferry.protocols.rest.http11 import http_protocol
 
@@ -101,7 +101,11 @@ async def serve(settings: ServerSettings, *,
     grpc_server = None
     try:
         http_sock = _listen(settings.host, settings.http_port, reuse_port=settings.workers > 1)
-        grpc_server = build_server(engine, max_message_bytes=settings.max_message_bytes)
+        grpc_server = build_server(engine, max_message_bytes=settings.max_message_bytes,
+                                   limits=GrpcLimits(
+                                       max_concurrent_streams=settings.grpc_max_concurrent_streams,
+                                       max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+                                       max_connection_idle=settings.grpc_max_connection_idle))
         grpc_port = bind(grpc_server, settings.host, settings.grpc_port)
         await grpc_server.start()
         app = create_app(engine, max_body_bytes=settings.max_body_bytes)

@@ -63,6 +63,14 @@ class ServerSettings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="server processes sharing the ports")
     max_body_bytes: int = Field(64 * _MIB, ge=1024, description="largest REST request body")
     max_message_bytes: int = Field(64 * _MIB, ge=1024, description="largest gRPC message")
+    grpc_max_concurrent_streams: int = Field(
+        100, ge=1, description="gRPC calls open at once on one connection (announced to "
+        "clients as SETTINGS_MAX_CONCURRENT_STREAMS)")
+    grpc_max_concurrent_rpcs: int = Field(
+        1024, ge=1, description="gRPC calls open at once in the process; RESOURCE_EXHAUSTED "
+        "past it")
+    grpc_max_connection_idle: float = Field(
+        300.0, gt=0.0, description="seconds a gRPC connection with no call open stays open")
     drain_timeout: float = Field(
         30.0, ge=0.0, description="seconds a stopping server or a retired version waits "
         "for in-flight requests")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import ConfigError
-from ferry.settings import load_settings
+from ferry.settings import ServerSettings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +82,12 @@ def test_a_bad_setting_is_one_line_naming_key_and_rule(tmp_path, monkeypatch, te
 def test_a_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"--config .*nope.toml: no such file"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_grpc_limit_settings_default_to_the_servers_own_defaults():
+    from ferry.protocols.grpc.server import GrpcLimits
+
+    settings, limits = ServerSettings(), GrpcLimits()
+    assert (settings.grpc_max_concurrent_streams, settings.grpc_max_concurrent_rpcs,
+            settings.grpc_max_connection_idle) == (
+        limits.max_concurrent_streams, limits.max_concurrent_rpcs, limits.max_connection_idle)
