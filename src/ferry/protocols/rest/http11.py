@@ -45,6 +45,7 @@ from ferry.observability.logging import clip
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.asgi_call import call_app
 from ferry.protocols.rest.body import too_large
+from ferry.protocols.rest.errors import error_response, internal_error_response
 from ferry.protocols.rest.exchange import (
     RestContext,
     client_request_id,
@@ -57,7 +58,7 @@ from ferry.protocols.rest.wire import (
     CONTINUE,
     Headers,
     answer_bytes,
-    error_bytes,
+    response_bytes,
     unsafe_header,
 )
 
@@ -391,7 +392,7 @@ class HttpProtocol(asyncio.Protocol):
             self._stalled += size
         else:
             self._stalled = 0
-        if self._head_size + len(self._url) + self._stalled > self.limits.max_head:
+        if self._head_size + len(self._url) + self._stalled > self._max_head:
             self._refuse(431, self._head_too_large())
 
     def _head_too_large(self) -> str:
@@ -420,7 +421,7 @@ class HttpProtocol(asyncio.Protocol):
         queue = self._queue
         # The client's request id, if the refused request's head got that far.
         rid = client_request_id(self._headers) if self._headers else None
-        self._headers = []
+        self._headers = _NO_HEADERS
         if queue and not queue[-1].complete:  # the request being read is the refused one
             refused = queue.pop()
             rid = refused.rid
@@ -497,8 +498,8 @@ class HttpProtocol(asyncio.Protocol):
             log_request_id.reset(token)
         self.server_state.total_requests += 1
         self._busy = False
-        self._send(error_bytes(refusal.status, refusal.message,
-                               self.server_state.default_headers, rid))
+        self._send(response_bytes(error_response(refusal.message, refusal.status),
+                                  self.server_state.default_headers, rid, close=True))
         self._linger()
 
     def _linger(self) -> None:
@@ -586,9 +587,8 @@ class HttpProtocol(asyncio.Protocol):
                 _log.error("the app's answer to %s %s has an unsafe header; answered 500",
                            target.method, clip(target.path))
             rid = request.rid or fresh_id()
-            self._answered(error_bytes(500, "internal error; the server log has the details "
-                                       f"under request id {rid.decode('ascii')}", default, rid),
-                           True)
+            self._answered(response_bytes(internal_error_response(rid.decode("ascii")),
+                                          default, rid, close=True), True)
             return
         status, headers, body = answer
         if not any(name == b"content-length" for name, _ in headers) and status >= 200 and \

@@ -11,9 +11,9 @@ from __future__ import annotations
 import http
 import re
 
-import orjson
+from starlette.responses import Response
 
-__all__ = ["CONTINUE", "Headers", "answer_bytes", "error_bytes", "status_line",
+__all__ = ["CONTINUE", "Headers", "answer_bytes", "response_bytes", "status_line",
            "unsafe_header"]
 
 Headers = list[tuple[bytes, bytes]]
@@ -63,9 +63,12 @@ def answer_bytes(status: int, default_headers: Headers, headers: Headers, payloa
     return b"".join(parts)
 
 
-def error_bytes(status: int, message: str, default_headers: Headers, rid: bytes) -> bytes:
-    """A ``{"error": message}`` answer that closes the connection."""
-    payload = orjson.dumps({"error": message})
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", b"%d" % len(payload))]
-    return answer_bytes(status, default_headers, headers, payload, rid, close=True)
+def response_bytes(response: Response, default_headers: Headers, rid: bytes, *,
+                   close: bool) -> bytes:
+    """A whole answer from a Starlette response built in memory (an error answer, say).
+
+    The error answers come from :mod:`~ferry.protocols.rest.errors`, the one place that
+    shapes ``{"error": ...}``, whichever path answers.
+    """
+    return answer_bytes(response.status_code, default_headers, list(response.raw_headers),
+                        bytes(response.body), rid, close=close)
