@@ -55,17 +55,22 @@ class LoadResult:
 # ---------------------------------------------------------------------------------- wrk
 
 
+#: What ``post.lua`` reads as "send no Content-Type header" (tritonclient.http sends none).
+NO_CONTENT_TYPE = "-"
+
+
 def wrk_command(url: str, body: Path, *, connections: int, seconds: float,
-                content_type: str = "application/json", timeout_s: float = 10.0,
+                content_type: str | None = "application/json", timeout_s: float = 10.0,
                 script: Path = LUA_SCRIPT, header_length: int | None = None) -> list[str]:
     """The wrk command line: one thread (one core), ``connections`` connections, POST ``body``.
 
+    ``content_type`` None sends no ``Content-Type`` header at all (wrk adds none of its own).
     ``header_length`` sends ``Inference-Header-Content-Length`` (V2 binary tensor data).
     """
     extra = [str(header_length)] if header_length is not None else []
     return ["wrk", "-t1", f"-c{connections}", f"-d{_secs(seconds)}s",
             f"--timeout={_secs(timeout_s)}s", "--latency", "-s", str(script),
-            url, "--", str(body), content_type, *extra]
+            url, "--", str(body), content_type or NO_CONTENT_TYPE, *extra]
 
 
 def parse_wrk(output: str, connections: int) -> LoadResult:

@@ -8,12 +8,14 @@ by name; every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -161,10 +163,15 @@ class Service:
         self.stop()
 
 
-def http_post(url: str, body: bytes, *, content_type: str = "application/json",
+def http_post(url: str, body: bytes, *, content_type: str | None = "application/json",
               timeout: float = 10.0, headers: dict[str, str] | None = None
               ) -> tuple[int, bytes]:
-    """POST ``body`` and return (status, body); HTTP errors are returned, not raised."""
+    """POST ``body`` and return (status, body); HTTP errors are returned, not raised.
+
+    ``content_type`` None sends no ``Content-Type`` header (urllib would add a form type).
+    """
+    if content_type is None:
+        return _post_untyped(url, body, timeout=timeout, headers=headers or {})
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": content_type, **(headers or {})})
     try:
@@ -172,6 +179,21 @@ def http_post(url: str, body: bytes, *, content_type: str = "application/json",
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
+
+
+def _post_untyped(url: str, body: bytes, *, timeout: float, headers: dict[str, str]
+                  ) -> tuple[int, bytes]:
+    """POST with http.client, which adds Host and Content-Length only."""
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                            timeout=timeout)
+    try:
+        connection.request("POST", target or "/", body=body, headers=headers)
+        response = connection.getresponse()
+        return int(response.status), bytes(response.read())
+    finally:
+        connection.close()
 
 
 def http_get(url: str, *, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -2,7 +2,9 @@
 
 Order: build the workloads (train the seed and ``ferry import`` it; build W2 and import it),
 raw ONNX Runtime (the limit), then for each workload the plain FastAPI endpoint, ferry
-(``/predict``, V2 JSON, gRPC), the Flask seed and the no-op ceiling, then ferry's cold start.
+(``/predict``, V2 JSON with and without Content-Type, V2 binary, gRPC), the Flask seed and the
+no-op ceilings (a no-op ASGI app for REST, a no-op grpc.aio servicer for gRPC), then ferry's
+cold start.
 Each server runs pinned to core 0, each load generator to core 1. A server that cannot be
 started is reported as such in the table; the rest still runs. results.md is written at the
 end (and after each group, so an interrupted run still leaves its figures).
@@ -44,10 +46,12 @@ from benchmarks.results import (
     FLASK,
     GRPC,
     NOOP,
+    NOOP_GRPC,
     NOOP_ROUTE,
     PREDICT,
     V2_BINARY,
     V2_JSON,
+    V2_JSON_NO_TYPE,
     Measurement,
     Report,
     render,
@@ -72,6 +76,9 @@ WRK = "wrk (HTTP/1.1)"
 H2LOAD = "h2load (HTTP/2, compiled; gRPC framing)"
 
 Check = Callable[[bytes, Workload], None]
+#: Requests by gRPC status on the server (None: the server cannot say).
+Counts = Callable[[], dict[str, float] | None]
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -189,8 +196,8 @@ class Bench:
         return path
 
     def _verify(self, url: str, body: bytes, check: Check, w: Workload,
-                header_length: int | None = None) -> None:
-        content_type, headers = "application/json", {}
+                header_length: int | None = None, content_type: str | None = JSON) -> None:
+        headers: dict[str, str] = {}
         if header_length is not None:
             content_type = "application/octet-stream"
             headers = {"Inference-Header-Content-Length": str(header_length)}
@@ -201,8 +208,9 @@ class Bench:
         check(answer, w)
 
     def _wrk(self, url: str, body: Path, connections: int, seconds: float,
-             header_length: int | None = None) -> LoadResult:
-        content_type = "application/json" if header_length is None else "application/octet-stream"
+             header_length: int | None = None, content_type: str | None = JSON) -> LoadResult:
+        if header_length is not None:
+            content_type = "application/octet-stream"
         command = pinned(loadgen.wrk_command(url, body, connections=connections,
                                              seconds=seconds, content_type=content_type,
                                              header_length=header_length), LOAD_CORE)
@@ -210,18 +218,24 @@ class Bench:
         return loadgen.parse_wrk(out, connections)
 
     def http_runs(self, service: Service, w: Workload, server: str, route: str, url: str,
-                  body: bytes, check: Check, header_length: int | None = None) -> None:
-        """Check one answer, then warm up and measure at each connection count."""
+                  body: bytes, check: Check, header_length: int | None = None, *,
+                  content_type: str | None = JSON) -> None:
+        """Check one answer, then warm up and measure at each connection count.
+
+        ``content_type`` None sends no Content-Type header, in the checks and in the load.
+        """
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
         for conns in self.o.connections:
             m = Measurement(w.key, server, route, conns, WRK, round=self.round)
             try:
-                self._verify(url, body, check, w, header_length)
-                self._wrk(url, path, conns, self.o.warmup, header_length)
+                self._verify(url, body, check, w, header_length, content_type)
+                self._wrk(url, path, conns, self.o.warmup, header_length, content_type)
                 cpu_before = service.cpu_seconds()
-                result = self._wrk(url, path, conns, self.o.duration, header_length)
+                result = self._wrk(url, path, conns, self.o.duration, header_length,
+                                   content_type)
                 cpu = (service.cpu_seconds() - cpu_before) / result.seconds
-                self._verify(url, body, check, w, header_length)  # still right after the load
+                # still right after the load
+                self._verify(url, body, check, w, header_length, content_type)
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
                 m = Measurement(w.key, server, route, conns, WRK, note=f"WRONG ANSWER: {exc}",
@@ -237,9 +251,14 @@ class Bench:
                     f"server CPU {cpu:.0%}")
             self.report.measurements.append(m)
 
-    def grpc_runs(self, service: Service, w: Workload, target: str,
-                  metrics_url: str | None) -> None:
-        """Check one gRPC answer, then measure with h2load at each connection count."""
+    def grpc_runs(self, service: Service, w: Workload, target: str, counts: Counts, *,
+                  server: str = FERRY) -> None:
+        """Check one gRPC answer, then measure with h2load at each connection count.
+
+        ``counts`` reads the server's answers by gRPC status (ferry: its ``/metrics``) before
+        and after each run: statuses other than OK are errors, and so are answers h2load saw
+        that the server did not count (a call refused by grpc before the servicer ran).
+        """
         import grpc
 
         message = w.grpc_message()
@@ -250,9 +269,9 @@ class Bench:
                 with grpc.insecure_channel(target) as channel:
                     call = channel.unary_unary(grpc_method())
                     check_grpc(call(message, timeout=30), w)
-                before = _grpc_counts(metrics_url)
+                before = counts()
                 cpu_before = service.cpu_seconds()
-                log_file = self.o.workdir / "logs" / f"h2load-{w.key}-{conns}.tsv"
+                log_file = self.o.workdir / "logs" / f"h2load-{_slug(server)}-{w.key}-{conns}.tsv"
                 log_file.parent.mkdir(parents=True, exist_ok=True)
                 command = pinned(loadgen.h2load_command(
                     url, path, connections=conns, seconds=self.o.duration,
@@ -262,26 +281,31 @@ class Bench:
                 cpu = (service.cpu_seconds() - cpu_before) / (self.o.duration + self.o.warmup)
                 with log_file.open(encoding="utf-8") as lines:
                     result = loadgen.parse_h2load(out, lines, conns)
-                after = _grpc_counts(metrics_url)
+                after = counts()
                 with grpc.insecure_channel(target) as channel:
                     check_grpc(channel.unary_unary(grpc_method())(message, timeout=30), w)
                 if before is not None and after is not None:
                     bad, ok = metrics.non_ok(before, after)
-                    result = result.with_errors(bad, f"server: gRPC OK {ok}, not OK {bad}")
+                    # The server's counts cover the warm-up too: never fewer than h2load's.
+                    unseen = max(0, result.requests - ok - bad)
+                    note = f"server: gRPC OK {ok}, not OK {bad}"
+                    if unseen:
+                        note += f", {unseen} answers h2load saw were not counted by the server"
+                    result = result.with_errors(bad + unseen, note)
                 else:
                     result = result.with_errors(0, "gRPC statuses NOT counted (no /metrics "
                                                    "counter by protocol and status)")
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, result, server_cpu=cpu,
+                m = Measurement(w.key, server, GRPC, conns, H2LOAD, result, server_cpu=cpu,
                                 round=self.round)
-                log(f"{w.key} ferry gRPC c={conns}: {result.rps:,.0f} req/s, "
+                log(f"{w.key} {server} gRPC c={conns}: {result.rps:,.0f} req/s, "
                     f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
                     f"server CPU {cpu:.0%}")
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=f"WRONG ANSWER: {exc}",
-                                round=self.round)
+                m = Measurement(w.key, server, GRPC, conns, H2LOAD,
+                                note=f"WRONG ANSWER: {exc}", round=self.round)
             except Exception as exc:  # reported in the table; the benchmark goes on
-                m = Measurement(w.key, FERRY, GRPC, conns, H2LOAD, note=_first_line(exc),
+                m = Measurement(w.key, server, GRPC, conns, H2LOAD, note=_first_line(exc),
                                 round=self.round)
             self.report.measurements.append(m)
 
@@ -339,6 +363,13 @@ class Bench:
         except ServerError as exc:
             self._skip(w, FLASK, [PREDICT], WRK, _first_line(exc))
 
+    def noop_all(self, workloads: dict[str, Workload]) -> None:
+        """Both transport ceilings: the no-op ASGI app (W1's body) and the no-op gRPC servicer
+        (each workload's request and answer)."""
+        self.noop(workloads["W1"])
+        for w in workloads.values():
+            self.noop_grpc(w)
+
     def noop(self, w: Workload) -> None:
         """The transport ceiling of ferry's REST stack (same body as W1's /predict)."""
         port = free_port()
@@ -355,6 +386,28 @@ class Bench:
                 self.http_runs(service, w, NOOP, NOOP_ROUTE, url, w.predict_body(), check)
         except ServerError as exc:
             self._skip(w, NOOP, [NOOP_ROUTE], WRK, _first_line(exc))
+
+    def noop_grpc(self, w: Workload) -> None:
+        """The transport ceiling of ferry's gRPC door: a no-op grpc.aio ModelInfer servicer.
+
+        It answers every call with the answer ferry gives for ``w`` (checked like ferry's);
+        h2load sends it the same request file, at the same connection counts.
+        """
+        from benchmarks.baselines import noop_grpc  # grpc and ferry's generated code
+
+        port = free_port()
+        target = f"127.0.0.1:{port}"
+        answer = self._body(f"{w.key}-grpc-answer.bin", w.grpc_answer())
+        service = Service(f"noop-grpc-{w.key}", noop_grpc.command(python(), port, answer),
+                          log=self.logs / f"noop-grpc-{w.key}.log", cwd=ROOT,
+                          env={**os.environ})
+        log(f"{w.key}: no-op grpc.aio servicer on :{port}")
+        try:
+            with running(service, lambda: noop_grpc_counts(target) is not None, timeout=60):
+                self.grpc_runs(service, w, target, lambda: noop_grpc_counts(target),
+                               server=NOOP_GRPC)
+        except ServerError as exc:
+            self._skip(w, NOOP_GRPC, [GRPC], H2LOAD, _first_line(exc))
 
     def ferry_available(self) -> str | None:
         """None when ``ferry serve`` exists here, else why not (the rows say so)."""
@@ -378,7 +431,7 @@ class Bench:
         why = self.ferry_available()
         if why is not None:
             for w in workloads.values():
-                self._skip(w, FERRY, [PREDICT, V2_JSON, V2_BINARY], WRK, why)
+                self._skip(w, FERRY, _ferry_rest_routes(w), WRK, why)
                 self._skip(w, FERRY, [GRPC], H2LOAD, why)
             log(why)
             return
@@ -398,14 +451,20 @@ class Bench:
                                    w.predict_body(), check_predict)
                     self.http_runs(service, w, FERRY, V2_JSON,
                                    f"{base}/v2/models/{w.model}/infer", w.v2_body(), check_v2)
+                    if V2_JSON_NO_TYPE in _ferry_rest_routes(w):
+                        # tritonclient.http's form of the same request: no Content-Type.
+                        self.http_runs(service, w, FERRY, V2_JSON_NO_TYPE,
+                                       f"{base}/v2/models/{w.model}/infer", w.v2_body(),
+                                       check_v2, content_type=None)
                     body, header_length = w.v2_binary_body()
                     self.http_runs(service, w, FERRY, V2_BINARY,
                                    f"{base}/v2/models/{w.model}/infer", body, check_v2,
                                    header_length)
-                    self.grpc_runs(service, w, f"127.0.0.1:{grpc_port}", f"{base}/metrics")
+                    self.grpc_runs(service, w, f"127.0.0.1:{grpc_port}",
+                                   lambda: _grpc_counts(f"{base}/metrics"))
         except ServerError as exc:
             for w in workloads.values():
-                self._skip(w, FERRY, [PREDICT, V2_JSON, V2_BINARY], WRK, _first_line(exc))
+                self._skip(w, FERRY, _ferry_rest_routes(w), WRK, _first_line(exc))
 
     def cold_start(self, w: Workload) -> None:
         """Seconds from launching ``ferry serve`` on the demo model to its first 200 answer."""
@@ -449,7 +508,7 @@ class Bench:
         ]
         once: list[tuple[str, Callable[[], None]]] = [
             ("flask", lambda: self.flask(w1)),
-            ("noop", lambda: self.noop(w1)),
+            ("noop", lambda: self.noop_all(workloads)),
             ("cold", lambda: self.cold_start(w1)),
         ]
         # The compared servers run in every round, in reversed order every other round (A B,
@@ -484,6 +543,26 @@ def _grpc_counts(metrics_url: str | None) -> dict[str, float] | None:
     except OSError:
         return None
     return metrics.grpc_status_counts(body.decode()) if status == 200 else None
+
+
+def _ferry_rest_routes(w: Workload) -> list[str]:
+    """ferry's wrk routes for a workload; the no-Content-Type variant is measured on W1 only."""
+    routes = [PREDICT, V2_JSON, V2_BINARY]
+    return [*routes, V2_JSON_NO_TYPE] if w.key == "W1" else routes
+
+
+def noop_grpc_counts(target: str) -> dict[str, float] | None:
+    """ModelInfer calls the no-op gRPC servicer has answered (all OK), None if unreachable."""
+    import grpc
+
+    from benchmarks.baselines import noop_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            answered = channel.unary_unary(noop_grpc.COUNT_METHOD)(b"", timeout=5)
+    except grpc.RpcError:
+        return None
+    return {"OK": float(int(answered))}
 
 
 def _slug(text: str) -> str:

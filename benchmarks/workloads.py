@@ -97,6 +97,22 @@ class Workload:
         request.raw_input_contents.append(self.sample.tobytes())
         return bytes(request.SerializeToString())
 
+    def grpc_answer(self, version: str = "1") -> bytes:
+        """The serialized ``ModelInferResponse`` ferry answers to :meth:`grpc_message`.
+
+        The same fields as ferry's (``convert.encode_response`` for a raw request): model name
+        and version, one output (name, FP32, shape ``[1, outputs]``) and its values, the
+        expected ones, in ``raw_output_contents``. The no-op gRPC servicer answers it to every
+        call, so its answers are as big as ferry's and pass :func:`check_grpc`.
+        """
+        from tritonclient.grpc import service_pb2
+
+        response = service_pb2.ModelInferResponse(model_name=self.model, model_version=version)
+        output = response.outputs.add(name=self.output_name, datatype="FP32")
+        output.shape.extend([1, len(self.expected)])
+        response.raw_output_contents.append(np.asarray(self.expected, np.float32).tobytes())
+        return bytes(response.SerializeToString())
+
     def grpc_body(self) -> bytes:
         """The HTTP/2 body of a unary gRPC call: the message with gRPC's 5-byte frame prefix."""
         return grpc_frame(self.grpc_message())

@@ -2,6 +2,9 @@
 --
 --   wrk -t1 -c64 -d15s --latency -s post.lua URL -- BODY_FILE [CONTENT_TYPE [HEADER_LENGTH]]
 --
+-- CONTENT_TYPE defaults to application/json; "-" sends no Content-Type header at all (as
+-- tritonclient.http does; wrk itself adds only Host and Content-Length).
+--
 -- wrk itself only counts statuses above 399 and reports no status histogram, so each
 -- thread counts the statuses it sees; done() (run once, after all threads) adds them up
 -- and prints one line, "WRK_JSON {...}", that benchmarks/loadgen.py parses. Anything
@@ -17,13 +20,16 @@ end
 function init(args)
    local path = args[1]
    if path == nil then
-      error("usage: wrk ... -s post.lua URL -- BODY_FILE [CONTENT_TYPE]")
+      error("usage: wrk ... -s post.lua URL -- BODY_FILE [CONTENT_TYPE|- [HEADER_LENGTH]]")
    end
    local file = assert(io.open(path, "rb"))
    wrk.method = "POST"
    wrk.body = file:read("*a")
    file:close()
-   wrk.headers["Content-Type"] = args[2] or "application/json"
+   local content_type = args[2] or "application/json"
+   if content_type ~= "-" then
+      wrk.headers["Content-Type"] = content_type
+   end
    if args[3] ~= nil then  -- V2 binary tensor data: the JSON header's length
       wrk.headers["Inference-Header-Content-Length"] = args[3]
    end

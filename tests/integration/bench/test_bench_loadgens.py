@@ -112,3 +112,71 @@ def test_h2load_grpc_framing_makes_calls_a_grpc_server_accepts(tmp_path: Path) -
     assert received[0].model_name == "digits"
     assert np.array_equal(np.frombuffer(received[0].raw_input_contents[0], np.float32),
                           np.full(64, 0.25, np.float32))
+
+
+class _TypeRecorder(BaseHTTPRequestHandler):
+    """Answers 200 and records each request's Content-Type header (None when absent)."""
+
+    protocol_version = "HTTP/1.1"
+    types: list[str | None] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with self.lock:
+            self.types.append(self.headers.get("Content-Type"))
+        answer = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def type_server() -> Iterator[str]:
+    _TypeRecorder.types = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TypeRecorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v2/models/digits/infer"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _NoProcess:
+    def cpu_seconds(self) -> float:
+        return 0.0
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("taskset") is None,
+                    reason="wrk (make bench installs it) or taskset missing")
+def test_the_no_content_type_route_sends_no_content_type(type_server: str,
+                                                         tmp_path: Path) -> None:
+    """http_runs with content_type=None: the checks and wrk's load carry no Content-Type."""
+    from benchmarks.results import FERRY, V2_JSON, V2_JSON_NO_TYPE
+    from benchmarks.run import Bench, Options
+
+    bench = Bench(Options(duration=1.0, warmup=1.0, workdir=tmp_path, out=tmp_path / "r.md",
+                          groups=frozenset({"ferry"}), connections=(2,), cold_runs=0,
+                          rounds=1))
+    w = Workload("W1", "t", "digits", tmp_path / "none.onnx", "x", "y", (0.5,), (0.0,))
+    checked: list[bytes] = []
+    bench.http_runs(_NoProcess(), w, FERRY, V2_JSON_NO_TYPE, type_server,  # type: ignore[arg-type]
+                    w.v2_body(), lambda body, _: checked.append(body), content_type=None)
+    untyped = list(_TypeRecorder.types)
+    _TypeRecorder.types.clear()
+    bench.http_runs(_NoProcess(), w, FERRY, V2_JSON, type_server,  # type: ignore[arg-type]
+                    w.v2_body(), lambda body, _: None)
+    typed = list(_TypeRecorder.types)
+    first, second = bench.report.measurements
+    assert first.route == V2_JSON_NO_TYPE and first.result is not None, first.note
+    assert first.result.requests > 10 and first.result.errors == 0
+    assert len(untyped) > 10 and set(untyped) == {None}
+    assert len(checked) == 2  # before and after the load, each with the 200 answer
+    assert second.result is not None and set(typed) == {"application/json"}
