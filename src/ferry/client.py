@@ -4,6 +4,8 @@ It needs no server extras: the gRPC client needs only ``grpcio`` and ``protobuf`
 (``pip install 'ferry[grpc]'``), imported when a :class:`GrpcClient` is made. Errors come
 back as ferry's own (:class:`~ferry.errors.InputError` for a bad tensor,
 :class:`~ferry.errors.NotFoundError` for an unknown model, ...), with the server's message.
+:class:`Client` is what the gRPC and REST clients (:mod:`ferry.client_rest`) share; tensors
+are coded by :mod:`ferry.codec` on both, as on the server.
 
 Example, against ``make serve``::
 
@@ -14,12 +16,14 @@ Example, against ``make serve``::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
+from ferry.codec.request import infer_request, named_tensors
 from ferry.errors import (
     AuthenticationError,
     DeadlineExceededError,
@@ -39,28 +43,121 @@ from ferry.inference import (
     ModelMetadata,
     RequestedOutput,
     ServerMetadata,
-    Tensor,
 )
-from ferry.signature import TensorSpec, as_array, datatype_of
+from ferry.signature import TensorSpec, as_array
 
-__all__ = ["GrpcClient"]
+__all__ = ["Client", "GrpcClient", "request_of", "server_error"]
+
+
+class Client(ABC):
+    """What both clients share.
+
+    :meth:`predict` over each client's own metadata and inference calls, and closing as a
+    context manager.
+    """
+
+    def __init__(self) -> None:
+        self._inputs: dict[tuple[str, str | None], tuple[TensorSpec, ...]] = {}
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection(s)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    @abstractmethod
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """A model's versions, platform and tensors."""
+
+    @abstractmethod
+    def infer(self, model: str, inputs: Mapping[str, Any], *, version: str | None = None,
+              outputs: Sequence[str] | None = None, id: str | None = None,
+              parameters: Mapping[str, Any] | None = None) -> InferResponse:
+        """Run one inference.
+
+        Args:
+            model: the model's name.
+            inputs: input name -> array (numpy arrays keep their dtype; string or bytes
+                arrays are sent as BYTES).
+            version: a version, or None for the server's choice (the newest).
+            outputs: the outputs wanted, or None for all.
+            id: a request id, echoed in the response.
+            parameters: request parameters.
+
+        Returns:
+            The response; ``outputs`` hold numpy arrays, BYTES ones as object arrays of bytes.
+
+        Raises:
+            InputError, NotFoundError, RateLimitedError, ...: what the server answered.
+        """
+
+    def predict(self, model: str, data: Any, *, version: str | None = None) -> np.ndarray[Any, Any]:
+        """Run a single-input model on ``data`` and return its first output.
+
+        This is the seed's ``/predict`` on any door: ``data`` is nested lists or an array of
+        rows; the input's name and datatype come from the model's metadata (asked once).
+
+        Raises:
+            InputError: the model has several inputs, or ``data`` does not fit the input.
+        """
+        key = (model, version)
+        if key not in self._inputs:
+            self._inputs[key] = self.model_metadata(model, version).inputs
+        specs = self._inputs[key]
+        if len(specs) != 1:
+            raise InputError(
+                f"model {model!r} has {len(specs)} inputs "
+                f"({', '.join(repr(s.name) for s in specs)}); use infer() with a dict"
+            )
+        array = as_array(specs[0], data)
+        response = self.infer(model, {specs[0].name: array}, version=version)
+        return response.outputs[0].data
+
+
+def request_of(model: str, inputs: Mapping[str, Any], version: str | None,
+               outputs: Sequence[str] | None, id: str | None,
+               parameters: Mapping[str, Any] | None) -> InferRequest:
+    """The request :meth:`Client.infer`'s arguments describe, for either client to send."""
+    return infer_request(
+        model, named_tensors(inputs), model_version=version, id=id,
+        outputs=[RequestedOutput(n) for n in outputs] if outputs else None,
+        parameters=dict(parameters or {}))
 
 
 # ------------------------------------------------------------------------------ gRPC
 
 #: gRPC status name -> the ferry error a client raises for it.
-_GRPC_ERRORS: dict[str, type[FerryError]] = {
-    ErrorCode.INVALID_ARGUMENT.value: InputError,
-    ErrorCode.NOT_FOUND.value: NotFoundError,
-    ErrorCode.RESOURCE_EXHAUSTED.value: RateLimitedError,
-    ErrorCode.DEADLINE_EXCEEDED.value: DeadlineExceededError,
-    ErrorCode.UNAVAILABLE.value: UnavailableError,
-    ErrorCode.UNAUTHENTICATED.value: AuthenticationError,
-    ErrorCode.PERMISSION_DENIED.value: PermissionDeniedError,
+_ERRORS: dict[ErrorCode, type[FerryError]] = {
+    kind.code: kind for kind in (InputError, NotFoundError, RateLimitedError,
+                                 DeadlineExceededError, UnavailableError, AuthenticationError,
+                                 PermissionDeniedError)
 }
 
 
-class GrpcClient:
+def server_error(code: ErrorCode | None, message: str, retry_after: float | None) -> FerryError:
+    """The ferry error a client raises for a server's refusal, on either door.
+
+    Each door maps its own status (gRPC code, HTTP status) to an :class:`ErrorCode`; the
+    error classes come from this one table, so both clients raise the same error for the
+    same refusal. An unknown code is an :class:`InternalError`.
+
+    Args:
+        code: the refusal's code, or None when the status maps to none.
+        message: the server's message.
+        retry_after: the server's back-off in seconds, if it gave one (default 1 s).
+    """
+    kind = _ERRORS.get(code, InternalError) if code is not None else InternalError
+    if kind is RateLimitedError or kind is UnavailableError:
+        return kind(message, retry_after=1.0 if retry_after is None else retry_after)
+    return kind(message)
+
+
+class GrpcClient(Client):
     """Blocking client for the ``inference.GRPCInferenceService`` (V2 gRPC protocol).
 
     Tensors travel as raw contents (little-endian bytes), the fast path of the protocol.
@@ -83,6 +180,7 @@ class GrpcClient:
             from ferry.protocols.grpc._generated import inference_pb2, inference_pb2_grpc
         except ImportError:
             raise MissingDependencyError("the gRPC client", "grpc") from None
+        super().__init__()
         self._grpc = grpc
         self._pb = inference_pb2
         self._convert = convert
@@ -93,20 +191,12 @@ class GrpcClient:
         self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self.target = target
         self.timeout = timeout
-        self._inputs: dict[tuple[str, str | None], tuple[TensorSpec, ...]] = {}
 
     # ----------------------------------------------------------------- plumbing
 
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
-
-    def __enter__(self) -> GrpcClient:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
 
     def _call(self, method: str, message: Any, timeout: float | None = None) -> Any:
         try:
@@ -157,61 +247,13 @@ class GrpcClient:
               outputs: Sequence[str] | None = None, id: str | None = None,
               parameters: Mapping[str, Any] | None = None,
               timeout: float | None = None) -> InferResponse:
-        """Run one inference.
+        """Run one inference (:meth:`Client.infer`), tensors as raw contents.
 
-        Args:
-            model: the model's name.
-            inputs: input name -> array (numpy arrays keep their dtype; string or bytes
-                arrays are sent as BYTES).
-            version: a version, or None for the server's choice (the newest).
-            outputs: the outputs wanted, or None for all.
-            id: a request id, echoed in the response.
-            parameters: request parameters.
-            timeout: this call's deadline in seconds (default: the client's).
-
-        Returns:
-            The response; ``outputs`` hold numpy arrays, BYTES ones as object arrays of bytes.
-
-        Raises:
-            InputError, NotFoundError, RateLimitedError, ...: what the server answered.
+        ``timeout`` is this call's deadline in seconds (default: the client's).
         """
-        tensors = [_tensor(name, value) for name, value in inputs.items()]
-        request = InferRequest(
-            model_name=model, inputs=tensors, model_version=version, id=id,
-            outputs=[RequestedOutput(n) for n in outputs] if outputs else None,
-            parameters=dict(parameters or {}),
-        )
+        request = request_of(model, inputs, version, outputs, id, parameters)
         message = self._call("ModelInfer", self._convert.encode_request(request), timeout)
         return self._convert.decode_response(message)
-
-    def predict(self, model: str, data: Any, *, version: str | None = None) -> np.ndarray[Any, Any]:
-        """Run a single-input model on ``data`` and return its first output.
-
-        This is the seed's ``/predict`` over gRPC: ``data`` is nested lists or an array of
-        rows; the input's name and datatype come from the model's metadata (asked once).
-
-        Raises:
-            InputError: the model has several inputs, or ``data`` does not fit the input.
-        """
-        key = (model, version)
-        if key not in self._inputs:
-            self._inputs[key] = self.model_metadata(model, version).inputs
-        specs = self._inputs[key]
-        if len(specs) != 1:
-            raise InputError(
-                f"model {model!r} has {len(specs)} inputs "
-                f"({', '.join(repr(s.name) for s in specs)}); use infer() with a dict"
-            )
-        array = as_array(specs[0], data)
-        response = self.infer(model, {specs[0].name: array}, version=version)
-        return response.outputs[0].data
-
-
-def _tensor(name: str, value: Any) -> Tensor:
-    array = np.asarray(value)
-    if array.dtype.kind in "USO":  # strings are sent as UTF-8 BYTES elements
-        array = as_array(TensorSpec(name=name, datatype="BYTES", shape=array.shape), array)
-    return Tensor(name, datatype_of(array.dtype), array.shape, array)
 
 
 def _ferry_error(error: Any, target: str) -> FerryError:
@@ -220,10 +262,6 @@ def _ferry_error(error: Any, target: str) -> FerryError:
     if code.name == "UNAVAILABLE" and "connect" in details.lower():
         return UnavailableError(f"cannot reach the gRPC server at {target}: {details}",
                                 hint="is `ferry serve` running, and on this port?")
-    kind = _GRPC_ERRORS.get(code.name, InternalError)
-    if kind is RateLimitedError or kind is UnavailableError:
-        trailing = dict(error.trailing_metadata() or ())
-        pushback = trailing.get("grpc-retry-pushback-ms")
-        retry_after = int(pushback) / 1000 if pushback and pushback.isdigit() else 1.0
-        return kind(details, retry_after=retry_after)
-    return kind(details)
+    pushback = dict(error.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+    return server_error(ErrorCode.__members__.get(code.name), details,
+                        int(pushback) / 1000 if pushback and pushback.isdigit() else None)

@@ -7,54 +7,53 @@ used with ``binary=False``. Errors come back as ferry's own (:class:`~ferry.erro
 for a bad tensor, :class:`~ferry.errors.NotFoundError` for an unknown model, ...), with the
 server's message.
 
-Example, against ``make serve``::
+Example, against ``make serve`` (``predict`` as with :class:`~ferry.client.GrpcClient`, or
+``infer`` with named arrays)::
 
+    import numpy as np
     from ferry.client_rest import RestClient
     with RestClient("http://127.0.0.1:8000") as client:
         print(client.predict("digits", [[0.0] * 64]))
+        x = np.zeros((1, 64), np.float32)
+        print(client.infer("digits", {"input_layer": x}).outputs[0].data)
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from ferry.client import Client, request_of, server_error
+from ferry.codec.v2json import HEADER, decode_response, request_document, split_body
+from ferry.errors import ErrorCode as Code
 from ferry.errors import (
-    AuthenticationError,
-    DeadlineExceededError,
     FerryError,
-    InputError,
-    InternalError,
     MissingDependencyError,
-    NotFoundError,
     PayloadTooLargeError,
-    PermissionDeniedError,
-    RateLimitedError,
     UnavailableError,
     UnsupportedMediaTypeError,
 )
-from ferry.inference import InferResponse, ModelMetadata, ServerMetadata, Tensor
-from ferry.signature import DATATYPES, TensorSpec, as_array, datatype_of
+from ferry.inference import InferResponse, ModelMetadata, ServerMetadata
+from ferry.signature import TensorSpec
 
 __all__ = ["RestClient"]
 
-_HEADER = "Inference-Header-Content-Length"
-_LENGTH = struct.Struct("<I")
-
-#: HTTP status -> the ferry error a client raises for it.
-_HTTP_ERRORS: dict[int, type[FerryError]] = {
-    400: InputError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
-    413: PayloadTooLargeError, 415: UnsupportedMediaTypeError, 429: RateLimitedError,
-    503: UnavailableError, 504: DeadlineExceededError,
+#: HTTP status -> the error code it stands for (:func:`ferry.client.server_error` picks the class).
+_HTTP_CODES: dict[int, Code] = {
+    400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
+    404: Code.NOT_FOUND, 429: Code.RESOURCE_EXHAUSTED, 503: Code.UNAVAILABLE,
+    504: Code.DEADLINE_EXCEEDED,
+}
+#: The statuses only HTTP has, each with its own kind of input error.
+_HTTP_ONLY: dict[int, type[FerryError]] = {
+    413: PayloadTooLargeError, 415: UnsupportedMediaTypeError,
 }
 
 
-class RestClient:
+class RestClient(Client):
     """Blocking client for the V2 REST API, the repository extension and ``/predict``.
 
     Args:
@@ -72,24 +71,17 @@ class RestClient:
             import httpx
         except ImportError:
             raise MissingDependencyError("the REST client", "client") from None
+        super().__init__()
         self._httpx = httpx
         self.url = url.rstrip("/")
         self.binary = binary
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
-        self._inputs: dict[tuple[str, str | None], tuple[TensorSpec, ...]] = {}
 
     # ----------------------------------------------------------------- plumbing
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
-
-    def __enter__(self) -> RestClient:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
 
     def _send(self, method: str, path: str, *, content: bytes | None = None,
               headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> Any:
@@ -163,131 +155,23 @@ class RestClient:
     def infer(self, model: str, inputs: Mapping[str, Any], *, version: str | None = None,
               outputs: Sequence[str] | None = None, id: str | None = None,
               parameters: Mapping[str, Any] | None = None) -> InferResponse:
-        """Run one inference (V2 infer).
-
-        Args:
-            model: the model's name.
-            inputs: input name -> array (numpy arrays keep their dtype; string or bytes
-                arrays are sent as BYTES).
-            version: a version, or None for the server's choice (the newest).
-            outputs: the outputs wanted, or None for all.
-            id: a request id, echoed in the response.
-            parameters: request parameters.
-
-        Returns:
-            The response; ``outputs`` hold numpy arrays, BYTES ones as object arrays of bytes.
-
-        Raises:
-            InputError, NotFoundError, RateLimitedError, ...: what the server answered.
-        """
-        doc: dict[str, Any] = {"inputs": []}
-        blobs: list[bytes] = []
-        for name, value in inputs.items():
-            tensor = _tensor(name, value)
-            entry: dict[str, Any] = {"name": name, "datatype": tensor.datatype,
-                                     "shape": list(tensor.shape)}
-            if self.binary:
-                blob = _encode(tensor.data, tensor.datatype)
-                entry["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            else:
-                entry["data"] = _plain(tensor.data)
-            doc["inputs"].append(entry)
-        if id is not None:
-            doc["id"] = id
-        params = dict(parameters or {})
-        if self.binary:
-            params.setdefault("binary_data_output", True)
-        if params:
-            doc["parameters"] = params
-        if outputs:
-            doc["outputs"] = [{"name": n} for n in outputs]
-        header = json.dumps(doc).encode()
+        """Run one inference (:meth:`Client.infer`) with V2 infer."""
+        request = request_of(model, inputs, version, outputs, id, parameters)
+        doc, blobs = request_document(request, binary=self.binary)
+        header = json.dumps(doc, default=np.ndarray.tolist).encode()
         headers = {"Content-Type": "application/octet-stream" if blobs else "application/json"}
         if blobs:
-            headers[_HEADER] = str(len(header))
+            headers[HEADER] = str(len(header))
         response = self._send("POST", f"{_model_path(model, version)}/infer",
                               content=b"".join((header, *blobs)), headers=headers)
-        return _decode_response(response.content, response.headers.get(_HEADER))
-
-    def predict(self, model: str, data: Any, *, version: str | None = None) -> np.ndarray[Any, Any]:
-        """Run a single-input model on ``data`` and return its first output.
-
-        ``data`` is nested lists or an array of rows; the input's name and datatype come from
-        the model's metadata (asked once).
-
-        Raises:
-            InputError: the model has several inputs, or ``data`` does not fit the input.
-        """
-        key = (model, version)
-        if key not in self._inputs:
-            self._inputs[key] = self.model_metadata(model, version).inputs
-        specs = self._inputs[key]
-        if len(specs) != 1:
-            raise InputError(
-                f"model {model!r} has {len(specs)} inputs "
-                f"({', '.join(repr(s.name) for s in specs)}); use infer() with a dict")
-        array = as_array(specs[0], data)
-        return self.infer(model, {specs[0].name: array}, version=version).outputs[0].data
+        head, binary = split_body(response.content, response.headers.get(HEADER))
+        # The binary part is copied once into a bytearray, so that outputs are writable
+        # arrays (views of the read-only body otherwise).
+        return decode_response(json.loads(bytes(head)), memoryview(bytearray(binary)))
 
 
 def _model_path(name: str, version: str | None) -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
-
-
-def _tensor(name: str, value: Any) -> Tensor:
-    array = np.asarray(value)
-    if array.dtype.kind in "USO":  # strings are sent as UTF-8 BYTES elements
-        array = as_array(TensorSpec(name=name, datatype="BYTES", shape=array.shape), array)
-    return Tensor(name, datatype_of(array.dtype), array.shape, array)
-
-
-def _encode(array: np.ndarray[Any, Any], datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return b"".join(_LENGTH.pack(len(v)) + v for v in array.reshape(-1))
-    return np.ascontiguousarray(array, dtype=DATATYPES[datatype].newbyteorder("<")).tobytes()
-
-
-def _plain(array: np.ndarray[Any, Any]) -> list[Any]:
-    flat = array.reshape(-1)
-    if array.dtype.kind == "O":
-        return [v.decode("utf-8") for v in flat]
-    values: list[Any] = flat.tolist()
-    return values
-
-
-def _decode_response(body: bytes, header_length: str | None) -> InferResponse:
-    size = int(header_length) if header_length else len(body)
-    doc = json.loads(body[:size])
-    offset = size
-    outputs = []
-    for out in doc["outputs"]:
-        datatype, shape = out["datatype"], tuple(out["shape"])
-        nbytes = (out.get("parameters") or {}).get("binary_data_size")
-        if nbytes is not None:
-            raw = body[offset:offset + nbytes]
-            offset += nbytes
-            data = _decode_raw(raw, datatype, shape)
-        elif datatype == "BYTES":
-            data = np.array([v.encode("utf-8") for v in out["data"]],
-                            dtype=object).reshape(shape)
-        else:
-            data = np.asarray(out["data"], dtype=DATATYPES[datatype]).reshape(shape)
-        outputs.append(Tensor(out["name"], datatype, shape, data))
-    return InferResponse(doc["model_name"], doc.get("model_version", ""), outputs,
-                         id=doc.get("id"), parameters=doc.get("parameters") or {})
-
-
-def _decode_raw(raw: bytes, datatype: str, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    if datatype != "BYTES":
-        dtype = DATATYPES[datatype].newbyteorder("<")
-        return np.frombuffer(raw, dtype=dtype).astype(DATATYPES[datatype]).reshape(shape)
-    items, offset = [], 0
-    while offset < len(raw):
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        items.append(raw[offset + 4:offset + 4 + length])
-        offset += 4 + length
-    return np.array(items, dtype=object).reshape(shape)
 
 
 def _ferry_error(response: Any) -> FerryError:
@@ -295,8 +179,9 @@ def _ferry_error(response: Any) -> FerryError:
         message = str(response.json()["error"])
     except (ValueError, KeyError, TypeError):
         message = response.text or f"HTTP {response.status_code}"
-    kind = _HTTP_ERRORS.get(response.status_code, InternalError)
-    if kind is RateLimitedError or kind is UnavailableError:
-        retry = response.headers.get("retry-after", "")
-        return kind(message, retry_after=float(retry) if retry.isdigit() else 1.0)
-    return kind(message)
+    status = response.status_code
+    if status in _HTTP_ONLY:
+        return _HTTP_ONLY[status](message)
+    retry = response.headers.get("retry-after", "")
+    return server_error(_HTTP_CODES.get(status), message,
+                        float(retry) if retry.isdigit() else None)

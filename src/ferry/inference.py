@@ -50,7 +50,11 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class InferRequest:
-    """One inference request, already decoded from its transport."""
+    """One inference request, already decoded from its transport.
+
+    Only what the model needs: who asks, through which door and until when is the call's
+    :class:`~ferry.call.CallContext`, passed beside it.
+    """
 
     model_name: str
     inputs: list[Tensor]
@@ -58,8 +62,6 @@ class InferRequest:
     id: str | None = None
     outputs: list[RequestedOutput] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
-    #: Absolute ``time.monotonic()`` after which the answer is no longer wanted.
-    deadline: float | None = None
 
 
 @dataclass(slots=True)

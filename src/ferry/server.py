@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry import errors
+from ferry.call import internal_call
 from ferry.engine import Engine
 from ferry.errors import ConfigError, FerryError
 from ferry.observability.logging import configure_logging
@@ -87,7 +88,11 @@ async def serve(settings: ServerSettings, *,
     from ferry.protocols.grpc.server import GrpcLimits, bind, build_server
     from ferry.protocols.rest.app import create_app
     from ferry.protocols.rest.http11 import http_protocol
+    from ferry.protocols.rest.uvicorn_seam import check_uvicorn
 
+    # The REST protocol relies on uvicorn internals: an untested uvicorn fails here, in
+    # one line, before any model loads (protocols/rest/uvicorn_seam.py).
+    check_uvicorn()
     configure_logging(settings.log_format, settings.log_level)
     repository = Repository(settings.repository)
     if not repository.root.is_dir():
@@ -177,9 +182,10 @@ async def _stop_when(event: asyncio.Event, http: _Uvicorn) -> None:
 
 async def _reload(engine: Engine) -> None:
     """SIGHUP: reload every served model (new versions hot-swap in)."""
+    call = internal_call("sighup-reload")
     for name in engine.served_models():
         try:
-            await engine.load_model(name)
+            await engine.load_model(call, name)
         except Exception as exc:
             log.error("reload of %s failed, the served versions stay: %s", name, exc)
 
@@ -201,7 +207,7 @@ async def _watch(engine: Engine, settings: ServerSettings) -> None:
             if name in seen and seen[name] != versions and versions:
                 log.info("new versions of %s: %s; hot-swapping", name, versions)
                 try:
-                    await engine.load_model(name)
+                    await engine.load_model(internal_call("repository-watch"), name)
                 except Exception as exc:
                     log.error("hot swap of %s failed, the served versions stay: %s", name, exc)
             seen[name] = versions

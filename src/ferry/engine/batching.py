@@ -142,11 +142,6 @@ class Batcher:
         """No instance is running a batch and nothing waits."""
         return not self._count and len(self._free) == self._instances
 
-    @property
-    def busy(self) -> int:
-        """Instances running a batch now."""
-        return self._instances - len(self._free)
-
     # ------------------------------------------------------------------ events
 
     def submit(self, item: Pending) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ferry import __version__
+from ferry.call import CallContext
 from ferry.engine.config import ModelConfig, read_model_config
+from ferry.engine.policy import Action, Kind, Policy, PolicyChain
 from ferry.engine.served import ServedVersion
 from ferry.errors import ConfigError, InputError, NotFoundError, UnavailableError, quote_name
 from ferry.inference import (
@@ -138,12 +140,19 @@ class Engine:
             when omitted and there is just one).
         metrics: where to count (a fresh registry by default).
         drain_timeout: how long a retiring version waits for its in-flight requests.
+        policies: the policy chain every public call passes (:mod:`ferry.engine.policy`),
+            in their stage order; none by default.
+
+    Every public call takes the caller's :class:`~ferry.call.CallContext` first and passes
+    the policy chain before anything else; below this facade nothing sees the context.
     """
 
     def __init__(self, repository: Repository, *, models: Sequence[str] | None = None,
                  defaults: ModelConfig | None = None, default_model: str | None = None,
-                 metrics: Metrics | None = None, drain_timeout: float = 30.0) -> None:
+                 metrics: Metrics | None = None, drain_timeout: float = 30.0,
+                 policies: Iterable[Policy] = ()) -> None:
         self.repository = repository
+        self.policies = PolicyChain(policies)
         self.metrics = metrics if metrics is not None else Metrics()
         self._selection = parse_selection(models)
         self._defaults = defaults or ModelConfig()
@@ -177,7 +186,7 @@ class Engine:
         for name in names:
             self._states[name] = _State("LOADING", pinned=self._selection.get(name))
         for name in names:
-            await self.load_model(name)
+            await self._load_model(name)
         self._started = True
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -192,16 +201,22 @@ class Engine:
             retiring.extend(state.tasks)
         await asyncio.gather(*retiring, return_exceptions=True)
 
-    def live(self) -> bool:
+    def live(self, call: CallContext) -> bool:
         """The process is up and its event loop answers."""
+        if self.policies:
+            self.policies.check(call, Action(Kind.LIVE))
         return not self._stopping
 
-    def ready(self) -> bool:
+    def ready(self, call: CallContext) -> bool:
         """Started, not stopping, and every model of the table has a ready version."""
+        if self.policies:
+            self.policies.check(call, Action(Kind.READY))
         return self._started and not self._stopping and all(self._table.values())
 
-    def model_ready(self, name: str, version: str | None = None) -> bool:
+    def model_ready(self, call: CallContext, name: str, version: str | None = None) -> bool:
         """Whether ``name`` (at ``version``, or its latest) takes requests now."""
+        if self.policies:
+            self.policies.check(call, Action(Kind.MODEL_READY, name, version))
         if self._stopping:
             return False
         snap = self._table.get(name)
@@ -213,22 +228,23 @@ class Engine:
 
     # ------------------------------------------------------------------ metadata
 
-    def server_metadata(self) -> ServerMetadata:
+    def server_metadata(self, call: CallContext) -> ServerMetadata:
         """Name, version and the protocol extensions ferry implements."""
+        if self.policies:
+            self.policies.check(call, Action(Kind.SERVER_METADATA))
         return ServerMetadata("ferry", __version__, list(EXTENSIONS))
 
-    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+    def model_metadata(self, call: CallContext, name: str, version: str | None = None
+                       ) -> ModelMetadata:
         """Metadata of a served model (of one version when given).
 
         Raises:
             NotFoundError: the model or version is not served (the message lists what is).
         """
+        if self.policies:
+            self.policies.check(call, Action(Kind.MODEL_METADATA, name, version))
         snap = self._snapshot(name)
         return snap.metadata(name, self._version(snap, name, version))
-
-    def manifest_labels(self, name: str, version: str | None = None) -> list[str] | None:
-        """The class labels of a served version (for ``/predict``), if it has any."""
-        return self._version(self._snapshot(name), name, version).manifest.labels
 
     def default_model(self) -> str | None:
         """The model ``POST /predict`` serves: the configured one, or the only one."""
@@ -240,8 +256,11 @@ class Engine:
         """Names of the models served now, sorted."""
         return sorted(self._table)
 
-    def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+    def repository_index(self, call: CallContext, ready_only: bool = False
+                         ) -> list[ModelIndexEntry]:
         """Every model of the repository with its state (one row per served version)."""
+        if self.policies:
+            self.policies.check(call, Action(Kind.INDEX))
         names = sorted(set(self.repository.models()) | set(self._table) | set(self._states))
         rows: list[ModelIndexEntry] = []
         for name in names:
@@ -258,8 +277,11 @@ class Engine:
 
     # ------------------------------------------------------------------ inference
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    async def infer(self, call: CallContext, request: InferRequest) -> InferResponse:
         """Validate ``request`` against the signature, run it (batched), answer.
+
+        The answer is no longer wanted after ``call.deadline`` (the request is dropped from
+        its queue then, and never run).
 
         Raises:
             NotFoundError: unknown model, version or output.
@@ -268,13 +290,44 @@ class Engine:
             UnavailableError: the server is stopping or the version was retired.
             DeadlineExceededError: the request's deadline passed.
         """
+        if self.policies:
+            self.policies.check(call, Action(Kind.INFER, request.model_name,
+                                             request.model_version))
+        self._check_serving()
+        snap = self._snapshot(request.model_name)
+        served = self._version(snap, request.model_name, request.model_version)
+        return await self._infer(call, request, served)
+
+    async def infer_built(self, call: CallContext, model: str, version: str | None,
+                          build: Callable[[ModelMetadata], InferRequest]
+                          ) -> tuple[InferResponse, ModelMetadata]:
+        """Like :meth:`infer`, for a request that can only be decoded knowing the model.
+
+        The row formats (``/predict``, TF Serving) need the model's inputs to turn rows into
+        tensors. ``build`` gets the metadata of the version that will answer and returns the
+        request; the policy chain runs once, before anything about the model is looked up
+        (a caller refused learns nothing of it).
+
+        Returns:
+            The answer and the metadata ``build`` was given.
+        """
+        if self.policies:
+            self.policies.check(call, Action(Kind.INFER, model, version))
+        self._check_serving()
+        snap = self._snapshot(model)
+        served = self._version(snap, model, version)
+        meta = snap.metadata(model, served)
+        return await self._infer(call, build(meta), served), meta
+
+    def _check_serving(self) -> None:
         if self._stopping:
             raise UnavailableError("the server is shutting down", retry_after=1.0)
         if not self._started:
             raise UnavailableError("the server is starting: its models are loading",
                                    retry_after=1.0)
-        snap = self._snapshot(request.model_name)
-        served = self._version(snap, request.model_name, request.model_version)
+
+    async def _infer(self, call: CallContext, request: InferRequest, served: ServedVersion
+                     ) -> InferResponse:
         signature = served.signature
         arrays: Arrays = {}
         for tensor in request.inputs:
@@ -290,7 +343,7 @@ class Engine:
             for name in outputs:
                 if name not in types:
                     signature.output(name)  # NotFoundError naming the outputs there are
-        results = await served.infer(arrays, outputs, request.deadline)
+        results = await served.infer(arrays, outputs, call.deadline)
         return InferResponse(
             model_name=request.model_name, model_version=served.label, id=request.id,
             outputs=[Tensor(name, types[name], array.shape, array)
@@ -299,7 +352,7 @@ class Engine:
 
     # ------------------------------------------------------------------ repository
 
-    async def load_model(self, name: str) -> None:
+    async def load_model(self, call: CallContext, name: str) -> None:
         """Load (or reload) ``name``: the versions its policy picks now, hot-swapped in.
 
         New versions load and warm beside the served ones; the table switches in one step;
@@ -311,6 +364,11 @@ class Engine:
             InputError: ``name`` is not a valid model name.
             ArtifactError, ConfigError: a version or its config could not be loaded.
         """
+        if self.policies:
+            self.policies.check(call, Action(Kind.LOAD, name))
+        await self._load_model(name)
+
+    async def _load_model(self, name: str) -> None:
         self._check_known(name)
         async with self._lock(name):
             if self._stopping:
@@ -350,13 +408,15 @@ class Engine:
                     self._retire_later(state, served)
             log.info("serving %s versions %s", name, ", ".join(map(str, sorted(loaded))))
 
-    async def unload_model(self, name: str) -> None:
+    async def unload_model(self, call: CallContext, name: str) -> None:
         """Stop serving ``name``; in-flight requests finish first.
 
         Raises:
             NotFoundError: the model is neither served nor in the repository.
             InputError: ``name`` is not a valid model name.
         """
+        if self.policies:
+            self.policies.check(call, Action(Kind.UNLOAD, name))
         self._check_known(name)
         async with self._lock(name):
             snap = self._table.pop(name, None)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ferry.errors import IntegrityError
 from ferry.signature import Signature
@@ -83,11 +83,22 @@ class Manifest(_Strict):
     parity: ParityReport | None = None
     created: datetime
     labels: list[str] | None = Field(None, description="class labels, index = class id")
-    parent: int | None = Field(None, description="version this one was derived from")
     notes: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(
         default_factory=dict, description="per-model serving settings (batching, instances)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unused_parent(cls, data: Any) -> Any:
+        """Read manifests written with the removed ``parent`` field (always null) as before.
+
+        Manifests written before the field was removed carry ``"parent": null`` (nothing
+        ever wrote another value); a non-null ``parent`` is refused, as any unknown field is.
+        """
+        if isinstance(data, dict) and "parent" in data and data["parent"] is None:
+            return {key: value for key, value in data.items() if key != "parent"}
+        return data
 
     def to_json(self) -> bytes:
         """Serialize with sorted keys and a trailing newline, so diffs stay readable."""

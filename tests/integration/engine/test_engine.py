@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from builders import mlp_onnx
+from ferry.call import INTERNAL as CALL
 from ferry.engine import Engine, ModelConfig
 from ferry.errors import InputError, NotFoundError, RateLimitedError
 from ferry.formats import import_model
@@ -47,15 +48,15 @@ async def test_infer_answers_like_the_runtime_and_reports_the_version(two_versio
     await engine.start()
     try:
         x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-        response = await engine.infer(_request(x, id="r-1"))
+        response = await engine.infer(CALL, _request(x, id="r-1"))
         assert response.model_version == "2" and response.id == "r-1"
         (out,) = response.outputs
         assert out.name == "scores" and out.datatype == "FP32" and out.shape == (3, 3)
         np.testing.assert_allclose(out.data, _reference(two_versions, "mlp", 2, x), rtol=1e-6)
-        assert engine.ready() and engine.model_ready("mlp") and not engine.model_ready("mlp", "1")
+        assert engine.ready(CALL) and engine.model_ready(CALL, "mlp") and not engine.model_ready(CALL, "mlp", "1")
     finally:
         await engine.stop()
-    assert not engine.ready()
+    assert not engine.ready(CALL)
 
 
 async def test_pinned_versions_serve_side_by_side(two_versions):
@@ -63,12 +64,12 @@ async def test_pinned_versions_serve_side_by_side(two_versions):
     await engine.start()
     try:
         x = np.ones((1, 4), np.float32)
-        one = await engine.infer(_request(x, version="1"))
-        two = await engine.infer(_request(x, version="2"))
+        one = await engine.infer(CALL, _request(x, version="1"))
+        two = await engine.infer(CALL, _request(x, version="2"))
         np.testing.assert_allclose(one.outputs[0].data, _reference(two_versions, "mlp", 1, x))
         np.testing.assert_allclose(two.outputs[0].data, _reference(two_versions, "mlp", 2, x))
-        assert engine.model_metadata("mlp").versions == ["1", "2"]
-        assert [(e.name, e.version, e.state) for e in engine.repository_index()] == [
+        assert engine.model_metadata(CALL, "mlp").versions == ["1", "2"]
+        assert [(e.name, e.version, e.state) for e in engine.repository_index(CALL)] == [
             ("mlp", "1", "READY"), ("mlp", "2", "READY")]
     finally:
         await engine.stop()
@@ -87,7 +88,7 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
         rng = np.random.default_rng(1)
         inputs = [rng.standard_normal((int(rng.integers(1, 4)), 4)).astype(np.float32)
                   for _ in range(300)]
-        answers = await asyncio.gather(*(engine.infer(_request(x)) for x in inputs))
+        answers = await asyncio.gather(*(engine.infer(CALL, _request(x)) for x in inputs))
         for x, answer in zip(inputs, answers, strict=True):
             np.testing.assert_allclose(answer.outputs[0].data, _reference(repo, "mlp", 1, x),
                                        rtol=1e-5, atol=1e-6)
@@ -109,17 +110,17 @@ async def test_validation_errors_name_the_problem_before_any_runtime_work(repo, 
     try:
         with pytest.raises(InputError, match=r"input 'x': expected FP32 with shape \[-1, 4\], "
                                              r"got shape \[2, 5\]"):
-            await engine.infer(_request(np.zeros((2, 5), np.float32)))
+            await engine.infer(CALL, _request(np.zeros((2, 5), np.float32)))
         with pytest.raises(InputError, match="got INT64"):
-            await engine.infer(_request(np.zeros((2, 4), np.int64)))
+            await engine.infer(CALL, _request(np.zeros((2, 4), np.int64)))
         with pytest.raises(InputError, match="missing input 'x'"):
-            await engine.infer(InferRequest("mlp", []))
+            await engine.infer(CALL, InferRequest("mlp", []))
         with pytest.raises(NotFoundError, match="unknown model 'nope'"):
-            await engine.infer(_request(np.zeros((1, 4), np.float32), model="nope"))
+            await engine.infer(CALL, _request(np.zeros((1, 4), np.float32), model="nope"))
         with pytest.raises(NotFoundError, match="no served version '7'"):
-            await engine.infer(_request(np.zeros((1, 4), np.float32), version="7"))
+            await engine.infer(CALL, _request(np.zeros((1, 4), np.float32), version="7"))
         with pytest.raises(NotFoundError, match="unknown output 'prob'.*'scores'"):
-            await engine.infer(_request(np.zeros((1, 4), np.float32),
+            await engine.infer(CALL, _request(np.zeros((1, 4), np.float32),
                                         outputs=[RequestedOutput("prob")]))
     finally:
         await engine.stop()
@@ -132,7 +133,7 @@ async def test_a_full_queue_is_refused_at_once(repo, tmp_path):
     await engine.start()
     try:
         x = np.zeros((1, 4), np.float32)
-        results = await asyncio.gather(*(engine.infer(_request(x)) for _ in range(50)),
+        results = await asyncio.gather(*(engine.infer(CALL, _request(x)) for _ in range(50)),
                                        return_exceptions=True)
         refused = [r for r in results if isinstance(r, RateLimitedError)]
         answered = [r for r in results if not isinstance(r, BaseException)]
@@ -156,7 +157,7 @@ async def test_hot_swap_three_times_under_load_fails_no_request(repo, tmp_path):
     async def client() -> None:
         while not stop.is_set():
             try:
-                response = await engine.infer(_request(x))
+                response = await engine.infer(CALL, _request(x))
             except Exception as exc:
                 errors.append(exc)
             else:
@@ -170,8 +171,8 @@ async def test_hot_swap_three_times_under_load_fails_no_request(repo, tmp_path):
             del version
             latest = repo.versions("mlp")[-1]
             expected[str(latest)] = _reference(repo, "mlp", latest, x)
-            await engine.load_model("mlp")
-            assert engine.model_metadata("mlp").versions == [str(latest)]
+            await engine.load_model(CALL, "mlp")
+            assert engine.model_metadata(CALL, "mlp").versions == [str(latest)]
         await asyncio.sleep(0.05)
     finally:
         stop.set()
@@ -188,17 +189,17 @@ async def test_unload_then_load_again(repo, tmp_path):
     engine = Engine(repo)
     await engine.start()
     try:
-        await engine.unload_model("mlp")
-        assert not engine.model_ready("mlp")
-        assert [(e.name, e.state, e.reason) for e in engine.repository_index()] == [
+        await engine.unload_model(CALL, "mlp")
+        assert not engine.model_ready(CALL, "mlp")
+        assert [(e.name, e.state, e.reason) for e in engine.repository_index(CALL)] == [
             ("mlp", "UNAVAILABLE", "unloaded")]
-        assert engine.repository_index(ready_only=True) == []
+        assert engine.repository_index(CALL, ready_only=True) == []
         with pytest.raises(NotFoundError, match="not loaded"):
-            await engine.infer(_request(np.zeros((1, 4), np.float32)))
-        await engine.load_model("mlp")
-        assert engine.model_ready("mlp", "1")
+            await engine.infer(CALL, _request(np.zeros((1, 4), np.float32)))
+        await engine.load_model(CALL, "mlp")
+        assert engine.model_ready(CALL, "mlp", "1")
         with pytest.raises(NotFoundError):
-            await engine.load_model("ghost")
+            await engine.load_model(CALL, "ghost")
     finally:
         await engine.stop()
 
@@ -211,7 +212,7 @@ async def test_inline_and_threaded_paths_agree(repo, tmp_path):
         engine = Engine(repo, defaults=ModelConfig.model_validate({"inline_below_ms": inline}))
         await engine.start()
         try:
-            outs.append((await engine.infer(_request(x))).outputs[0].data)
+            outs.append((await engine.infer(CALL, _request(x))).outputs[0].data)
         finally:
             await engine.stop()
     np.testing.assert_array_equal(outs[0], outs[1])
@@ -265,7 +266,7 @@ async def test_a_model_without_batch_axis_is_never_batched(repo, tmp_path):
     try:
         rng = np.random.default_rng(8)
         inputs = [rng.standard_normal((2, 4)).astype(np.float32) for _ in range(60)]
-        answers = await asyncio.gather(*(engine.infer(_request(x, model="fixed"))
+        answers = await asyncio.gather(*(engine.infer(CALL, _request(x, model="fixed"))
                                          for x in inputs))
         for x, answer in zip(inputs, answers, strict=True):
             assert answer.outputs[0].shape == (2, 3)
@@ -275,7 +276,7 @@ async def test_a_model_without_batch_axis_is_never_batched(repo, tmp_path):
         assert _sample(engine, "ferry_batch_size_count", model="fixed") == 60
         assert _sample(engine, "ferry_queue_depth", model="fixed") == 0
         with pytest.raises(InputError, match=r"input 'x'.*\[2, 4\]"):
-            await engine.infer(_request(np.zeros((4, 4), np.float32), model="fixed"))
+            await engine.infer(CALL, _request(np.zeros((4, 4), np.float32), model="fixed"))
     finally:
         await engine.stop()
 
@@ -286,7 +287,7 @@ async def test_metrics_record_load_queue_compute_batch_and_inflight(repo, tmp_pa
     await engine.start()
     try:
         x = np.ones((3, 4), np.float32)
-        await asyncio.gather(*(engine.infer(_request(x)) for _ in range(20)))
+        await asyncio.gather(*(engine.infer(CALL, _request(x)) for _ in range(20)))
         assert _sample(engine, "ferry_model_load_seconds", model="mlp", version="1") > 0
         assert _sample(engine, "ferry_stage_duration_seconds_count",
                        model="mlp", stage="queue") == 20
@@ -308,11 +309,11 @@ async def test_a_version_string_that_names_no_version_is_not_found(repo, tmp_pat
     engine = Engine(repo)
     await engine.start()
     try:
-        assert not engine.model_ready("mlp", version)
+        assert not engine.model_ready(CALL, "mlp", version)
         with pytest.raises(NotFoundError, match="no served version"):
-            engine.model_metadata("mlp", version)
+            engine.model_metadata(CALL, "mlp", version)
         with pytest.raises(NotFoundError, match=r"no served version .*\(versions: 1\)"):
-            await engine.infer(_request(np.zeros((1, 4), np.float32), version=version))
+            await engine.infer(CALL, _request(np.zeros((1, 4), np.float32), version=version))
     finally:
         await engine.stop()
 
@@ -325,10 +326,10 @@ async def test_a_stopped_engine_loads_nothing(repo, tmp_path):
     await engine.start()
     await engine.stop()
     with pytest.raises(UnavailableError, match="shutting down"):
-        await engine.load_model("mlp")
+        await engine.load_model(CALL, "mlp")
     with pytest.raises(UnavailableError, match="shutting down"):
-        await engine.infer(_request(np.zeros((1, 4), np.float32)))
-    assert not engine.model_ready("mlp") and not engine.live()
+        await engine.infer(CALL, _request(np.zeros((1, 4), np.float32)))
+    assert not engine.model_ready(CALL, "mlp") and not engine.live(CALL)
 
 
 async def test_a_model_config_beside_the_model_sets_its_versions_and_is_checked(repo, tmp_path):
@@ -341,15 +342,15 @@ async def test_a_model_config_beside_the_model_sets_its_versions_and_is_checked(
     engine = Engine(repo)
     await engine.start()
     try:
-        assert engine.model_metadata("mlp").versions == ["2", "3"]
+        assert engine.model_metadata(CALL, "mlp").versions == ["2", "3"]
         config.write_text('version_policy = "all"\n')
-        await engine.load_model("mlp")  # a reload reads the file again
-        assert engine.model_metadata("mlp").versions == ["1", "2", "3"]
+        await engine.load_model(CALL, "mlp")  # a reload reads the file again
+        assert engine.model_metadata(CALL, "mlp").versions == ["1", "2", "3"]
         config.write_text("[batching]\nmax_batch_sise = 8\n")
         with pytest.raises(ConfigError, match=r"config.toml: unknown setting "
                                               r"'batching.max_batch_sise'"):
-            await engine.load_model("mlp")
-        assert engine.model_metadata("mlp").versions == ["1", "2", "3"]  # still served
+            await engine.load_model(CALL, "mlp")
+        assert engine.model_metadata(CALL, "mlp").versions == ["1", "2", "3"]  # still served
     finally:
         await engine.stop()
 
@@ -369,7 +370,7 @@ async def test_a_cheap_model_batches_requests_that_arrive_together_and_not_lone_
     async def crowd() -> tuple[float, float]:
         before = batches()
         xs = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(8)]
-        answers = await asyncio.gather(*(engine.infer(_request(x)) for x in xs))
+        answers = await asyncio.gather(*(engine.infer(CALL, _request(x)) for x in xs))
         for x, answer in zip(xs, answers, strict=True):
             np.testing.assert_allclose(answer.outputs[0].data, _reference(repo, "mlp", 1, x),
                                        rtol=1e-6)
@@ -382,7 +383,7 @@ async def test_a_cheap_model_batches_requests_that_arrive_together_and_not_lone_
         # Now in batching mode: the next crowd is a single batch of eight.
         assert await crowd() == (1, 8)
         for _ in range(40):  # lone requests, one per loop turn: back to inline
-            await engine.infer(_request(rng.standard_normal((1, 4)).astype(np.float32)))
+            await engine.infer(CALL, _request(rng.standard_normal((1, 4)).astype(np.float32)))
         assert await crowd() == (2, 8)
     finally:
         await engine.stop()
@@ -397,14 +398,14 @@ async def test_loading_or_unloading_a_name_the_repository_lacks_keeps_nothing(
     engine = Engine(repo)
     await engine.start()
     try:
-        before = engine.repository_index()
+        before = engine.repository_index(CALL)
         for _ in range(3):
             with pytest.raises((NotFoundError, InputError)) as caught:
-                await engine.load_model(name)
+                await engine.load_model(CALL, name)
             assert len(caught.value.message) < 600
             with pytest.raises((NotFoundError, InputError)):
-                await engine.unload_model(name)
-        assert engine.repository_index() == before
+                await engine.unload_model(CALL, name)
+        assert engine.repository_index(CALL) == before
         assert set(engine._locks) <= {"mlp"}  # no per-name lock kept for refused names
     finally:
         await engine.stop()
@@ -420,8 +421,8 @@ async def test_a_failed_load_of_a_model_in_the_repository_still_reports_why(repo
     await engine.start()
     try:
         with pytest.raises(ConfigError):
-            await engine.load_model("other")
-        rows = {e.name: e for e in engine.repository_index()}
+            await engine.load_model(CALL, "other")
+        rows = {e.name: e for e in engine.repository_index(CALL)}
         assert rows["other"].state == "UNAVAILABLE" and "instancez" in rows["other"].reason
     finally:
         await engine.stop()
@@ -443,7 +444,7 @@ async def test_long_names_are_cut_in_not_found_messages(repo, tmp_path):
         ]
         for request in requests:
             with pytest.raises((NotFoundError, InputError)) as caught:
-                await engine.infer(request)
+                await engine.infer(CALL, request)
             assert "more characters)" in caught.value.message
             assert len(caught.value.message) < 600
     finally:
@@ -460,7 +461,7 @@ async def test_the_classification_output_parameter_is_refused(repo, tmp_path):
                            outputs=[RequestedOutput("scores", {"classification": 2})])
         with pytest.raises(InputError, match="output 'scores': the 'classification' "
                                              "parameter is not supported"):
-            await engine.infer(request)
+            await engine.infer(CALL, request)
     finally:
         await engine.stop()
 
@@ -479,7 +480,7 @@ async def test_metrics_label_only_served_models(repo, tmp_path):
                        status="OK", version="1") == 1
         assert _sample(engine, "ferry_requests_total", model="", protocol="grpc",
                        status="NOT_FOUND", version="") == 1
-        await engine.unload_model("mlp")
+        await engine.unload_model(CALL, "mlp")
         metrics.request(model="mlp", version="1", protocol="grpc", status="NOT_FOUND",
                         seconds=0.0)
         assert _sample(engine, "ferry_requests_total", model="", protocol="grpc",

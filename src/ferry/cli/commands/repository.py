@@ -73,7 +73,7 @@ def show(
 def _print_manifest(m: Manifest, *, verified: bool) -> None:
     p = out_console.print
     p(f"[bold]{m.name}:{m.version}[/]  {m.format} -> {m.runtime} ({m.platform})", highlight=False)
-    p(f"  created   {m.created.isoformat()}" + (f", from version {m.parent}" if m.parent else ""))
+    p(f"  created   {m.created.isoformat()}")
     p(f"  source    {m.source.filename}  sha256 {m.source.sha256[:16]}...  "
       f"{m.source.framework or ''}", highlight=False)
     if m.converter:

@@ -1,11 +1,11 @@
 """Conversion between the gRPC messages of the V2 protocol and :mod:`ferry.inference` types.
 
-Raw contents (``raw_input_contents`` / ``raw_output_contents``) are the fast path: a numeric
-tensor becomes a numpy array over the request's bytes with :func:`numpy.frombuffer` (no copy,
-no Python loop), and an output array is written out with one ``tobytes``. Typed contents
-(``InferTensorContents``) cost one conversion per tensor, which protobuf's repeated fields
-force anyway. BYTES is the one datatype that needs a loop over its elements, because each
-element carries its own length.
+Raw contents (``raw_input_contents`` / ``raw_output_contents``) are the fast path, coded by
+:mod:`ferry.codec.raw` as the REST binary extension is: a numeric tensor becomes a numpy
+array over the request's bytes (no copy, no Python loop), and an output array is written out
+with one ``tobytes``. Typed contents (``InferTensorContents``) cost one conversion per tensor,
+which protobuf's repeated fields force anyway; they are gRPC's own and are coded here. The
+request itself is built by :func:`ferry.codec.request.infer_request`, as on every door.
 
 Every problem with a request is an :class:`~ferry.errors.InputError` naming the tensor and
 what was expected versus what came; nothing here allocates memory from a claimed shape before
@@ -14,23 +14,22 @@ the data has been found to match it, so an absurd shape is an error, not a ``Mem
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from ferry.codec.raw import decode_raw, encode_raw
+from ferry.codec.request import infer_request
 from ferry.errors import InputError, quote_name
 from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.signature import DATATYPES, check_shape, format_shape
 
 __all__ = [
-    "decode_bytes",
     "decode_parameters",
     "decode_request",
     "decode_response",
-    "encode_bytes",
     "encode_parameters",
     "encode_request",
     "encode_response",
@@ -63,14 +62,6 @@ _FIELD_DTYPE: dict[str, np.dtype[Any]] = {
     "fp64_contents": np.dtype(np.float64),
 }
 
-# The raw wire format is little-endian whatever the machine; on little-endian machines
-# (all that ferry runs on in practice) these equal the native dtypes and cost nothing.
-_WIRE_DTYPE: dict[str, np.dtype[Any]] = {
-    name: dt.newbyteorder("<") for name, dt in DATATYPES.items() if name != "BYTES"
-}
-
-_LENGTH = struct.Struct("<I")
-
 # Request inputs and response outputs carry the same tensor fields.
 _WireTensor = pb.ModelInferRequest.InferInputTensor | pb.ModelInferResponse.InferOutputTensor
 
@@ -78,13 +69,11 @@ _WireTensor = pb.ModelInferRequest.InferInputTensor | pb.ModelInferResponse.Infe
 # --------------------------------------------------------------------------- requests
 
 
-def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = None
-                   ) -> InferRequest:
+def decode_request(message: pb.ModelInferRequest) -> InferRequest:
     """Turn a ``ModelInferRequest`` into an :class:`InferRequest`.
 
     Args:
         message: the request as it came off the wire.
-        deadline: absolute ``time.monotonic()`` of the call's gRPC deadline, if it has one.
 
     Raises:
         InputError: no model name, raw and typed contents mixed, a raw contents count that
@@ -92,8 +81,6 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
             length does not match the shape, a typed field that does not fit the datatype,
             or the same input twice.
     """
-    if not message.model_name:
-        raise InputError("model_name is empty; name the model to run")
     inputs = message.inputs
     raw = message.raw_input_contents
     if raw and len(raw) != len(inputs):
@@ -102,17 +89,12 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
             "inputs; send exactly one raw entry per input, in the order of 'inputs'"
         )
     tensors: list[Tensor] = []
-    seen: set[str] = set()
     for index, tensor in enumerate(inputs):
-        name = tensor.name
-        if name in seen:
-            raise InputError(f"input {quote_name(name)} appears more than once in the request")
-        seen.add(name)
         if raw:
             if tensor.HasField("contents"):
                 raise InputError(
-                    f"input {quote_name(name)} has typed 'contents' but the request also has "
-                    "raw_input_contents; use one or the other for all inputs"
+                    f"input {quote_name(tensor.name)} has typed 'contents' but the request "
+                    "also has raw_input_contents; use one or the other for all inputs"
                 )
             tensors.append(_decode_raw(tensor, raw[index]))
         else:
@@ -120,14 +102,10 @@ def decode_request(message: pb.ModelInferRequest, *, deadline: float | None = No
     outputs = [
         RequestedOutput(out.name, decode_parameters(out.parameters)) for out in message.outputs
     ]
-    return InferRequest(
-        model_name=message.model_name,
-        inputs=tensors,
-        model_version=message.model_version or None,
-        id=message.id or None,
-        outputs=outputs or None,
+    return infer_request(
+        message.model_name, tensors, model_version=message.model_version or None,
+        id=message.id or None, outputs=outputs or None,
         parameters=decode_parameters(message.parameters),
-        deadline=deadline,
     )
 
 
@@ -148,23 +126,8 @@ def _decode_raw(tensor: _WireTensor, data: bytes, role: str = "input") -> Tensor
     name = tensor.name
     what = f"{role} {quote_name(name)}"
     datatype = _datatype(what, tensor.datatype)
-    shape, count = _checked_shape(what, tensor.shape)
-    if datatype == "BYTES":
-        array = decode_bytes(data, count, what=what).reshape(shape)
-    else:
-        wire = _WIRE_DTYPE[datatype]
-        need = count * wire.itemsize
-        if len(data) != need:
-            raise InputError(
-                f"{what}: raw contents hold {len(data)} bytes but {datatype} with "
-                f"shape {format_shape(shape)} needs {need} ({count} elements of "
-                f"{wire.itemsize} bytes)"
-            )
-        array = np.frombuffer(data, dtype=wire).reshape(shape)
-        if datatype == "BOOL" and count and int(array.view(np.uint8).max()) > 1:
-            raise InputError(f"{what}: raw BOOL contents must be bytes of 0 or 1")
-        if not wire.isnative:  # big-endian hosts only
-            array = array.astype(wire.newbyteorder("="))
+    shape, _ = _checked_shape(what, tensor.shape)
+    array = decode_raw(data, datatype, shape, name, role=role, source="raw contents")
     return Tensor(name, datatype, shape, array, decode_parameters(tensor.parameters))
 
 
@@ -219,56 +182,6 @@ def _decode_typed(tensor: _WireTensor, role: str = "input") -> Tensor:
                   decode_parameters(tensor.parameters))
 
 
-def decode_bytes(data: bytes, count: int, *, what: str = "tensor") -> np.ndarray[Any, Any]:
-    """Split raw BYTES contents (4-byte little-endian length, then the bytes) into elements.
-
-    Returns:
-        A 1-D object array of ``count`` ``bytes`` elements.
-
-    Raises:
-        InputError: the contents end early, claim more bytes than they hold, or have bytes
-            left over after ``count`` elements.
-    """
-    end = len(data)
-    if count * _LENGTH.size > end:  # refuse before allocating for an absurd count
-        raise InputError(
-            f"{what}: raw BYTES contents hold {end} bytes, too few for {count} elements "
-            f"(each needs a {_LENGTH.size}-byte length prefix)"
-        )
-    out = np.empty(count, dtype=object)
-    pos = 0
-    for i in range(count):
-        if pos + _LENGTH.size > end:
-            raise InputError(f"{what}: raw BYTES contents end inside the length of element {i}")
-        (size,) = _LENGTH.unpack_from(data, pos)
-        pos += _LENGTH.size
-        if pos + size > end:
-            raise InputError(
-                f"{what}: raw BYTES element {i} claims {size} bytes but only {end - pos} remain"
-            )
-        out[i] = data[pos:pos + size]
-        pos += size
-    if pos != end:
-        raise InputError(
-            f"{what}: raw BYTES contents have {end - pos} bytes left over after {count} "
-            "elements; the shape and the data disagree"
-        )
-    return out
-
-
-def encode_bytes(array: np.ndarray[Any, Any]) -> bytes:
-    """Join BYTES elements as raw contents: each a 4-byte little-endian length, then bytes.
-
-    ``str`` elements (what ONNX Runtime returns for string outputs) are written as UTF-8.
-    """
-    parts: list[bytes] = []
-    for value in array.reshape(-1):
-        item = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        parts.append(_LENGTH.pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
-
-
 # -------------------------------------------------------------------------- responses
 
 
@@ -297,19 +210,10 @@ def encode_response(response: InferResponse, *, raw: bool = True) -> pb.ModelInf
         if tensor.parameters:
             encode_parameters(tensor.parameters, out.parameters)
         if raw:
-            raw_contents.append(_raw_contents(tensor))
+            raw_contents.append(encode_raw(tensor.data, tensor.datatype))
         else:
             _typed_output(tensor, out.contents)
     return message
-
-
-def _raw_contents(tensor: Tensor) -> bytes:
-    if tensor.datatype == "BYTES":
-        return encode_bytes(tensor.data)
-    wire = _WIRE_DTYPE[tensor.datatype]
-    # A no-op for the C-contiguous native arrays ONNX Runtime returns; tobytes is the copy
-    # into the message that protobuf needs anyway.
-    return np.ascontiguousarray(tensor.data, dtype=wire).tobytes()
 
 
 def _typed_output(tensor: Tensor, contents: pb.InferTensorContents) -> None:
@@ -346,7 +250,7 @@ def encode_request(request: InferRequest) -> pb.ModelInferRequest:
                                   shape=tensor.data.shape)
         if tensor.parameters:
             encode_parameters(tensor.parameters, item.parameters)
-        message.raw_input_contents.append(_raw_contents(tensor))
+        message.raw_input_contents.append(encode_raw(tensor.data, tensor.datatype))
     for output in request.outputs or ():
         wanted = message.outputs.add(name=output.name)
         if output.parameters:

@@ -18,13 +18,20 @@ from typing import Any, NoReturn
 
 from grpc_health.v1 import health, health_pb2
 
+from ferry.call import CallContext, internal_call
 from ferry.engine import Engine
+from ferry.errors import FerryError
+from ferry.protocols.grpc.call import call_context
+from ferry.protocols.grpc.errors import status_of
 
 __all__ = ["ReadinessHealthServicer"]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+#: The context of the readiness checks the Watch poller makes for its watchers.
+_POLLER = internal_call("grpc-health-watch")
 
 
 class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
@@ -49,9 +56,13 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         for service in self._services:
             self._server_status[service] = NOT_SERVING
 
-    async def refresh(self) -> None:
-        """Set every reported service to the engine's current readiness."""
-        status = SERVING if self._engine.ready() else NOT_SERVING
+    async def refresh(self, call: CallContext = _POLLER) -> None:
+        """Set every reported service to the engine's current readiness.
+
+        ``call`` is the context of the client's call that asks (the poller's own when a
+        ``Watch`` poller asks): readiness passes the engine's policy chain like every call.
+        """
+        status = SERVING if self._engine.ready(call) else NOT_SERVING
         if all(self._server_status.get(service) == status for service in self._services):
             return
         for service in self._services:
@@ -61,7 +72,7 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
 
     async def Check(self, request: Any, context: Any) -> Any:
         """Answer the current status (NOT_FOUND for a service this server lacks)."""
-        await self.refresh()
+        await self._refresh_for(context)
         return await super().Check(request, context)
 
     async def Watch(self, request: Any, context: Any) -> None:
@@ -69,7 +80,7 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
 
         A service this server lacks is ``SERVICE_UNKNOWN``, as the protocol asks.
         """
-        await self.refresh()
+        await self._refresh_for(context)
         self._watchers += 1
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -81,6 +92,13 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
                 # Not awaited: a Watch that starts meanwhile must find no poller and start one.
                 self._poller.cancel()
                 self._poller = None
+
+    async def _refresh_for(self, context: Any) -> None:
+        try:
+            await self.refresh(call_context(context))
+        except FerryError as error:  # refused by a policy
+            status = status_of(error)
+            await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def _stream(self, service: str, context: Any) -> NoReturn:
         last = None

@@ -35,8 +35,7 @@ from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc.health import ReadinessHealthServicer
 from ferry.protocols.grpc.servicer import InferenceServicer
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SERVICE_NAME", "GrpcLimits", "bind", "build_server",
-           "create_server"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SERVICE_NAME", "GrpcLimits", "bind", "build_server"]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
@@ -80,21 +79,6 @@ class GrpcLimits:
 
 
 _DEFAULT_LIMITS = GrpcLimits()
-
-
-def create_server(engine: Engine, *, host: str, port: int,
-                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                  limits: GrpcLimits = _DEFAULT_LIMITS) -> grpc.aio.Server:
-    """Build the server for ``engine`` and bind it to ``host:port``; do not start it.
-
-    Call it from the event loop that will run the server.
-
-    Raises:
-        ConfigError: the address cannot be bound (in use without SO_REUSEPORT, bad host).
-    """
-    server = build_server(engine, max_message_bytes=max_message_bytes, limits=limits)
-    bind(server, host, port)
-    return server
 
 
 def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,

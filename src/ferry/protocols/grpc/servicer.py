@@ -1,9 +1,12 @@
 """``GRPCInferenceService`` on ``grpc.aio``: decode, call the engine, encode.
 
-Every RPC is a thin adapter over the engine facade (Contract A); validation, batching and
-admission all happen in the engine, so REST and gRPC answer alike. Errors leave as gRPC
-statuses through :mod:`ferry.protocols.grpc.errors`; a bug is logged with its traceback and
-answered INTERNAL with an error id, never UNKNOWN and never with the traceback itself.
+Every RPC is a thin adapter over the engine facade: it builds the call's context
+(:func:`~ferry.protocols.grpc.call.call_context`: request id, peer, deadline,
+credentials), passes it to the engine, whose policy chain sees every call, and answers.
+Validation, batching and admission all happen in the engine, so REST and gRPC answer
+alike. Errors leave as gRPC statuses through :mod:`ferry.protocols.grpc.errors`; a bug is
+logged with its traceback and answered INTERNAL with an error id, never UNKNOWN and never
+with the traceback itself.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 
+from ferry.call import CallContext
 from ferry.engine import Engine
 from ferry.errors import FerryError, InputError, InternalError, quote_name
 from ferry.inference import ModelMetadata
@@ -23,6 +27,7 @@ from ferry.observability.logging import FIELD_MAX, clip
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
+from ferry.protocols.grpc.call import call_context
 from ferry.protocols.grpc.convert import decode_request, encode_response
 from ferry.protocols.grpc.errors import status_of
 
@@ -54,57 +59,66 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context
                          ) -> pb.ServerLiveResponse:
         """Whether the server answers at all."""
-        return pb.ServerLiveResponse(live=self._engine.live())
+        call = call_context(context)
+        return await _answer(context, lambda: pb.ServerLiveResponse(
+            live=self._engine.live(call)))
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context
                           ) -> pb.ServerReadyResponse:
         """Whether every configured model is ready."""
-        return pb.ServerReadyResponse(ready=self._engine.ready())
+        call = call_context(context)
+        return await _answer(context, lambda: pb.ServerReadyResponse(
+            ready=self._engine.ready(call)))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context
                          ) -> pb.ModelReadyResponse:
         """Whether one model (version) is ready; an unknown one is simply not ready."""
-        ready = self._engine.model_ready(request.name, request.version or None)
-        return pb.ModelReadyResponse(ready=ready)
+        call = call_context(context)
+        return await _answer(context, lambda: pb.ModelReadyResponse(
+            ready=self._engine.model_ready(call, request.name, request.version or None)))
 
     # ---------------------------------------------------------------- metadata
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context
                              ) -> pb.ServerMetadataResponse:
         """Server name, version and supported extensions."""
-        meta = self._engine.server_metadata()
-        return pb.ServerMetadataResponse(name=meta.name, version=meta.version,
-                                         extensions=meta.extensions)
+        call = call_context(context)
+
+        def answer() -> pb.ServerMetadataResponse:
+            meta = self._engine.server_metadata(call)
+            return pb.ServerMetadataResponse(name=meta.name, version=meta.version,
+                                             extensions=meta.extensions)
+
+        return await _answer(context, answer)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context
                             ) -> pb.ModelMetadataResponse:
         """A model's versions, platform and tensors (NOT_FOUND for an unknown one)."""
-        return await _answer(context, lambda: _metadata_message(
-            self._engine.model_metadata(_required(request.name, "name"), request.version or None)
-        ))
+        call = call_context(context)
+        return await _answer(context, lambda: _metadata_message(self._engine.model_metadata(
+            call, _required(request.name, "name"), request.version or None)))
 
     # --------------------------------------------------------------- inference
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context
                          ) -> pb.ModelInferResponse:
-        """Run one inference; the call's gRPC deadline becomes the request's deadline."""
-        token = log_request_id.set(_request_id(context, request))
+        """Run one inference; the call's gRPC deadline is its deadline in the engine."""
+        call = call_context(context, request.id)
+        token = log_request_id.set(call.request_id)
         try:
-            return await self._model_infer(request, context)
+            return await self._model_infer(request, context, call)
         finally:
             log_request_id.reset(token)
 
-    async def _model_infer(self, request: pb.ModelInferRequest, context: Context
-                           ) -> pb.ModelInferResponse:
+    async def _model_infer(self, request: pb.ModelInferRequest, context: Context,
+                           call: CallContext) -> pb.ModelInferResponse:
         start = time.perf_counter()
         version = request.model_version
         try:
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
-            infer_request = decode_request(request, deadline=deadline)
+            infer_request = decode_request(request)
             decoded = time.perf_counter()
             self._metrics.stage("decode", model=request.model_name, seconds=decoded - start)
-            response = await self._engine.infer(infer_request)
+            response = await self._engine.infer(call, infer_request)
             version = response.model_version
             computed = time.perf_counter()
             # Answer in the representation the client used: raw for raw (Triton's client
@@ -139,20 +153,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context
                               ) -> pb.RepositoryIndexResponse:
         """Every model of the repository with its state (only ready ones if asked)."""
-        entries = self._engine.repository_index(ready_only=request.ready)
-        return pb.RepositoryIndexResponse(models=[
+        call = call_context(context)
+        return await _answer(context, lambda: pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(
                 name=e.name, version=e.version or "", state=e.state, reason=e.reason)
-            for e in entries
-        ])
+            for e in self._engine.repository_index(call, ready_only=request.ready)
+        ]))
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Context) -> pb.RepositoryModelLoadResponse:
         """Load a model, or reload it to its newest version (a hot swap)."""
+        call = call_context(context)
+
         async def load() -> pb.RepositoryModelLoadResponse:
             name = _repository_model(request)
             _check_parameters(request.parameters, frozenset(), "load")
-            await self._engine.load_model(name)
+            await self._engine.load_model(call, name)
             return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
 
         return await _answer_async(context, load)
@@ -160,10 +176,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Context) -> pb.RepositoryModelUnloadResponse:
         """Unload a model after its in-flight requests finish."""
+        call = call_context(context)
+
         async def unload() -> pb.RepositoryModelUnloadResponse:
             name = _repository_model(request)
             _check_parameters(request.parameters, _UNLOAD_PARAMETERS, "unload")
-            await self._engine.unload_model(name)
+            await self._engine.unload_model(call, name)
             return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
 
         return await _answer_async(context, unload)
@@ -200,14 +218,6 @@ def _internal(where: str) -> FerryError:
     error_id = uuid.uuid4().hex[:12]
     logger.exception("internal error in %s (error id %s)", where, error_id)
     return InternalError(f"internal error in {where}; the server log has error id {error_id}")
-
-
-def _request_id(context: Context, request: pb.ModelInferRequest) -> str:
-    """The id log lines of this call carry: ``x-request-id`` metadata, the request's id, or new."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
-    return request.id or uuid.uuid4().hex
 
 
 def _required(value: str, field: str) -> str:

@@ -22,11 +22,19 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ferry.call import INTERNAL
 from ferry.errors import FerryError
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest import simple, tfserving, v2
 from ferry.protocols.rest.errors import error_response, internal_error_response
-from ferry.protocols.rest.exchange import RestContext, json_response, request_id_of
+from ferry.protocols.rest.exchange import (
+    RestContext,
+    fresh_id,
+    json_response,
+    peer_of,
+    rest_call,
+)
+from ferry.protocols.rest.head import read_head
 from ferry.protocols.rest.hot import HotRoutes
 from ferry.protocols.rest.openapi import DOCS_HTML, openapi_document
 
@@ -48,7 +56,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
             a compressed body.
     """
     ctx = RestContext(engine=engine, metrics=engine.metrics, max_body_bytes=max_body_bytes)
-    document = openapi_document(engine.server_metadata().version)
+    document = openapi_document(engine.server_metadata(INTERNAL).version)
 
     async def metrics(request: Request) -> Response:
         body, content_type = ctx.metrics.render()
@@ -97,9 +105,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 class RequestIdMiddleware:
-    """Take ``X-Request-ID`` from the request (or make one), return it, and catch crashes.
+    """Read the head, build the call context, answer ``X-Request-ID``, and catch crashes.
 
-    The id is in ``scope["state"]["request_id"]`` for handlers and logs. A handler that
+    The door of every request that reaches the app, under ferry's HTTP/1.1 protocol or any
+    ASGI server: the head is read once (:func:`~ferry.protocols.rest.head.read_head`) into
+    ``scope["state"]["head"]``, the call context built from it
+    (:func:`~ferry.protocols.rest.exchange.rest_call`) into ``scope["state"]["call"]``,
+    and the request id (the client's ``X-Request-ID`` or a fresh one) into
+    ``scope["state"]["request_id"]``, for the handlers and the logs. A handler that
     raises something unexpected is answered with a JSON 500 naming the id (if no response
     has started), and the traceback is logged under that id.
     """
@@ -112,8 +125,12 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = request_id_of(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = rid.decode("ascii")
+        head = read_head(scope["headers"])
+        rid = head.request_id or fresh_id()
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid.decode("ascii")
+        state["head"] = head
+        state["call"] = rest_call(rid, "asgi", peer_of(scope.get("client")), head)
         # Every log line written while this request is handled carries its id.
         token = log_request_id.set(rid.decode("ascii"))
         started = False

@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import Request
 
 from ferry.errors import InputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ferry.protocols.rest.head import JSON, OCTETS, media
 
 __all__ = ["check_content_type", "parse_json", "read_body", "too_large"]
 
@@ -77,7 +78,8 @@ def too_large(size: int, limit: int, *, streamed: bool = False) -> PayloadTooLar
 def check_content_type(request: Request, *, binary: bool = False) -> None:
     """Refuse a body that is not JSON (or, where ``binary``, JSON + binary tensors).
 
-    A missing ``Content-Type`` is accepted: tritonclient sends none.
+    A missing ``Content-Type`` is accepted: tritonclient sends none. The rule is
+    :func:`~ferry.protocols.rest.head.media`'s, which the fast path applies too.
 
     Raises:
         UnsupportedMediaTypeError: any other media type, naming what to send instead.
@@ -85,15 +87,14 @@ def check_content_type(request: Request, *, binary: bool = False) -> None:
     value = request.headers.get("content-type")
     if value is None:
         return
-    media = value.split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
+    kind = media(value.encode("latin-1"))
+    if kind == JSON or (binary and kind == OCTETS):
         return
-    if binary and media == "application/octet-stream":
-        return
+    media_type = value.split(";", 1)[0].strip().lower()
     allowed = "application/json" + (" or application/octet-stream (binary tensor data)"
                                     if binary else "")
     raise UnsupportedMediaTypeError(
-        f"Content-Type {media!r} is not accepted here; send {allowed}",
+        f"Content-Type {media_type!r} is not accepted here; send {allowed}",
         hint="with curl: -H 'Content-Type: application/json'")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -19,9 +19,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ferry.call import CallContext
 from ferry.errors import FerryError
 from ferry.observability.logging import FIELD_MAX, clip
 from ferry.protocols.rest.errors import error_response, status_of
+from ferry.protocols.rest.head import Head
 
 if TYPE_CHECKING:
     from ferry.engine import Engine
@@ -29,8 +31,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("ferry.rest")
 
-__all__ = ["Answer", "RestContext", "client_request_id", "exchange", "fresh_id",
-           "json_response", "refusal", "request_id", "request_id_of", "usable_request_id"]
+__all__ = ["Answer", "RestContext", "call_of", "exchange", "fresh_id", "json_response",
+           "peer_of", "refusal", "rest_call"]
 
 
 @dataclass(slots=True)
@@ -50,26 +52,6 @@ class Answer:
     version: str
 
 
-def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The client's ``X-Request-ID`` if it is short printable ASCII, else a fresh id."""
-    return client_request_id(headers) or fresh_id()
-
-
-def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The client's ``X-Request-ID`` if it is short printable ASCII, else None."""
-    for key, value in headers:
-        if key == b"x-request-id":
-            return usable_request_id(value)
-    return None
-
-
-def usable_request_id(value: bytes) -> bytes | None:
-    """``value`` as a request id if it is short printable ASCII (1-128 characters), else None."""
-    if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
-        return bytes(value)
-    return None
-
-
 # A fresh request id: this process's random prefix and a counter (32 hex digits, like a
 # uuid4's). Unique within the process by the counter and across processes and restarts by
 # the 64 random bits, at a fraction of uuid4's cost (a getrandom call per request).
@@ -82,10 +64,28 @@ def fresh_id() -> bytes:
     return b"%s%016x" % (_ID_PREFIX, next(_ids) & 0xFFFF_FFFF_FFFF_FFFF)
 
 
-def request_id(request: Request) -> str:
-    """The request id the middleware took from ``X-Request-ID`` or generated."""
-    rid: str = request.scope["state"]["request_id"]
-    return rid
+def rest_call(rid: bytes, door: str, peer: str | None, head: Head | None) -> CallContext:
+    """The call context of a REST request (every REST door builds it here).
+
+    REST has no deadline of its own: the call has none unless a policy sets one.
+    """
+    credentials = None
+    if head is not None and head.authorization is not None:
+        credentials = head.authorization.decode("latin-1")
+    return CallContext(rid.decode("ascii"), "rest", door, peer=peer, credentials=credentials)
+
+
+def peer_of(address: Any) -> str | None:
+    """``host:port`` of an ASGI ``client`` / socket peer address (None when unknown)."""
+    if isinstance(address, tuple | list) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return None
+
+
+def call_of(request: Request) -> CallContext:
+    """The call context the app's outer middleware built for ``request``."""
+    call: CallContext = request.scope["state"]["call"]
+    return call
 
 
 async def exchange(ctx: RestContext, model: str,

@@ -5,7 +5,8 @@ regular expression, two exception-handling layers, ``Request`` and ``Response`` 
 body stream) costs several times what the model does. The inference routes
 (``POST /predict[/{model}[/versions/{v}]]`` and ``POST /v2/models/{model}[/versions/{v}]/infer``)
 are recognised here by splitting the path once. A plain request — a ``Content-Length`` body
-within the limit, JSON or V2 binary content, no ``Content-Encoding`` — is answered by
+within the limit, JSON (or no ``Content-Type``) or V2 binary content, no
+``Content-Encoding``; :meth:`~ferry.protocols.rest.head.Head.fast` — is answered by
 :func:`answer` with the same functions the routes use (:func:`~ferry.protocols.rest.v2.
 infer_body`, :func:`~ferry.protocols.rest.simple.predict_body`), so the answers are identical.
 Anything else (compressed or chunked bodies, odd content types, bodies over the limit) goes to
@@ -19,24 +20,24 @@ answers these routes without the ASGI machinery at all (what ``ferry serve`` run
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Literal
+from typing import Literal, cast
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ferry.call import CallContext
 from ferry.errors import FerryError, NotFoundError
 from ferry.observability.logging import request_id as log_request_id
-from ferry.protocols.rest.binary import HEADER
 from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, refusal
+from ferry.protocols.rest.head import BINARY_HEADER, Head
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["BINARY_HEADER", "HotRoutes", "Route", "answer", "answer_logged", "binary_header",
-           "match", "plain_length", "plain_media"]
+__all__ = ["HotRoutes", "Route", "answer", "answer_logged", "match"]
 
 _log = logging.getLogger("ferry.rest")
 
@@ -46,7 +47,6 @@ Headers = list[tuple[bytes, bytes]]
 #: Which inference route a path names: "infer" (V2) or "predict" (the seed's).
 Route = Literal["infer", "predict"]
 
-BINARY_HEADER = HEADER.encode("ascii")
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 
@@ -102,47 +102,15 @@ def _match(path: str) -> tuple[Route, dict[str, str]] | None:
     return None
 
 
-def plain_length(headers: Iterable[tuple[bytes, bytes]], *, binary: bool, limit: int
-                 ) -> int | None:
-    """The body length of a request the fast path may take, else None (the route decides)."""
-    length: int | None = None
-    for key, value in headers:
-        if key == b"content-length":
-            if not (0 < len(value) <= 18 and value.isdigit()):
-                return None
-            length = int(value)
-        elif key == b"content-type":
-            if not plain_media(value, binary=binary):
-                return None
-        elif key in (b"content-encoding", b"transfer-encoding"):
-            return None
-    if length is None or length > limit:
-        return None
-    return length
-
-
-def plain_media(content_type: bytes, *, binary: bool) -> bool:
-    """True for a ``Content-Type`` the fast path reads: JSON, or octets on a binary route."""
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == _JSON or (binary and media == _OCTETS)
-
-
-def binary_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The ``Inference-Header-Content-Length`` value of a request, if it has one."""
-    for key, value in headers:
-        if key == BINARY_HEADER:
-            return value.decode("latin-1")
-    return None
-
-
 _JSON_HEADERS: Headers = [(b"content-type", _JSON)]
 
 
-async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: bytes,
-                 binary: str | None) -> tuple[int, Headers, bytes]:
+async def answer(ctx: RestContext, call: CallContext, route: Route, params: dict[str, str],
+                 body: bytes, binary: str | None) -> tuple[int, Headers, bytes]:
     """Answer one plain inference request: status, headers and body, the request counted.
 
-    ``binary`` is the request's ``Inference-Header-Content-Length`` (:func:`binary_header`).
+    ``binary`` is the request's ``Inference-Header-Content-Length``
+    (:attr:`~ferry.protocols.rest.head.Head.binary`).
     Ferry errors become their ``{"error": ...}`` answers; anything else propagates (the
     caller answers 500 naming the request id).
     """
@@ -155,9 +123,9 @@ async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: b
             raise NotFoundError("no default model to predict with; POST to /predict/{model}")
         if v2:
             payload, header_length, answered = await infer_body(
-                ctx, model, version, body, binary)
+                ctx, call, model, version, body, binary)
         else:
-            payload, answered = await predict_body(ctx, model, version, body)
+            payload, answered = await predict_body(ctx, call, model, version, body)
             header_length = None
     except FerryError as error:
         response = refusal(ctx, model or "", error, start, version=version)
@@ -172,18 +140,19 @@ async def answer(ctx: RestContext, route: Route, params: dict[str, str], body: b
     return 200, out, payload
 
 
-async def answer_logged(ctx: RestContext, route: Route, params: dict[str, str], body: bytes,
-                        binary: str | None, rid: bytes) -> tuple[int, Headers, bytes]:
-    """:func:`answer` under request id ``rid``, a 500 naming it for anything unexpected.
+async def answer_logged(ctx: RestContext, call: CallContext, route: Route,
+                        params: dict[str, str], body: bytes, binary: str | None
+                        ) -> tuple[int, Headers, bytes]:
+    """:func:`answer` under the call's request id, a 500 naming it for anything unexpected.
 
     What ferry's HTTP/1.1 protocol (http11.py) runs: the id is on every log
     line written meanwhile; the traceback of an unexpected error goes to the log, only the
     id to the client.
     """
-    text = rid.decode("ascii")
+    text = call.request_id
     token = log_request_id.set(text)
     try:
-        return await answer(ctx, route, params, body, binary)
+        return await answer(ctx, call, route, params, body, binary)
     except Exception:
         _log.exception("unhandled error in request %s", text)
         response = internal_error_response(text)
@@ -207,12 +176,13 @@ class HotRoutes:
             found = match(scope["path"])
             if found is not None:
                 route, params = found
-                length = plain_length(scope["headers"], binary=route == "infer",
-                                      limit=self.ctx.max_body_bytes)
-                if length is not None:
+                state = scope["state"]  # RequestIdMiddleware's, outside this one
+                head: Head = state["head"]
+                if head.fast(binary=route == "infer") and \
+                        cast(int, head.length) <= self.ctx.max_body_bytes:
                     body = await _read(receive)
                     status, headers, payload = await answer(
-                        self.ctx, route, params, body, binary_header(scope["headers"]))
+                        self.ctx, state["call"], route, params, body, head.binary)
                     await send({"type": "http.response.start", "status": status,
                                 "headers": headers})
                     await send({"type": "http.response.body", "body": payload})

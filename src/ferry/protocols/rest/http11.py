@@ -46,13 +46,9 @@ from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.asgi_call import call_app
 from ferry.protocols.rest.body import too_large
 from ferry.protocols.rest.errors import error_response, internal_error_response
-from ferry.protocols.rest.exchange import (
-    RestContext,
-    client_request_id,
-    fresh_id,
-    usable_request_id,
-)
-from ferry.protocols.rest.hot import BINARY_HEADER, Route, answer_logged, match, plain_media
+from ferry.protocols.rest.exchange import RestContext, fresh_id, peer_of, rest_call
+from ferry.protocols.rest.head import Head, read_head
+from ferry.protocols.rest.hot import Route, answer_logged, match
 from ferry.protocols.rest.limits import HttpLimits
 from ferry.protocols.rest.wire import (
     CONTINUE,
@@ -104,14 +100,14 @@ class _Request:
     and for the rare cases (``expect_continue``, ``refusal``...).
     """
 
-    __slots__ = ("binary", "chunks", "complete", "continued", "expect_continue", "headers",
+    __slots__ = ("chunks", "complete", "continued", "expect_continue", "head", "headers",
                  "keep_alive", "params", "refusal", "rid", "route", "size", "target")
 
     def __init__(self, headers: Headers) -> None:
         self.headers = headers
+        self.head: Head | None = None
         self.route: Route | None = None
         self.params: dict[str, str] = _NO_PARAMS
-        self.binary: str | None = None
         self.rid: bytes | None = None
         self.chunks: list[bytes] = []
         self.size = 0  # bytes held for it: head, then body
@@ -158,6 +154,7 @@ class HttpProtocol(asyncio.Protocol):
         self._max_headers = self.limits.max_headers
         self._max_body = self.ctx.max_body_bytes
         self.transport: asyncio.Transport | None = None
+        self._peer: str | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[_Request] = deque()  # read, not yet answered; [0] is next
         self._queued = 0  # bytes held by requests behind the one being answered
@@ -192,6 +189,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
+        self._peer = peer_of(transport.get_extra_info("peername"))
         self.connections.add(self)
         self._arm(self.loop.time() + min(self.keep_alive_seconds, self.limits.head_timeout))
 
@@ -365,15 +363,18 @@ class HttpProtocol(asyncio.Protocol):
             path = unquote(path)
         method = parser.get_method()
         found = match(path) if method == _POST else None
-        hosts, length, plain = _read_fields(request, found is not None and found[0] == "infer")
-        if hosts != 1 and parser.get_http_version() == "1.1":
+        head = request.head = read_head(headers)
+        request.rid = head.request_id
+        request.expect_continue = head.expect_continue
+        if head.hosts != 1 and parser.get_http_version() == "1.1":
             # RFC 9112 3.2: a server MUST answer 400 to a request with no Host or several.
             raise _Refused(400, "an HTTP/1.1 request needs exactly one Host header "
-                                f"(this one has {hosts})")
-        if length > self.ctx.max_body_bytes:
-            raise _Refused(413, str(too_large(length, self.ctx.max_body_bytes)))
-        if found is not None and plain and length:
-            # The rule plain_length applies for the ASGI middleware, on values read here.
+                                f"(this one has {head.hosts})")
+        length = head.length or 0  # llhttp let through digits only, and only one
+        if length > self._max_body:
+            raise _Refused(413, str(too_large(length, self._max_body)))
+        if found is not None and head.fast(binary=found[0] == "infer"):
+            # The rule HotRoutes applies for the ASGI app, on the same reading.
             request.route, request.params = found
         else:
             request.target = _Target(method.decode("ascii"), parser.get_http_version(), path,
@@ -420,7 +421,7 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         queue = self._queue
         # The client's request id, if the refused request's head got that far.
-        rid = client_request_id(self._headers) if self._headers else None
+        rid = read_head(self._headers).request_id if self._headers else None
         self._headers = _NO_HEADERS
         if queue and not queue[-1].complete:  # the request being read is the refused one
             refused = queue.pop()
@@ -560,9 +561,11 @@ class HttpProtocol(asyncio.Protocol):
     async def _exchange(self, request: _Request) -> None:
         rid = request.rid or fresh_id()
         route = request.route
-        assert route is not None
+        head = request.head
+        assert route is not None and head is not None
+        call = rest_call(rid, "http11", self._peer, head)
         status, headers, payload = await answer_logged(
-            self.ctx, route, request.params, request.body(), request.binary, rid)
+            self.ctx, call, route, request.params, request.body(), head.binary)
         close = self._closes_after(request)
         self._answered(answer_bytes(status, self.server_state.default_headers, headers,
                                     payload, rid, close=close), close)
@@ -699,33 +702,6 @@ class HttpProtocol(asyncio.Protocol):
             return
         # Never sleep past head_timeout: a head that starts meanwhile needs no re-arming.
         self._arm(max(now + 0.01, min(deadline, now + limits.head_timeout)))
-
-
-def _read_fields(request: _Request, binary: bool) -> tuple[int, int, bool]:
-    """One pass over a request's header fields: Host count, body length, plainness.
-
-    Sets the request's id, V2 binary header and ``Expect: 100-continue``. Plain means what
-    :func:`~ferry.protocols.rest.hot.plain_length` means for the ASGI middleware: a media
-    type the fast path reads and no ``Content-Encoding`` or ``Transfer-Encoding``.
-    """
-    length = hosts = 0
-    plain = True
-    for name, value in request.headers:
-        if name == b"host":
-            hosts += 1
-        elif name == b"content-length":
-            length = int(value)  # llhttp let through digits only, and only one
-        elif name == b"content-type":
-            plain = plain and plain_media(value, binary=binary)
-        elif name == b"x-request-id":
-            request.rid = usable_request_id(value)
-        elif name == BINARY_HEADER:
-            request.binary = value.decode("latin-1")
-        elif name == b"expect":
-            request.expect_continue = value.lower() == b"100-continue"
-        elif name == b"content-encoding" or name == b"transfer-encoding":
-            plain = False
-    return hosts, length, plain
 
 
 def _address(address: Any) -> tuple[str, int] | None:

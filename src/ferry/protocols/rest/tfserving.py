@@ -17,19 +17,16 @@ are TF Serving's own shape, ``{"error": "..."}``, which is also the V2 one.
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Any
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry.codec.rows import tfserving_answer, tfserving_request
 from ferry.errors import InputError
 from ferry.inference import InferRequest, ModelMetadata
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
-from ferry.protocols.rest.codec import json_value
-from ferry.protocols.rest.exchange import Answer, RestContext, exchange, json_response
-from ferry.protocols.rest.simple import named_arrays, to_tensor
+from ferry.protocols.rest.exchange import Answer, RestContext, call_of, exchange, json_response
 
 __all__ = ["routes"]
 
@@ -51,20 +48,16 @@ def routes(ctx: RestContext) -> list[Route]:
                 raise InputError(
                     'the predict request must be a JSON object with either "instances" '
                     '(row format) or "inputs" (columnar format)')
-            meta = engine.model_metadata(model, version)
             rows = "instances" in doc
-            arrays = _row_arrays(meta, doc["instances"]) if rows else named_arrays(
-                meta, None if isinstance(doc["inputs"], dict) else doc["inputs"],
-                doc["inputs"] if isinstance(doc["inputs"], dict) else None, what="'inputs'")
-            infer_request = InferRequest(
-                model_name=model, model_version=version,
-                inputs=[to_tensor(meta, name, array) for name, array in arrays.items()])
-            ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
-            result = await engine.infer(infer_request)
+
+            def build(meta: ModelMetadata) -> InferRequest:
+                infer_request = tfserving_request(meta, model, version, doc)
+                ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
+                return infer_request
+
+            result, _ = await engine.infer_built(call_of(request), model, version, build)
             began = perf_counter()
-            outputs = {t.name: t.data for t in result.outputs}
-            answer = _rows(outputs) if rows else {"outputs": _columns(outputs)}
-            response = json_response(answer)
+            response = json_response(tfserving_answer(result, rows=rows))
             ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)
             return Answer(response, result.model_version)
 
@@ -73,14 +66,17 @@ def routes(ctx: RestContext) -> list[Route]:
     async def status(request: Request) -> Response:
         model: str = request.path_params["model"]
         version: str | None = request.path_params.get("version")
-        meta = engine.model_metadata(model, version)  # NotFoundError (404) if unknown
+        call = call_of(request)
+        meta = engine.model_metadata(call, model, version)  # NotFoundError (404) if unknown
         versions = [version] if version is not None else meta.versions
+        # Every version metadata lists is served; all are ready unless the server stops.
+        ready = engine.model_ready(call, model, version)
         return json_response({
             "name": model,
-            "ready": engine.model_ready(model, version),
+            "ready": ready,
             "model_version_status": [
                 {"version": v,
-                 "state": "AVAILABLE" if engine.model_ready(model, v) else "UNAVAILABLE",
+                 "state": "AVAILABLE" if ready else "UNAVAILABLE",
                  "status": {"error_code": "OK", "error_message": ""}}
                 for v in versions],
         })
@@ -91,34 +87,3 @@ def routes(ctx: RestContext) -> list[Route]:
         Route("/v1/models/{model}", status, methods=["GET"]),
         Route("/v1/models/{model}/versions/{version}", status, methods=["GET"]),
     ]
-
-
-def _row_arrays(meta: ModelMetadata, instances: Any) -> dict[str, np.ndarray[Any, Any]]:
-    if not isinstance(instances, list) or not instances:
-        raise InputError('"instances" must be a non-empty list of rows')
-    if not all(isinstance(row, dict) for row in instances):
-        if any(isinstance(row, dict) for row in instances):
-            raise InputError('"instances": mix of objects and plain values; use one form')
-        return named_arrays(meta, instances, None, what='"instances"')
-    names = list(instances[0])
-    for index, row in enumerate(instances):
-        if sorted(row) != sorted(names):
-            raise InputError(
-                f'"instances"[{index}] has inputs {sorted(row)}, the first row has '
-                f"{sorted(names)}; every row must name the same inputs")
-    return named_arrays(meta, None, {n: [row[n] for row in instances] for n in names},
-                        what='"instances"')
-
-
-def _rows(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
-    if len(outputs) == 1:
-        return {"predictions": json_value(next(iter(outputs.values())))}
-    batch = min(len(a) for a in outputs.values())
-    return {"predictions": [{name: json_value(a[i]) for name, a in outputs.items()}
-                            for i in range(batch)]}
-
-
-def _columns(outputs: dict[str, np.ndarray[Any, Any]]) -> Any:
-    if len(outputs) == 1:
-        return json_value(next(iter(outputs.values())))
-    return {name: json_value(a) for name, a in outputs.items()}

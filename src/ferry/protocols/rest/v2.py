@@ -16,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry.call import CallContext
+from ferry.codec.v2json import HEADER, decode_request, split_body
 from ferry.errors import InputError, quote_name
 from ferry.inference import ModelMetadata
-from ferry.protocols.rest.binary import HEADER, split_body
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
-from ferry.protocols.rest.codec import decode_request, encode_response
-from ferry.protocols.rest.exchange import Answer, RestContext, exchange, json_response
+from ferry.protocols.rest.codec import encode_response
+from ferry.protocols.rest.exchange import Answer, RestContext, call_of, exchange, json_response
 
 __all__ = ["infer_body", "metadata_document", "routes"]
 
@@ -63,7 +64,7 @@ class _Handlers:
             check_content_type(request, binary=True)
             body = await read_body(request, self.ctx.max_body_bytes)
             payload, header_length, answered = await infer_body(
-                self.ctx, model, version, body, request.headers.get(HEADER))
+                self.ctx, call_of(request), model, version, body, request.headers.get(HEADER))
             if header_length is None:
                 response = Response(payload, media_type="application/json")
             else:
@@ -74,29 +75,31 @@ class _Handlers:
         return await exchange(self.ctx, model, work, version=version)
 
     async def live(self, request: Request) -> Response:
-        ok = self.engine.live()
+        ok = self.engine.live(call_of(request))
         return json_response({"live": ok}, 200 if ok else 503)
 
     async def ready(self, request: Request) -> Response:
-        ok = self.engine.ready()
+        ok = self.engine.ready(call_of(request))
         return json_response({"ready": ok}, 200 if ok else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        meta = self.engine.server_metadata()
+        meta = self.engine.server_metadata(call_of(request))
         return json_response({"name": meta.name, "version": meta.version,
                               "extensions": meta.extensions})
 
     async def model_metadata(self, request: Request) -> Response:
         params = request.path_params
         return json_response(metadata_document(
-            self.engine.model_metadata(params["model"], params.get("version"))))
+            self.engine.model_metadata(call_of(request), params["model"],
+                                       params.get("version"))))
 
     async def model_ready(self, request: Request) -> Response:
         name: str = request.path_params["model"]
         version: str | None = request.path_params.get("version")
-        if self.engine.model_ready(name, version):
+        call = call_of(request)
+        if self.engine.model_ready(call, name, version):
             return json_response({"name": name, "ready": True})
-        self.engine.model_metadata(name, version)  # NotFoundError (404) for an unknown model
+        self.engine.model_metadata(call, name, version)  # NotFoundError (404) if unknown
         return json_response({"name": name, "ready": False}, 503)
 
     async def repository_index(self, request: Request) -> Response:
@@ -105,7 +108,7 @@ class _Handlers:
         if not isinstance(ready_only, bool):
             raise InputError("repository index: 'ready' must be true or false")
         rows = []
-        for entry in self.engine.repository_index(ready_only=ready_only):
+        for entry in self.engine.repository_index(call_of(request), ready_only=ready_only):
             row: dict[str, Any] = {"name": entry.name}
             if entry.version is not None:
                 row["version"] = entry.version
@@ -126,7 +129,7 @@ class _Handlers:
                 f"load {quote_name(name)}: parameter {quote_name(unsupported[0])} is not "
                 "supported; ferry loads models from its repository (import a new version "
                 "with `ferry import`)")
-        await self.engine.load_model(name)
+        await self.engine.load_model(call_of(request), name)
         return Response(status_code=200)
 
     async def unload(self, request: Request) -> Response:
@@ -140,12 +143,12 @@ class _Handlers:
         if unknown:
             raise InputError(
                 f"unload {quote_name(name)}: unknown parameter {quote_name(unknown[0])}")
-        await self.engine.unload_model(name)
+        await self.engine.unload_model(call_of(request), name)
         return Response(status_code=200)
 
 
-async def infer_body(ctx: RestContext, model: str, version: str | None, body: bytes,
-                     header_length: str | None) -> tuple[bytes, int | None, str]:
+async def infer_body(ctx: RestContext, call: CallContext, model: str, version: str | None,
+                     body: bytes, header_length: str | None) -> tuple[bytes, int | None, str]:
     """Answer a V2 infer body.
 
     Returns:
@@ -159,7 +162,7 @@ async def infer_body(ctx: RestContext, model: str, version: str | None, body: by
     infer_request = decode_request(parse_json(head, what="inference request"), binary,
                                    model, version)
     ctx.metrics.stage("decode", model=model, seconds=perf_counter() - began)
-    result = await ctx.engine.infer(infer_request)
+    result = await ctx.engine.infer(call, infer_request)
     began = perf_counter()
     payload, out_length = encode_response(result, infer_request)
     ctx.metrics.stage("encode", model=model, seconds=perf_counter() - began)

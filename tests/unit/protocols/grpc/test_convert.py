@@ -7,15 +7,14 @@ import struct
 import numpy as np
 import pytest
 
+from ferry.codec.raw import decode_raw, encode_raw
 from ferry.errors import InputError
 from ferry.inference import InferResponse, Tensor
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc.convert import (
     TYPED_FIELD,
-    decode_bytes,
     decode_parameters,
     decode_request,
-    encode_bytes,
     encode_parameters,
     encode_response,
 )
@@ -43,7 +42,7 @@ def _raw_request(*arrays: tuple[str, str, np.ndarray]) -> pb.ModelInferRequest:
     for name, datatype, array in arrays:
         message.inputs.add(name=name, datatype=datatype, shape=array.shape)
         if datatype == "BYTES":
-            message.raw_input_contents.append(encode_bytes(array))
+            message.raw_input_contents.append(encode_raw(array, "BYTES"))
         else:
             message.raw_input_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
     return message
@@ -106,12 +105,11 @@ def test_request_fields_and_parameters_are_carried_over() -> None:
     message.parameters["big"].uint64_param = 2**64 - 1
     out = message.outputs.add(name="y")
     out.parameters["classification"].int64_param = 3
-    request = decode_request(message, deadline=123.5)
+    request = decode_request(message)
     assert (request.model_name, request.model_version, request.id) == ("m", "3", "req-7")
     assert request.parameters == {"priority": 2, "flag": True, "note": "hi", "scale": 0.5,
                                   "big": 2**64 - 1}
     assert [(o.name, o.parameters) for o in request.outputs or []] == [("y", {"classification": 3})]
-    assert request.deadline == 123.5
 
 
 def test_empty_version_and_id_mean_none_and_no_outputs_means_all() -> None:
@@ -239,34 +237,6 @@ def test_a_model_name_is_required() -> None:
     assert "model_name is empty" in _error(message)
 
 
-# ---------------------------------------------------------------------- raw BYTES
-
-
-def test_bytes_roundtrip_keeps_empty_and_non_ascii_elements() -> None:
-    array = np.array([b"", "é".encode(), b"\x00\xff", b"abc" * 100], dtype=object)
-    np.testing.assert_array_equal(decode_bytes(encode_bytes(array), 4), array)
-
-
-def test_encode_bytes_writes_str_elements_as_utf8() -> None:
-    assert encode_bytes(np.array(["é"], dtype=object)) == b"\x02\x00\x00\x00\xc3\xa9"
-
-
-@pytest.mark.parametrize(
-    ("data", "count", "phrase"),
-    [
-        (b"\x05\x00\x00\x00abc", 1, "claims 5 bytes but only 3 remain"),
-        (b"\x01\x00\x00\x00a\x01\x00", 2, "too few"),
-        (b"\x01\x00\x00\x00a\x01\x00\x00\x00", 2, "claims 1 bytes but only 0 remain"),
-        (b"\x01\x00\x00\x00ab", 1, "1 bytes left over"),
-        (b"\x01\x00\x00\x00a\x00\x00\x00", 2, "end inside the length"),
-    ],
-    ids=["overlong", "too-few", "truncated-element", "left-over", "truncated-length"],
-)
-def test_malformed_raw_bytes_are_refused(data: bytes, count: int, phrase: str) -> None:
-    with pytest.raises(InputError, match=phrase):
-        decode_bytes(data, count)
-
-
 # ----------------------------------------------------------------------- responses
 
 
@@ -284,7 +254,7 @@ def test_raw_output_roundtrips_through_the_wire_format(datatype: str) -> None:
     assert not out.HasField("contents")
     raw = wire.raw_output_contents[0]
     if datatype == "BYTES":
-        got = decode_bytes(raw, 6).reshape(2, 3)
+        got = decode_raw(raw, "BYTES", (2, 3), "y")
     else:
         got = np.frombuffer(raw, DATATYPES[datatype].newbyteorder("<")).reshape(2, 3)
     np.testing.assert_array_equal(got, array)
@@ -375,7 +345,7 @@ def test_malformed_responses_name_the_output() -> None:
 
     message = pb.ModelInferResponse(model_name="m", raw_output_contents=[b"\x00" * 3])
     message.outputs.add(name="y", datatype="FP32", shape=[1])
-    with pytest.raises(InputError, match="output 'y': raw contents hold 3 bytes"):
+    with pytest.raises(InputError, match="output 'y': 3 bytes of raw contents do not fit FP32"):
         decode_response(message)
 
 

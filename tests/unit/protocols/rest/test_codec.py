@@ -1,4 +1,4 @@
-"""V2 JSON/binary request decoding and response encoding (pure functions, no server)."""
+"""V2 JSON/binary request decoding (ferry.codec) and the REST response encoding (orjson)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import numpy as np
 import orjson
 import pytest
 
+from ferry.codec.raw import decode_raw, encode_raw
+from ferry.codec.rows import json_value
+from ferry.codec.v2json import decode_request, split_body
 from ferry.errors import InputError
 from ferry.inference import InferRequest, InferResponse, RequestedOutput, Tensor
-from ferry.protocols.rest.binary import decode_tensor, encode_tensor, split_body
-from ferry.protocols.rest.codec import decode_request, encode_response, json_value
+from ferry.protocols.rest.codec import encode_response
 
 EMPTY = memoryview(b"")
 
@@ -108,7 +110,7 @@ def test_request_fields_are_kept():
      "'data' must be a list of values, got an object"),
     ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}, "input 'x': needs 'data'"),
     ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}] * 2},
-     "input 'x' is given twice"),
+     "input 'x' appears more than once in the request"),
     ({"id": 7, "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]},
      "'id' must be a string"),
     ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": {}},
@@ -146,15 +148,15 @@ def test_binary_inputs_decode_without_copying_and_in_order():
 
 
 def test_binary_bytes_elements_are_length_prefixed():
-    raw = encode_tensor(np.array([b"ab", b"", "ü".encode()], dtype=object), "BYTES")
+    raw = encode_raw(np.array([b"ab", b"", "ü".encode()], dtype=object), "BYTES")
     assert raw == struct.pack("<I", 2) + b"ab" + struct.pack("<I", 0) + struct.pack("<I", 2) + "ü".encode()
-    back = decode_tensor(memoryview(raw), "s", "BYTES", (3,))
+    back = decode_raw(memoryview(raw), "BYTES", (3,), "s")
     assert back.tolist() == [b"ab", b"", "ü".encode()]
 
 
 def test_binary_fp16_round_trips():
     x = np.array([[0.5, -2.0]], dtype=np.float16)
-    back = decode_tensor(memoryview(encode_tensor(x, "FP16")), "x", "FP16", (1, 2))
+    back = decode_raw(memoryview(encode_raw(x, "FP16")), "FP16", (1, 2), "x")
     assert back.dtype == np.float16 and np.array_equal(back, x)
 
 
@@ -173,7 +175,7 @@ def test_bad_header_lengths_are_refused(header, phrase):
 
 @pytest.mark.parametrize(("inputs", "blobs", "phrase"), [
     ([{"name": "a", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 4}}],
-     [b"\0" * 4], "binary data of 4 bytes does not fit FP32 with shape [2] (8 bytes)"),
+     [b"\0" * 4], "4 bytes of binary data do not fit FP32 with shape [2], which needs 8"),
     ([{"name": "a", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}],
      [b"\0" * 8], "4 bytes after the last tensor"),
     ([{"name": "a", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 40}}],
@@ -189,11 +191,11 @@ def test_bad_header_lengths_are_refused(header, phrase):
     ([{"name": "a", "datatype": "FP32", "shape": [0, 2**62], "parameters": {"binary_data_size": 0}}],
      [], f"dimension {2**62} of shape [0, {2**62}] is above the maximum of 2147483647"),
     ([{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}],
-     [struct.pack("<I", 9) + b"ab"], "BYTES element 0 of 9 bytes overruns the data"),
+     [struct.pack("<I", 9) + b"ab"], "BYTES element 0 of 9 bytes overruns the binary data"),
     ([{"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 7}}],
-     [struct.pack("<I", 2) + b"abc"], "1 bytes left after 1 BYTES elements"),
+     [struct.pack("<I", 2) + b"abc"], "1 bytes of binary data left over after 1 BYTES elements"),
     ([{"name": "b", "datatype": "BOOL", "shape": [1], "parameters": {"binary_data_size": 1}}],
-     [b"\x07"], "BOOL binary data holds bytes other than 0 and 1"),
+     [b"\x07"], "BOOL binary data may hold only bytes of 0 or 1"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_binary_tensors_are_input_errors(inputs, blobs, phrase):
     with pytest.raises(InputError) as caught:
@@ -241,7 +243,7 @@ def test_bytes_outputs_that_are_not_utf8_go_binary_losslessly():
     s = Tensor("s", "BYTES", (1,), np.array([b"\xff\x00"], dtype=object))
     body, header = encode_response(InferResponse("m", "1", [s]), InferRequest("m", []))
     assert header is not None
-    assert decode_tensor(memoryview(body)[header:], "s", "BYTES", (1,)).tolist() == [b"\xff\x00"]
+    assert decode_raw(memoryview(body)[header:], "BYTES", (1,), "s").tolist() == [b"\xff\x00"]
 
 
 def test_json_value_keeps_the_natural_shape():

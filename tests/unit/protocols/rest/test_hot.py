@@ -1,10 +1,11 @@
-"""Which requests the inference fast lane takes, decided from the path and headers alone."""
+"""Which requests the inference fast lane takes, decided from the path and the head alone."""
 
 from __future__ import annotations
 
 import pytest
 
-from ferry.protocols.rest.hot import match, plain_length
+from ferry.protocols.rest.head import read_head
+from ferry.protocols.rest.hot import match
 
 
 @pytest.mark.parametrize(("path", "endpoint", "params"), [
@@ -29,19 +30,32 @@ def test_other_paths_go_to_the_router(path):
     assert match(path) is None
 
 
-@pytest.mark.parametrize(("headers", "binary", "expected"), [
-    ([(b"content-length", b"10")], False, 10),
-    ([(b"content-length", b"10"), (b"content-type", b"application/json")], False, 10),
+@pytest.mark.parametrize(("headers", "binary", "fast"), [
+    ([(b"content-length", b"10")], False, True),  # no Content-Type: tritonclient sends none
+    ([(b"content-length", b"10"), (b"content-type", b"application/json")], False, True),
     ([(b"content-length", b"10"), (b"content-type", b"Application/JSON; charset=utf-8")],
-     False, 10),
-    ([(b"content-length", b"10"), (b"content-type", b"application/octet-stream")], True, 10),
-    ([(b"content-length", b"10"), (b"content-type", b"application/octet-stream")], False, None),
-    ([(b"content-length", b"10"), (b"content-type", b"text/plain")], False, None),
-    ([(b"content-length", b"10"), (b"content-encoding", b"gzip")], False, None),
-    ([(b"transfer-encoding", b"chunked")], False, None),
-    ([(b"content-length", b"1001")], False, None),  # over the limit: the route says 413
-    ([(b"content-length", b"ten")], False, None),
-    ([], False, None),
+     False, True),
+    ([(b"content-length", b"10"), (b"content-type", b"application/vnd.x+json")], False, True),
+    ([(b"content-length", b"10"), (b"content-type", b"application/octet-stream")], True, True),
+    ([(b"content-length", b"10"), (b"content-type", b"application/octet-stream")], False,
+     False),
+    ([(b"content-length", b"10"), (b"content-type", b"text/plain")], False, False),
+    ([(b"content-length", b"10"), (b"content-encoding", b"gzip")], False, False),
+    ([(b"transfer-encoding", b"chunked")], False, False),
+    ([(b"content-length", b"ten")], False, False),
+    ([(b"content-length", b"0")], False, False),
+    ([], False, False),
 ])
-def test_only_plain_bodies_take_the_fast_lane(headers, binary, expected):
-    assert plain_length(headers, binary=binary, limit=1000) == expected
+def test_only_plain_bodies_take_the_fast_lane(headers, binary, fast):
+    assert read_head(headers).fast(binary=binary) is fast
+
+
+def test_the_head_reads_ids_credentials_and_the_binary_header_in_one_pass():
+    head = read_head([(b"host", b"h"), (b"x-request-id", b"abc"),
+                      (b"authorization", b"Bearer t"),
+                      (b"inference-header-content-length", b"12"),
+                      (b"expect", b"100-Continue"), (b"content-length", b"40")])
+    assert (head.hosts, head.length, head.request_id, head.authorization, head.binary,
+            head.expect_continue) == (1, 40, b"abc", b"Bearer t", "12", True)
+    assert read_head([(b"x-request-id", b"bad\x01id")]).request_id is None
+    assert read_head([(b"x-request-id", b"x" * 129)]).request_id is None
