@@ -19,13 +19,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferry.call import INTERNAL
 from ferry.errors import FerryError
 from ferry.observability.logging import request_id as log_request_id
-from ferry.protocols.rest import simple, tfserving, v2
+from ferry.protocols.rest import routes, simple, tfserving, v2
 from ferry.protocols.rest.errors import error_response, internal_error_response
 from ferry.protocols.rest.exchange import (
     RestContext,
@@ -36,7 +35,7 @@ from ferry.protocols.rest.exchange import (
 )
 from ferry.protocols.rest.head import read_head
 from ferry.protocols.rest.hot import HotRoutes
-from ferry.protocols.rest.openapi import DOCS_HTML, openapi_document
+from ferry.protocols.rest.openapi import DOCS_HTML
 
 if TYPE_CHECKING:
     from ferry.engine import Engine
@@ -56,7 +55,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
             a compressed body.
     """
     ctx = RestContext(engine=engine, metrics=engine.metrics, max_body_bytes=max_body_bytes)
-    document = openapi_document(engine.server_metadata(INTERNAL).version)
+    document = routes.document(engine.server_metadata(INTERNAL).version)
 
     async def metrics(request: Request) -> Response:
         body, content_type = ctx.metrics.render()
@@ -68,19 +67,15 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
     async def docs(request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)
 
-    routes = [
-        *v2.routes(ctx), *simple.routes(ctx), *tfserving.routes(ctx),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, exception_handlers={
+    handlers = {**v2.handlers(ctx), **simple.handlers(ctx), **tfserving.handlers(ctx),
+                "ops.metrics": metrics, "ops.openapi": openapi, "ops.docs": docs}
+    # One route table (routes.py) gives the app its routes, the lane its matcher, the
+    # OpenAPI document its paths.
+    app = Starlette(routes=routes.starlette_routes(handlers), exception_handlers={
         FerryError: _ferry_error, HTTPException: _http_error})
-    endpoints = {(route.path, m): route.endpoint for route in routes
-                 if isinstance(route, Route) for m in route.methods or ()}
     # Inner: the inference routes skip the router's scan (same endpoints, see hot.py).
-    app.add_middleware(HotRoutes, ctx=ctx, predict=endpoints[("/predict", "POST")],
-                       infer=endpoints[("/v2/models/{model}/infer", "POST")])
+    app.add_middleware(HotRoutes, ctx=ctx, predict=handlers["simple.predict"],
+                       infer=handlers["v2.infer"])
     # Outermost, so that even Starlette's own 404/405 answers carry the request id.
     app.add_middleware(RequestIdMiddleware)
     # For uvicorn's protocol-level lane (lane.py), which answers the same routes.

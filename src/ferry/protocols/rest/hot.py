@@ -4,7 +4,8 @@ For the seed network, Starlette's per-request machinery (the router's scan of ev
 regular expression, two exception-handling layers, ``Request`` and ``Response`` objects, the
 body stream) costs several times what the model does. The inference routes
 (``POST /predict[/{model}[/versions/{v}]]`` and ``POST /v2/models/{model}[/versions/{v}]/infer``)
-are recognised here by splitting the path once. A plain request — a ``Content-Length`` body
+are recognised here by splitting the path once (:func:`~ferry.protocols.rest.routes.
+lane_match`, the route table's lane routes). A plain request — a ``Content-Length`` body
 within the limit, JSON (or no ``Content-Type``) or V2 binary content, no
 ``Content-Encoding``; :meth:`~ferry.protocols.rest.head.Head.fast` — is answered by
 :func:`answer` with the same functions the routes use (:func:`~ferry.protocols.rest.v2.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Literal, cast
+from typing import cast
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -34,6 +35,7 @@ from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, refusal
 from ferry.protocols.rest.head import BINARY_HEADER, Head
+from ferry.protocols.rest.routes import Lane, lane_match
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
@@ -45,7 +47,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 Headers = list[tuple[bytes, bytes]]
 
 #: Which inference route a path names: "infer" (V2) or "predict" (the seed's).
-Route = Literal["infer", "predict"]
+Route = Lane
 
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
@@ -71,35 +73,12 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
         return _MATCHED[path]
     except KeyError:
         pass
-    found = _match(path)
+    found = lane_match(path)
     if len(path) <= _MATCHED_KEY:
         if len(_MATCHED) >= _MATCHED_MAX:
             _MATCHED.clear()
         _MATCHED[path] = found
     return found
-
-
-def _match(path: str) -> tuple[Route, dict[str, str]] | None:
-    parts = path.split("/")
-    # "/predict" -> ["", "predict"]; "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
-    if len(parts) < 2 or "" in parts[1:]:
-        return None
-    if parts[1] == "predict":
-        rest = parts[2:]
-        if not rest:
-            return "predict", {}
-        if len(rest) == 1:
-            return "predict", {"model": rest[0]}
-        if len(rest) == 3 and rest[1] == "versions":
-            return "predict", {"model": rest[0], "version": rest[2]}
-        return None
-    if parts[1] == "v2" and len(parts) >= 5 and parts[2] == "models" and parts[-1] == "infer":
-        rest = parts[3:-1]
-        if len(rest) == 1:
-            return "infer", {"model": rest[0]}
-        if len(rest) == 3 and rest[1] == "versions":
-            return "infer", {"model": rest[0], "version": rest[2]}
-    return None
 
 
 _JSON_HEADERS: Headers = [(b"content-type", _JSON)]

@@ -4,12 +4,14 @@ Written by hand, because the hot routes take raw bodies (no pydantic models to g
 schema from) and because the document must say what the server really accepts, so that
 schema-based fuzzers test the real contract: JSON tensors, the binary extension's
 ``Inference-Header-Content-Length``, the repository extension, ``/predict`` and TF Serving.
-A test compares the documented paths and methods with the app's routes.
+Its paths come from the route table (:mod:`ferry.protocols.rest.routes`), like the app's
+routes and the inference lane's matcher; each handler's operation is written here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from ferry.signature import DATATYPES
 
@@ -158,107 +160,108 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
-        body: dict[str, Any] | None = None, tag: str) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "tags": [tag],
-                          "parameters": [*(params or []), _REQUEST_ID], "responses": responses}
+def _op(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
+        tag: str) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if body is not None:
         op["requestBody"] = body
     return op
 
 
-def _paths() -> dict[str, Any]:
+def _operations() -> dict[str, dict[str, Any]]:
+    """The OpenAPI operation of each handler of the route table (without its parameters)."""
     health = _answer("True", {"type": "object"})
     not_ok = _answer("False", {"type": "object"})
-    infer = _op(
-        "Run inference (JSON tensors, or JSON + binary tensor data)",
-        {"200": {"description": "Outputs; binary ones after the JSON when asked",
-                 "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"}}},
-                 "content": {_JSON: {"schema": _ref("InferenceResponse")},
-                             "application/octet-stream": {"schema": {"type": "string",
-                                                                     "format": "binary"}}}},
-         **_ERRORS},
-        params=[_MODEL, _HEADER_LENGTH], body=_body(_ref("InferenceRequest"), binary=True),
-        tag="V2 inference")
-    infer_v = {**infer, "parameters": [_MODEL, _VERSION, *infer["parameters"][1:]]}
-    metadata = _op("Model metadata", {"200": _answer("Metadata", _ref("ModelMetadata")),
-                                      **_READ_ERRORS}, params=[_MODEL], tag="V2 metadata")
-    ready = _op("Model readiness", {"200": health, "503": not_ok, **_READ_ERRORS},
-                params=[_MODEL], tag="V2 health")
     predict_body = _body(_ref("PredictRequest"))
     predict_ok = {"200": _answer("Predictions", _ref("PredictResponse")), **_ERRORS}
     tf_ok = {"200": _answer("Predictions or outputs", _ref("TFServingResponse")), **_ERRORS}
-    tf_body = _body(_ref("TFServingRequest"))
-    tf_status = {"200": _answer("Status", _ref("TFServingStatus")), **_READ_ERRORS}
     return {
-        "/v2/health/live": {"get": _op("Server liveness", {"200": health, "503": not_ok},
-                                       tag="V2 health")},
-        "/v2/health/ready": {"get": _op("Server readiness", {"200": health, "503": not_ok},
-                                        tag="V2 health")},
-        "/v2": {"get": _op("Server metadata", {"200": _answer("Name, version, extensions",
-                                                              {"type": "object"})},
-                           tag="V2 metadata")},
-        "/v2/models/{model}": {"get": metadata},
-        "/v2/models/{model}/versions/{version}": {
-            "get": {**metadata, "parameters": [_MODEL, _VERSION, _REQUEST_ID]}},
-        "/v2/models/{model}/ready": {"get": ready},
-        "/v2/models/{model}/versions/{version}/ready": {
-            "get": {**ready, "parameters": [_MODEL, _VERSION, _REQUEST_ID]}},
-        "/v2/models/{model}/infer": {"post": infer},
-        "/v2/models/{model}/versions/{version}/infer": {"post": infer_v},
-        "/v2/repository/index": {"post": _op(
+        "v2.infer": _op(
+            "Run inference (JSON tensors, or JSON + binary tensor data)",
+            {"200": {"description": "Outputs; binary ones after the JSON when asked",
+                     "headers": {"Inference-Header-Content-Length": {
+                         "schema": {"type": "integer"}}},
+                     "content": {_JSON: {"schema": _ref("InferenceResponse")},
+                                 "application/octet-stream": {"schema": {
+                                     "type": "string", "format": "binary"}}}},
+             **_ERRORS},
+            body=_body(_ref("InferenceRequest"), binary=True), tag="V2 inference"),
+        "v2.live": _op("Server liveness", {"200": health, "503": not_ok}, tag="V2 health"),
+        "v2.ready": _op("Server readiness", {"200": health, "503": not_ok}, tag="V2 health"),
+        "v2.server_metadata": _op("Server metadata", {"200": _answer(
+            "Name, version, extensions", {"type": "object"})}, tag="V2 metadata"),
+        "v2.model_metadata": _op("Model metadata", {
+            "200": _answer("Metadata", _ref("ModelMetadata")), **_READ_ERRORS},
+            tag="V2 metadata"),
+        "v2.model_ready": _op("Model readiness", {"200": health, "503": not_ok,
+                                                  **_READ_ERRORS}, tag="V2 health"),
+        "v2.repository_index": _op(
             "List the repository's models and their states",
             {"200": _answer("Models", {"type": "array", "items": _ref("RepositoryModel")}),
              **{k: _ERRORS[k] for k in ("400", "413", "415")}},
-            body=_body(_ref("RepositoryIndexRequest"), required=False), tag="V2 repository")},
-        "/v2/repository/models/{model}/load": {"post": _op(
-            "Load (or reload) the newest version(s) of a model", {"200": _answer("Loaded"),
-                                                                   **_ERRORS},
-            params=[_MODEL], body=_body(_ref("LoadRequest"), required=False),
-            tag="V2 repository")},
-        "/v2/repository/models/{model}/unload": {"post": _op(
-            "Unload a model", {"200": _answer("Unloaded"), **_ERRORS}, params=[_MODEL],
-            body=_body(_ref("UnloadRequest"), required=False), tag="V2 repository")},
-        "/predict": {"post": _op("Predict with the default model", predict_ok,
-                                 body=predict_body, tag="Simple")},
-        "/predict/{model}": {"post": _op("Predict with a model", predict_ok, params=[_MODEL],
-                                         body=predict_body, tag="Simple")},
-        "/predict/{model}/versions/{version}": {"post": _op(
-            "Predict with a model version", predict_ok, params=[_MODEL, _VERSION],
-            body=predict_body, tag="Simple")},
-        "/v1/models/{model}:predict": {"post": _op(
-            "TensorFlow Serving predict", tf_ok, params=[_MODEL], body=tf_body,
-            tag="TensorFlow Serving")},
-        "/v1/models/{model}/versions/{version}:predict": {"post": _op(
-            "TensorFlow Serving predict (one version)", tf_ok, params=[_MODEL, _VERSION],
-            body=tf_body, tag="TensorFlow Serving")},
-        "/v1/models/{model}": {"get": _op(
-            "Model status (TensorFlow Serving and KServe V1)", tf_status, params=[_MODEL],
-            tag="TensorFlow Serving")},
-        "/v1/models/{model}/versions/{version}": {"get": _op(
-            "Model version status", tf_status, params=[_MODEL, _VERSION],
-            tag="TensorFlow Serving")},
-        "/metrics": {"get": _op("Prometheus metrics", {"200": {
+            body=_body(_ref("RepositoryIndexRequest"), required=False), tag="V2 repository"),
+        "v2.load": _op("Load (or reload) the newest version(s) of a model",
+                       {"200": _answer("Loaded"), **_ERRORS},
+                       body=_body(_ref("LoadRequest"), required=False), tag="V2 repository"),
+        "v2.unload": _op("Unload a model", {"200": _answer("Unloaded"), **_ERRORS},
+                         body=_body(_ref("UnloadRequest"), required=False),
+                         tag="V2 repository"),
+        "simple.predict": _op("Predict", predict_ok, body=predict_body, tag="Simple"),
+        "tfserving.predict": _op("TensorFlow Serving predict", tf_ok,
+                                 body=_body(_ref("TFServingRequest")),
+                                 tag="TensorFlow Serving"),
+        "tfserving.status": _op("Model status (TensorFlow Serving and KServe V1)",
+                                {"200": _answer("Status", _ref("TFServingStatus")),
+                                 **_READ_ERRORS}, tag="TensorFlow Serving"),
+        "ops.metrics": _op("Prometheus metrics", {"200": {
             "description": "Exposition text", "content": {"text/plain": {
-                "schema": {"type": "string"}}}}}, tag="Operations")},
-        "/openapi.json": {"get": _op("This document", {"200": _answer("OpenAPI 3.1",
-                                                                      {"type": "object"})},
-                                     tag="Operations")},
-        "/docs": {"get": _op("API docs page (HTML)", {"200": {
+                "schema": {"type": "string"}}}}}, tag="Operations"),
+        "ops.openapi": _op("This document", {"200": _answer("OpenAPI 3.1", {"type": "object"})},
+                           tag="Operations"),
+        "ops.docs": _op("API docs page (HTML)", {"200": {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
-            tag="Operations")},
+            tag="Operations"),
     }
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the REST API, for server ``version``."""
+class Documented(Protocol):
+    """What the document needs of a route (:class:`~ferry.protocols.rest.routes.RouteSpec`)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def handler(self) -> str: ...
+    @property
+    def summary(self) -> str | None: ...
+
+
+def openapi_document(version: str, routes: Iterable[Documented]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes`` (the route table), for server ``version``.
+
+    Each route's operation is its handler's; its parameters are the path's (``{model}``,
+    ``{version}``), the binary extension's header on the infer routes, and ``X-Request-ID``.
+    """
+    operations = _operations()
+    paths: dict[str, Any] = {}
+    for route in routes:
+        op = dict(operations[route.handler])
+        if route.summary:
+            op["summary"] = route.summary
+        params = [p for name, p in (("{model}", _MODEL), ("{version}", _VERSION))
+                  if name in route.path]
+        if route.handler == "v2.infer":
+            params.append(_HEADER_LENGTH)
+        op["parameters"] = [*params, _REQUEST_ID]
+        paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "ferry", "version": version,
                  "description": "Open Inference Protocol (KServe V2) with Triton's binary "
                                 "tensor data and model repository extensions, the seed's "
                                 "/predict, and TensorFlow Serving's predict API."},
-        "paths": _paths(),
+        "paths": paths,
         "components": {"schemas": _SCHEMAS},
     }
 

@@ -14,7 +14,6 @@ from time import perf_counter
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ferry.call import CallContext
 from ferry.codec.rows import predict_answer, predict_request
@@ -22,12 +21,13 @@ from ferry.errors import InputError, NotFoundError
 from ferry.inference import InferRequest, ModelMetadata
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
 from ferry.protocols.rest.exchange import Answer, RestContext, call_of, exchange
+from ferry.protocols.rest.routes import Endpoint
 
-__all__ = ["predict_body", "routes"]
+__all__ = ["handlers", "predict_body"]
 
 
-def routes(ctx: RestContext) -> list[Route]:
-    """``POST /predict`` (the default model) and ``POST /predict/{model}[/versions/{v}]``."""
+def handlers(ctx: RestContext) -> dict[str, Endpoint]:
+    """The handler of ``POST /predict[/{model}[/versions/{v}]]`` (see routes.py)."""
     engine = ctx.engine
 
     async def predict(request: Request) -> Response:
@@ -45,11 +45,7 @@ def routes(ctx: RestContext) -> list[Route]:
 
         return await exchange(ctx, model or "", work, version=version)
 
-    return [
-        Route("/predict", predict, methods=["POST"]),
-        Route("/predict/{model}", predict, methods=["POST"]),
-        Route("/predict/{model}/versions/{version}", predict, methods=["POST"]),
-    ]
+    return {"simple.predict": predict}
 
 
 async def predict_body(ctx: RestContext, call: CallContext, model: str, version: str | None,

@@ -20,19 +20,19 @@ from time import perf_counter
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ferry.codec.rows import tfserving_answer, tfserving_request
 from ferry.errors import InputError
 from ferry.inference import InferRequest, ModelMetadata
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
 from ferry.protocols.rest.exchange import Answer, RestContext, call_of, exchange, json_response
+from ferry.protocols.rest.routes import Endpoint
 
-__all__ = ["routes"]
+__all__ = ["handlers"]
 
 
-def routes(ctx: RestContext) -> list[Route]:
-    """The TF Serving predict routes, with and without a version."""
+def handlers(ctx: RestContext) -> dict[str, Endpoint]:
+    """The TF Serving handlers, predict and status (see routes.py)."""
     engine = ctx.engine
 
     async def predict(request: Request) -> Response:
@@ -81,9 +81,4 @@ def routes(ctx: RestContext) -> list[Route]:
                 for v in versions],
         })
 
-    return [
-        Route("/v1/models/{model}:predict", predict, methods=["POST"]),
-        Route("/v1/models/{model}/versions/{version}:predict", predict, methods=["POST"]),
-        Route("/v1/models/{model}", status, methods=["GET"]),
-        Route("/v1/models/{model}/versions/{version}", status, methods=["GET"]),
-    ]
+    return {"tfserving.predict": predict, "tfserving.status": status}

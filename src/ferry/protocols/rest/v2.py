@@ -14,7 +14,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ferry.call import CallContext
 from ferry.codec.v2json import HEADER, decode_request, split_body
@@ -23,29 +22,18 @@ from ferry.inference import ModelMetadata
 from ferry.protocols.rest.body import check_content_type, parse_json, read_body
 from ferry.protocols.rest.codec import encode_response
 from ferry.protocols.rest.exchange import Answer, RestContext, call_of, exchange, json_response
+from ferry.protocols.rest.routes import Endpoint
 
-__all__ = ["infer_body", "metadata_document", "routes"]
+__all__ = ["handlers", "infer_body", "metadata_document"]
 
 
-def routes(ctx: RestContext) -> list[Route]:
-    """The V2 routes, inference first (Starlette tries routes in order)."""
+def handlers(ctx: RestContext) -> dict[str, Endpoint]:
+    """The V2 handlers by the names the route table (routes.py) gives them."""
     h = _Handlers(ctx)
-    model = "/v2/models/{model}"
-    versioned = "/v2/models/{model}/versions/{version}"
-    return [
-        Route(f"{model}/infer", h.infer, methods=["POST"]),
-        Route(f"{versioned}/infer", h.infer, methods=["POST"]),
-        Route("/v2/health/live", h.live, methods=["GET"]),
-        Route("/v2/health/ready", h.ready, methods=["GET"]),
-        Route("/v2", h.server_metadata, methods=["GET"]),
-        Route(model, h.model_metadata, methods=["GET"]),
-        Route(versioned, h.model_metadata, methods=["GET"]),
-        Route(f"{model}/ready", h.model_ready, methods=["GET"]),
-        Route(f"{versioned}/ready", h.model_ready, methods=["GET"]),
-        Route("/v2/repository/index", h.repository_index, methods=["POST"]),
-        Route("/v2/repository/models/{model}/load", h.load, methods=["POST"]),
-        Route("/v2/repository/models/{model}/unload", h.unload, methods=["POST"]),
-    ]
+    return {"v2.infer": h.infer, "v2.live": h.live, "v2.ready": h.ready,
+            "v2.server_metadata": h.server_metadata, "v2.model_metadata": h.model_metadata,
+            "v2.model_ready": h.model_ready, "v2.repository_index": h.repository_index,
+            "v2.load": h.load, "v2.unload": h.unload}
 
 
 class _Handlers:

@@ -8,9 +8,9 @@ import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from ferry.protocols.rest.openapi import openapi_document
+from ferry.protocols.rest.routes import document
 
-DOC = openapi_document("0.1.0")
+DOC = document("0.1.0")
 
 
 def _validator(name: str) -> OAS31Validator:
