@@ -3,9 +3,9 @@
 Every way a request reaches the engine (ferry's HTTP/1.1 protocol, the ASGI app under any
 server, gRPC, ferry's own background work) builds one :class:`CallContext` and passes it to
 every :class:`~ferry.engine.Engine` call: inference, and also metadata, readiness, the
-repository index, load and unload. The engine's policy chain
-(:mod:`ferry.engine.policy`) reads it; below the engine nothing does, so no model, batch or
-runtime ever learns which door a request came through.
+repository index, load and unload. The engine's policy chain (:mod:`ferry.policy`) reads
+it; below the engine nothing does, so no model, batch or runtime ever learns which door a
+request came through.
 
 It is a leaf (imports nothing of ferry): transports build it, the engine and the policies
 read it, and security code can set :attr:`CallContext.principal` without importing either.

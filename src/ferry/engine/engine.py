@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ferry import __version__
 from ferry.call import CallContext
 from ferry.engine.config import ModelConfig, read_model_config
-from ferry.engine.policy import Action, Kind, Policy, PolicyChain
+from ferry.engine.policy import PolicyChain
 from ferry.engine.served import ServedVersion
 from ferry.errors import ConfigError, InputError, NotFoundError, UnavailableError, quote_name
 from ferry.inference import (
@@ -31,6 +31,7 @@ from ferry.inference import (
     Tensor,
 )
 from ferry.observability.metrics import Metrics
+from ferry.policy import Action, Kind, Policy
 from ferry.repository import ModelRef, Repository
 from ferry.runtimes import Arrays, load_runtime
 
@@ -140,7 +141,7 @@ class Engine:
             when omitted and there is just one).
         metrics: where to count (a fresh registry by default).
         drain_timeout: how long a retiring version waits for its in-flight requests.
-        policies: the policy chain every public call passes (:mod:`ferry.engine.policy`),
+        policies: the policy chain every public call passes (:mod:`ferry.policy`),
             in their stage order; none by default.
 
     Every public call takes the caller's :class:`~ferry.call.CallContext` first and passes

@@ -32,8 +32,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ferry.call import CallContext
 from ferry.engine import Engine
-from ferry.engine.policy import Action, Kind, Stage
 from ferry.errors import PermissionDeniedError
+from ferry.policy import Action, Kind, Stage
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
 from ferry.protocols.grpc.server import bind, build_server
