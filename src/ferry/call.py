@@ -40,10 +40,13 @@ class CallContext:
         credentials: what the client presented (the ``Authorization`` header's value, or
             gRPC's ``authorization`` metadata), for the policies to check; never logged.
         principal: who the caller is once a policy has authenticated it (None before).
+        grants: what the authenticated caller may do, as ``(role, model-name pattern)``
+            pairs set by the authenticating policy, for the authorizing one (``None``: no
+            policy said).
     """
 
-    __slots__ = ("credentials", "deadline", "door", "peer", "principal", "protocol",
-                 "request_id")
+    __slots__ = ("credentials", "deadline", "door", "grants", "peer", "principal",
+                 "protocol", "request_id")
 
     def __init__(self, request_id: str, protocol: Protocol, door: str, *,
                  peer: str | None = None, deadline: float | None = None,
@@ -55,6 +58,7 @@ class CallContext:
         self.deadline = deadline
         self.credentials = credentials
         self.principal: str | None = None
+        self.grants: tuple[tuple[str, str], ...] | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""
