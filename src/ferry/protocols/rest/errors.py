@@ -1,7 +1,8 @@
 """ferry's errors as HTTP answers: one table from :class:`~ferry.errors.ErrorCode` to status.
 
 Every error body is the protocol's ``{"error": "<message>"}``. Refusals that invite a retry
-(a full queue, a model not ready) carry ``Retry-After`` in whole seconds, as RFC 9110 asks.
+(a full queue, a model not ready) carry ``Retry-After`` in whole seconds, as RFC 9110 asks;
+a 401 carries ``WWW-Authenticate: Bearer``.
 An error ferry did not raise on purpose becomes a 500 whose message names the request id, so
 an operator can find the traceback in the log; the client never sees the traceback.
 """
@@ -71,6 +72,9 @@ def error_response(error: FerryError | str, status: int | None = None,
         code = status if status is not None else status_of(error)
         if isinstance(error, RateLimitedError | UnavailableError):
             extra["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        elif code == 401:
+            # RFC 9110 11.6.1: a 401 names the scheme the client should authenticate with.
+            extra["WWW-Authenticate"] = 'Bearer realm="ferry"'
     else:
         message, code = error, status if status is not None else 400
     return Response(orjson.dumps({"error": message}), status_code=code,

@@ -42,3 +42,13 @@ def test_error_body_is_the_protocols_error_object_with_the_hint():
 def test_rate_limited_answers_carry_retry_after_in_whole_seconds(retry_after, header):
     response = error_response(RateLimitedError("queue of 'm' is full", retry_after=retry_after))
     assert response.status_code == 429 and response.headers["retry-after"] == header
+
+
+def test_a_401_names_the_bearer_scheme_and_a_403_does_not():
+    from ferry.errors import AuthenticationError, PermissionDeniedError
+
+    unauthenticated = error_response(AuthenticationError("no credentials"))
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["www-authenticate"] == 'Bearer realm="ferry"'
+    denied = error_response(PermissionDeniedError("not yours"))
+    assert denied.status_code == 403 and "www-authenticate" not in denied.headers
