@@ -51,7 +51,7 @@ demo: $(VENV)/.installed-serve ## Train and import a new version of the demo mod
 lint: $(VENV)/.installed-test ## ruff, import-linter layer contracts, mypy --strict
 	@echo "==> ruff"
 	$(BIN)/ruff check .
-	@echo "==> import-linter (layer boundaries of STYLE.md section 2)"
+	@echo "==> import-linter (the layer boundaries of docs/architecture.md)"
 	$(BIN)/lint-imports --no-cache
 	@echo "==> mypy --strict"
 	$(BIN)/mypy

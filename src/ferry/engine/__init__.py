@@ -1,6 +1,6 @@
 """The serving engine: model table, validation, dynamic batching, admission, hot swap.
 
-Adapters (REST, gRPC) use only :class:`Engine` (Contract A); the rest is its machinery.
+Adapters (REST, gRPC) use only the :class:`Engine` facade; the rest is its machinery.
 """
 
 from ferry.engine.config import BatchingConfig, ModelConfig, read_model_config

@@ -1,6 +1,6 @@
 """Dynamic batching: which waiting requests run together on a model instance, and when.
 
-The rule (DESIGN.md §3): **an idle model runs a request at once**; only while its instances
+The rule (docs/serving.md): **an idle model runs a request at once**; only while its instances
 are busy do requests wait, and then everything that gathered meanwhile (any mix of batch
 sizes, up to ``max_batch_size`` rows) runs as one call when an instance frees up. So batching
 never adds delay to a lone request, and under load one runtime call serves many requests.

@@ -1,4 +1,4 @@
-"""The engine facade (Contract A): the one object the REST and gRPC adapters talk to.
+"""The engine facade: the one object the REST and gRPC adapters talk to.
 
 It keeps a table ``model name -> Snapshot`` (the versions served now). Every change to
 the table (start, hot swap, unload) builds the new versions *beside* the old ones, warms
@@ -100,7 +100,7 @@ def _refuse_classification(request: InferRequest) -> None:
     Triton answers an output requested with ``classification: k`` as its top k classes, a
     BYTES tensor of ``"value:index[:label]"`` strings. ferry does not implement that, and an
     answer of raw scores where labels were asked for would be wrong without saying so; so it
-    refuses the request, naming the parameter (decided in issue 13; docs/serving.md).
+    refuses the request, naming the parameter (docs/serving.md).
 
     Raises:
         InputError: an output asks for ``classification``.
@@ -438,7 +438,7 @@ class Engine:
         """Refuse a name the engine has never had before keeping anything for it.
 
         Loads and unloads name models from clients: a lock, a state or an index row kept for
-        each name a client made up would grow without bound (issue 13). A name the engine
+        each name a client made up would grow without bound. A name the engine
         serves, or has state for, or that the repository holds, gets them; any other is
         refused here.
 

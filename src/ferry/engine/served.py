@@ -110,7 +110,6 @@ class ServedVersion:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batcher: Batcher | None = None
         self._idle: asyncio.Event | None = None
-        self.retired = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,7 +158,6 @@ class ServedVersion:
 
     async def retire(self, timeout: float) -> None:
         """Stop admitting, wait up to ``timeout`` s for in-flight requests, close runtimes."""
-        self.retired = True
         if self.inflight:
             self._idle = asyncio.Event()
             try:

@@ -18,7 +18,8 @@ Label values come only from what the server serves, never from what a client sen
 engine tells :class:`Metrics` which models and versions it serves (:meth:`Metrics.served`),
 and a request or stage reported for any other model or version is counted under
 :data:`UNKNOWN` (``""``). A client naming 20,000 different models therefore adds one series,
-not 20,000, and a scrape stays small (issue 13).
+not 20,000, and a scrape stays small (docs/serving.md, bounds on what clients make the
+server remember).
 
 Label children are bound once per label tuple and cached in a plain dict: prometheus-client's
 ``labels()`` takes a lock and builds a key on every call, which a hot path should not pay.
@@ -209,7 +210,7 @@ class ModelMetrics:
 
 
 class Metrics:
-    """The server's metrics (Contract B); one instance per engine, with its own registry.
+    """The server's metrics; one instance per engine, with its own registry.
 
     Args:
         registry: where to register; a fresh private registry by default, so that several
@@ -281,7 +282,7 @@ class Metrics:
         else:
             self._served.pop(model, None)
 
-    # ------------------------------------------------------------------ Contract B
+    # ------------------------------------------------------------------ counting, scraping
 
     def request(self, *, model: str, version: str, protocol: str, status: str,
                 seconds: float) -> None:

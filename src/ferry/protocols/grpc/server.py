@@ -1,4 +1,4 @@
-"""Contract D: build the gRPC server that serves the engine (not started).
+"""Build the gRPC server that serves the engine (not started).
 
 One ``grpc.aio`` server carries three services: the V2 ``GRPCInferenceService``, the
 standard ``grpc.health.v1.Health`` (SERVING when the engine is ready) and server reflection

@@ -1,4 +1,4 @@
-"""The REST front end (Contract C): one Starlette app over the engine facade.
+"""The REST front end: one Starlette app over the engine facade.
 
 ``create_app(engine)`` builds the ASGI app; it never starts or stops the engine
 (``ferry.server`` does). The hot routes take raw bodies and write with orjson: no pydantic,
@@ -78,7 +78,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
                        infer=handlers["v2.infer"])
     # Outermost, so that even Starlette's own 404/405 answers carry the request id.
     app.add_middleware(RequestIdMiddleware)
-    # For uvicorn's protocol-level lane (lane.py), which answers the same routes.
+    # For ferry's HTTP/1.1 protocol (http11.py), whose inference lane answers the same routes.
     app.state.rest_context = ctx
     return app
 

@@ -2,7 +2,7 @@
 
 The V2, ``/predict`` and TF-Serving routes differ only in how they decode and encode; each
 hands :func:`exchange` a coroutine that does that work, and gets back the response with
-ferry errors turned into ``{"error": ...}`` answers and the request counted (Contract B).
+ferry errors turned into ``{"error": ...}`` answers and the request counted (``Metrics``).
 """
 
 from __future__ import annotations
