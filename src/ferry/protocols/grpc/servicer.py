@@ -19,7 +19,6 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 
-from ferry.call import CallContext
 from ferry.engine import Engine
 from ferry.errors import FerryError, InputError, InternalError, quote_name
 from ferry.inference import ModelMetadata
@@ -103,21 +102,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context
                          ) -> pb.ModelInferResponse:
         """Run one inference; the call's gRPC deadline is its deadline in the engine."""
+        # One coroutine (no inner helper) and each field read once: at a few microseconds
+        # of ferry per call, the frames and protobuf field reads are a visible share.
         call = call_context(context, request.id)
         token = log_request_id.set(call.request_id)
-        try:
-            return await self._model_infer(request, context, call)
-        finally:
-            log_request_id.reset(token)
-
-    async def _model_infer(self, request: pb.ModelInferRequest, context: Context,
-                           call: CallContext) -> pb.ModelInferResponse:
-        start = time.perf_counter()
+        metrics = self._metrics
+        model = request.model_name
         version = request.model_version
+        start = time.perf_counter()
         try:
             infer_request = decode_request(request)
             decoded = time.perf_counter()
-            self._metrics.stage("decode", model=request.model_name, seconds=decoded - start)
+            metrics.stage("decode", model=model, seconds=decoded - start)
             response = await self._engine.infer(call, infer_request)
             version = response.model_version
             computed = time.perf_counter()
@@ -125,13 +121,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             # reads nothing else), typed for typed.
             message = encode_response(response, raw=bool(request.raw_input_contents))
             done = time.perf_counter()
-            self._metrics.stage("encode", model=request.model_name, seconds=done - computed)
+            metrics.stage("encode", model=model, seconds=done - computed)
         except FerryError as error:
             await self._refuse(context, request, version, start, error)
         except Exception:  # a bug: keep the trace in the log, give the client an id
             await self._refuse(context, request, version, start, _internal("ModelInfer"))
-        self._metrics.request(model=request.model_name, version=version, protocol="grpc",
-                              status="OK", seconds=done - start)
+        finally:
+            log_request_id.reset(token)
+        metrics.request(model=model, version=version, protocol="grpc", status="OK",
+                        seconds=done - start)
         return message
 
     async def _refuse(self, context: Context, request: pb.ModelInferRequest, version: str,
