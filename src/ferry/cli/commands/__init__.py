@@ -1,5 +1,5 @@
 """The verbs of ``ferry``; importing this package registers them on the app."""
 
-from ferry.cli.commands import demo, importing, predicting, repository, serving
+from ferry.cli.commands import demo, importing, keys, predicting, repository, serving
 
-__all__ = ["demo", "importing", "predicting", "repository", "serving"]
+__all__ = ["demo", "importing", "keys", "predicting", "repository", "serving"]
