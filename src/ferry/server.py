@@ -31,17 +31,21 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry import errors
 from ferry.call import internal_call
 from ferry.engine import Engine
 from ferry.errors import ConfigError, FerryError
 from ferry.observability.logging import configure_logging
+from ferry.policy import Policy
 from ferry.repository import Repository
-from ferry.settings import ServerSettings
+from ferry.settings import SecuritySettings, ServerSettings
 
-__all__ = ["Endpoints", "run", "serve"]
+if TYPE_CHECKING:
+    from ferry.security.audit import AuditLog
+
+__all__ = ["Endpoints", "run", "security_policies", "serve"]
 
 log = logging.getLogger("ferry.server")
 
@@ -99,8 +103,10 @@ async def serve(settings: ServerSettings, *,
         raise ConfigError(f"repository {str(repository.root)!r} does not exist",
                           hint="import a model first (ferry import FILE --name NAME), or "
                           "run `ferry demo`")
+    policies, audit = security_policies(settings.security, host=settings.host)
     engine = Engine(repository, models=settings.models, defaults=settings.model_defaults,
-                    default_model=settings.default_model, drain_timeout=settings.drain_timeout)
+                    default_model=settings.default_model, drain_timeout=settings.drain_timeout,
+                    policies=policies)
     await engine.start()
     loop = asyncio.get_running_loop()
     grpc_server = None
@@ -146,7 +152,61 @@ async def serve(settings: ServerSettings, *,
         if grpc_server is not None:
             await grpc_server.stop(grace=settings.drain_timeout)
         await engine.stop(timeout=settings.drain_timeout)
+        if audit is not None:
+            audit.close()
         log.info("stopped")
+
+
+def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1"
+                      ) -> tuple[list[Policy], AuditLog | None]:
+    """The policies ``[security]`` asks for, and the audit log they write to (or None).
+
+    Authentication and authorization when a keys file or a JWT key is configured (none:
+    every caller may do everything, as in ``ferry demo``); the audit policy when
+    ``audit_log`` is set. The same chain holds on every door (REST lane, ASGI app, gRPC).
+
+    Raises:
+        ConfigError: a JWT key file cannot be read or is unusable.
+    """
+    policies: list[Policy] = []
+    audit: AuditLog | None = None
+    if security.audit_log is not None:
+        from ferry.security.audit import Audit, AuditLog
+
+        try:
+            audit = AuditLog(security.audit_log)
+        except OSError as exc:
+            raise ConfigError(f"[security] audit_log = {security.audit_log!r}: cannot open "
+                              f"it ({exc.strerror})") from None
+        policies.append(Audit(audit))
+    if security.enabled:
+        from ferry.security import Authenticate, JwtVerifier, KeyStore
+        from ferry.security.roles import Authorize
+
+        keys = jwt = None
+        if security.api_keys_file is not None:
+            keys = KeyStore(security.api_keys_file)
+            if not security.api_keys_file.exists():
+                log.warning("API keys file %s does not exist yet: no API key is accepted "
+                            "until `ferry keys add` writes it", security.api_keys_file)
+        if security.jwt_hs256_secret_file is not None or security.jwt_jwks_file is not None:
+            jwt = JwtVerifier.from_files(secret_file=security.jwt_hs256_secret_file,
+                                         jwks_file=security.jwt_jwks_file,
+                                         audience=security.jwt_audience,
+                                         issuer=security.jwt_issuer,
+                                         leeway=security.jwt_leeway)
+        policies += [Authenticate(keys=keys, jwt=jwt, open_health=security.open_health,
+                                  audit=audit),
+                     Authorize(audit=audit)]
+        log.info("authentication on (%s), health checks %s%s",
+                 " and ".join(what for what, on in (("API keys", keys), ("JWT", jwt)) if on),
+                 "open" if security.open_health else "need credentials",
+                 f"; audit log: {audit.where}" if audit is not None else "")
+    elif host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("authentication is off and the server listens on %s: every caller may "
+                    "infer, load and unload; set [security] api_keys_file or a JWT key "
+                    "(docs/serving.md)", host)
+    return policies, audit
 
 
 class _Uvicorn:

@@ -19,8 +19,13 @@ Example ``ferry.toml``::
     [model_defaults.batching]
     max_batch_size = 64
 
+    [security]                      # auth is off unless a keys file or JWT key is given
+    api_keys_file = "/etc/ferry/keys.json"
+    audit_log = "/var/log/ferry/audit.jsonl"
+
 Environment: ``FERRY_HTTP_PORT=9000``, ``FERRY_MODELS=digits,fraud:3``,
-``FERRY_MODEL_DEFAULTS__MAX_QUEUE=512`` (``__`` separates nested keys).
+``FERRY_MODEL_DEFAULTS__MAX_QUEUE=512``, ``FERRY_SECURITY__API_KEYS_FILE=keys.json``
+(``__`` separates nested keys).
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -41,9 +53,49 @@ from pydantic_settings import (
 from ferry.engine.config import ModelConfig, config_error
 from ferry.errors import ConfigError
 
-__all__ = ["ServerSettings", "load_settings"]
+__all__ = ["SecuritySettings", "ServerSettings", "load_settings"]
 
 _MIB = 1 << 20
+
+
+class SecuritySettings(BaseModel):
+    """``[security]``: authentication, authorization and the audit log (docs/serving.md).
+
+    Authentication is on as soon as an API keys file or a JWT key is configured, and off
+    otherwise (``ferry demo``, ``make serve``): then every caller may do everything.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_keys_file: Path | None = Field(
+        None, description="API keys file written by `ferry keys add` (turns auth on)")
+    jwt_hs256_secret_file: Path | None = Field(
+        None, description="file holding the HS256 secret JWTs are signed with (turns auth on)")
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS file of the public keys (RS256, ES256) JWTs are signed with "
+        "(turns auth on)")
+    jwt_audience: str | None = Field(None, description="the `aud` a JWT must carry")
+    jwt_issuer: str | None = Field(None, description="the `iss` a JWT must carry")
+    jwt_leeway: float = Field(30.0, ge=0.0, le=300.0,
+                              description="seconds of clock skew allowed on `exp`/`nbf`")
+    open_health: bool = Field(True, description="liveness and readiness need no credentials")
+    audit_log: str | None = Field(
+        None, description="audit log file (JSON lines), '-' for stderr; none when unset")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether callers must authenticate: a keys file or a JWT key is configured."""
+        return any(path is not None for path in (
+            self.api_keys_file, self.jwt_hs256_secret_file, self.jwt_jwks_file))
+
+    @model_validator(mode="after")
+    def _jwt_claims_need_a_jwt_key(self) -> SecuritySettings:
+        if self.jwt_hs256_secret_file is None and self.jwt_jwks_file is None:
+            for name in ("jwt_audience", "jwt_issuer"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs a JWT key: set jwt_hs256_secret_file "
+                                     "or jwt_jwks_file")
+        return self
 
 
 class ServerSettings(BaseSettings):
@@ -80,6 +132,9 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     model_defaults: ModelConfig = Field(default_factory=ModelConfig,
                                         description="per-model settings without config.toml")
+    security: SecuritySettings = Field(
+        default_factory=SecuritySettings,
+        description="authentication, authorization, audit log; off unless configured")
 
     @field_validator("models", mode="before")
     @classmethod

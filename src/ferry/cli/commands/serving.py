@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -56,6 +56,16 @@ def serve(
         "--log-format", help="Log lines as 'json' (one object a line, with request ids) or "
         "'text' (default: json).", show_default=False,
     )] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(
+        "--api-keys-file", help="Require an API key (or JWT) on every call: the keys file "
+        "`ferry keys add` writes (\\[security] api_keys_file; default: auth off).",
+        show_default=False,
+    )] = None,
+    audit_log: Annotated[str | None, typer.Option(
+        "--audit-log", help="Write admin actions, key changes and refused callers to this "
+        "file as JSON lines, '-' for stderr (\\[security] audit_log; default: none).",
+        show_default=False,
+    )] = None,
 ) -> None:
     """Serve models over REST and gRPC until Ctrl-C or SIGTERM (in-flight requests finish).
 
@@ -71,12 +81,13 @@ def serve(
       [bold]ferry serve model-repository[/]
       [bold]ferry serve model-repository --models digits,fraud:3 --workers 2[/]
       [bold]FERRY_HTTP_PORT=9000 ferry serve --config ferry.toml --watch[/]
+      [bold]ferry serve model-repository --api-keys-file keys.json[/]
       [bold]curl -d '{"data": [[0, 1, ...]]}' http://127.0.0.1:8000/predict[/]
     """
     from ferry.server import Endpoints, run
     from ferry.settings import load_settings
 
-    flags = {
+    flags: dict[str, Any] = {
         "repository": repository,
         "models": models,
         "host": host,
@@ -87,6 +98,10 @@ def serve(
         "default_model": default_model,
         "log_format": log_format,
     }
+    security = {key: value for key, value in (("api_keys_file", api_keys_file),
+                                              ("audit_log", audit_log)) if value is not None}
+    if security:
+        flags["security"] = security  # merged into [security] of the file and environment
     if repository is None and config is None and "FERRY_REPOSITORY" not in _environ():
         flags["repository"] = state(ctx).repo.root
     settings = load_settings(config, **flags)
