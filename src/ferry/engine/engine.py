@@ -448,6 +448,8 @@ class Engine:
         """
         if name in self._table or name in self._states or self.repository.versions(name):
             return
+        if self.policies:
+            raise NotFoundError(f"model {quote_name(name)} is not in the repository")
         known = ", ".join(self.repository.models()) or "none"
         raise NotFoundError(f"model {quote_name(name)} is not in repository "
                             f"{str(self.repository.root)!r} (models: {known})")
@@ -461,12 +463,22 @@ class Engine:
     def _snapshot(self, name: str) -> Snapshot:
         snap = self._table.get(name)
         if snap is None:
-            served = ", ".join(sorted(self._table)) or "none"
+            served = self._listing("served models", sorted(self._table))
             if name in self._states:
-                raise NotFoundError(f"model {quote_name(name)} is not loaded "
-                                    f"(served models: {served})")
-            raise NotFoundError(f"unknown model {quote_name(name)} (served models: {served})")
+                raise NotFoundError(f"model {quote_name(name)} is not loaded{served}")
+            raise NotFoundError(f"unknown model {quote_name(name)}{served}")
         return snap
+
+    def _listing(self, what: str, names: list[str]) -> str:
+        """`` (what: a, b)`` for a not-found message, or nothing when policies guard calls.
+
+        Listing what exists helps a user find the right name; with a policy chain (say,
+        authorization scoped to model-name patterns) it would tell a caller about models
+        the chain keeps from it, so the message names only what the caller asked for.
+        """
+        if self.policies:
+            return ""
+        return f" ({what}: {', '.join(names) or 'none'})"
 
     @staticmethod
     def _version(snap: Snapshot, name: str, version: str | None) -> ServedVersion:

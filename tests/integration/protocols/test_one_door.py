@@ -263,6 +263,8 @@ def test_an_encoded_slash_names_the_same_model_on_every_door(doors, door):
                                     headers={"content-type": "application/json"})
             assert response.status_code == 404, response.text
             assert "'a%2Fb'" in response.json()["error"]
+            # With a policy chain, a miss names only what was asked for, never other models.
+            assert "mlp" not in response.json()["error"]
 
 
 @pytest.mark.parametrize("door", ["ferry", "uvicorn-h11"])
