@@ -117,6 +117,19 @@ class Authenticate:
 
     def check(self, call: CallContext, action: Action) -> None:
         """Authenticate ``call`` (set its principal and grants) or raise 401."""
+        try:
+            self._check(call, action)
+        except AuthenticationError as error:  # (free until raised: 3.11's exceptions)
+            if self._audit is not None:
+                try:
+                    self._audit("auth_failure", call, reason=error.message,
+                                model=action.model)
+                except Exception:  # the refusal stands whatever the audit sink does
+                    _log.exception("the audit sink failed to record an authentication "
+                                   "failure")
+            raise
+
+    def _check(self, call: CallContext, action: Action) -> None:
         kind = action.kind
         if call.protocol == "internal" or (
                 self.open_health and (kind is _LIVE or kind is _READY)):
@@ -186,9 +199,4 @@ class Authenticate:
         return shared
 
     def _refuse(self, call: CallContext, reason: str) -> NoReturn:
-        if self._audit is not None:
-            try:
-                self._audit("auth_failure", call, reason=reason)
-            except Exception:  # the refusal stands whatever the audit sink does
-                _log.exception("the audit sink failed to record an authentication failure")
         raise AuthenticationError(reason)

@@ -123,7 +123,8 @@ def test_refusals_name_the_problem(policy, audit, header, phrase):
     ctx = call(header)
     message = refused(policy, ctx, INFER, phrase)
     (event,) = audit.events
-    assert event[0] == "auth_failure" and event[1] is ctx and event[2] == {"reason": message}
+    assert event[0] == "auth_failure" and event[1] is ctx
+    assert event[2] == {"reason": message, "model": INFER.model}
 
 
 def test_a_wrong_key_secret_is_refused_without_echo(policy, key):
