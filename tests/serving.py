@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,8 +38,12 @@ class Server:
 
 @contextmanager
 def ferry_serve(repo: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 60.0) -> Iterator[Server]:
-    """Run ``ferry serve repo args`` until ready (``/v2/health/ready`` is 200); stop it after."""
+                timeout: float = 60.0, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """Run ``ferry serve repo args`` until ready (``/v2/health/ready`` is 200); stop it after.
+
+    With ``tls`` (a client context trusting the server's CA, with a client certificate for
+    mTLS) the server is reached over ``https``.
+    """
     http_port, grpc_port = free_port(), free_port()
     log = repo.parent / f"serve-{http_port}.log"
     with log.open("w") as sink:
@@ -48,7 +53,8 @@ def ferry_serve(repo: Path, *args: str, env: dict[str, str] | None = None,
             stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
-    server = Server(process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
+    scheme = "https" if tls is not None else "http"
+    server = Server(process, f"{scheme}://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -56,7 +62,8 @@ def ferry_serve(repo: Path, *args: str, env: dict[str, str] | None = None,
                 raise AssertionError(f"ferry serve exited with {process.returncode}:\n"
                                      f"{server.output()}")
             try:
-                ready = httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200
+                ready = httpx.get(f"{server.url}/v2/health/ready", timeout=1,
+                                  verify=tls if tls is not None else True).status_code == 200
             except httpx.TransportError:
                 ready = False
             # With --workers, one worker may answer before the others listen: the banner

@@ -39,24 +39,28 @@ class CallContext:
         deadline: absolute ``time.monotonic()`` after which the answer is no longer wanted.
         credentials: what the client presented (the ``Authorization`` header's value, or
             gRPC's ``authorization`` metadata), for the policies to check; never logged.
+        certificate: the common name (CN) of the client certificate the TLS handshake
+            verified (mTLS); None without one. Not a principal by itself: the
+            authenticating policy decides whether it may stand for one.
         principal: who the caller is once a policy has authenticated it (None before).
         grants: what the authenticated caller may do, as ``(role, model-name pattern)``
             pairs set by the authenticating policy, for the authorizing one (``None``: no
             policy said).
     """
 
-    __slots__ = ("credentials", "deadline", "door", "grants", "peer", "principal",
-                 "protocol", "request_id")
+    __slots__ = ("certificate", "credentials", "deadline", "door", "grants", "peer",
+                 "principal", "protocol", "request_id")
 
     def __init__(self, request_id: str, protocol: Protocol, door: str, *,
                  peer: str | None = None, deadline: float | None = None,
-                 credentials: str | None = None) -> None:
+                 credentials: str | None = None, certificate: str | None = None) -> None:
         self.request_id = request_id
         self.protocol = protocol
         self.door = door
         self.peer = peer
         self.deadline = deadline
         self.credentials = credentials
+        self.certificate = certificate
         self.principal: str | None = None
         self.grants: tuple[tuple[str, str], ...] | None = None
 
@@ -68,7 +72,8 @@ class CallContext:
         shown = "<hidden>" if self.credentials is not None else "None"
         return (f"CallContext(request_id={self.request_id!r}, protocol={self.protocol!r}, "
                 f"door={self.door!r}, peer={self.peer!r}, deadline={self.deadline!r}, "
-                f"credentials={shown}, principal={self.principal!r})")
+                f"credentials={shown}, certificate={self.certificate!r}, "
+                f"principal={self.principal!r})")
 
 
 def internal_call(door: str) -> CallContext:

@@ -44,6 +44,7 @@ from ferry.settings import SecuritySettings, ServerSettings
 
 if TYPE_CHECKING:
     from ferry.security.audit import AuditLog
+    from ferry.security.tls import ServerTls
 
 __all__ = ["Endpoints", "run", "security_policies", "serve"]
 
@@ -61,12 +62,13 @@ class Endpoints:
     grpc_port: int
     models: list[str]
     default_model: str | None
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        """The REST base URL."""
+        """The REST base URL (``https`` with TLS)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.http_port}"
 
 
 def run(settings: ServerSettings, *, on_ready: Callable[[Endpoints], None] | None = None
@@ -104,6 +106,7 @@ async def serve(settings: ServerSettings, *,
                           hint="import a model first (ferry import FILE --name NAME), or "
                           "run `ferry demo`")
     policies, audit = security_policies(settings.security, host=settings.host)
+    tls = _server_tls(settings.security)
     engine = Engine(repository, models=settings.models, defaults=settings.model_defaults,
                     default_model=settings.default_model, drain_timeout=settings.drain_timeout,
                     policies=policies)
@@ -116,26 +119,29 @@ async def serve(settings: ServerSettings, *,
                                    limits=GrpcLimits(
                                        max_concurrent_streams=settings.grpc_max_concurrent_streams,
                                        max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
-                                       max_connection_idle=settings.grpc_max_connection_idle))
-        grpc_port = bind(grpc_server, settings.host, settings.grpc_port)
+                                       max_connection_idle=settings.grpc_max_connection_idle),
+                                   client_certificates=tls is not None and tls.client_auth)
+        grpc_port = bind(grpc_server, settings.host, settings.grpc_port, tls)
         await grpc_server.start()
         app = create_app(engine, max_body_bytes=settings.max_body_bytes)
         # Every connection is ferry's HTTP/1.1 protocol (http11.py): llhttp parses, plain
         # inference requests are answered without ASGI, the rest go to the app.
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,
                                 http=http_protocol(app.state.rest_context),
-                                timeout_keep_alive=30, backlog=4096)
+                                timeout_keep_alive=30, backlog=4096,
+                                ssl_context_factory=_ssl_context_factory(tls))
         http = _Uvicorn(config)
         stopping = stop or asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(engine)))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(engine, tls)))
         tasks = [loop.create_task(_stop_when(stopping, http))]
         if settings.watch:
             tasks.append(loop.create_task(_watch(engine, settings)))
         _freeze_startup_objects()
         endpoints = Endpoints(settings.host, http_sock.getsockname()[1], grpc_port,
-                              engine.served_models(), engine.default_model())
+                              engine.served_models(), engine.default_model(),
+                              tls=tls is not None)
         log.info("serving %s on %s (REST) and %s:%d (gRPC)", ", ".join(endpoints.models),
                  endpoints.url, settings.host, grpc_port)
         if on_ready is not None:
@@ -195,11 +201,18 @@ def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1"
                                          audience=security.jwt_audience,
                                          issuer=security.jwt_issuer,
                                          leeway=security.jwt_leeway)
-        policies += [Authenticate(keys=keys, jwt=jwt, open_health=security.open_health,
-                                  audit=audit),
+        certificates = None
+        if security.tls_client_principal:
+            from ferry.security.grants import parse_grants
+
+            certificates = parse_grants(security.tls_client_grants, error=ConfigError)
+        policies += [Authenticate(keys=keys, jwt=jwt, certificate_grants=certificates,
+                                  open_health=security.open_health, audit=audit),
                      Authorize(audit=audit)]
         log.info("authentication on (%s), health checks %s%s",
-                 " and ".join(what for what, on in (("API keys", keys), ("JWT", jwt)) if on),
+                 " and ".join(what for what, on in (("API keys", keys), ("JWT", jwt),
+                                                    ("client certificates", certificates))
+                              if on is not None),
                  "open" if security.open_health else "need credentials",
                  f"; audit log: {audit.where}" if audit is not None else "")
     elif host not in ("127.0.0.1", "::1", "localhost"):
@@ -207,6 +220,32 @@ def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1"
                     "infer, load and unload; set [security] api_keys_file or a JWT key "
                     "(docs/serving.md)", host)
     return policies, audit
+
+
+def _server_tls(security: SecuritySettings) -> ServerTls | None:
+    """The TLS material ``[security] tls_*`` names (None: plain TCP, as ``make serve``).
+
+    Raises:
+        ConfigError: a file is missing, unreadable or unusable.
+    """
+    if security.tls_cert_file is None or security.tls_key_file is None:
+        return None
+    from ferry.security.tls import ServerTls
+
+    tls = ServerTls(security.tls_cert_file, security.tls_key_file,
+                    security.tls_client_ca_file)
+    log.info("TLS on for REST and gRPC (TLS 1.2+, certificate %s)%s", tls.cert_file,
+             f"; client certificates required, CA {tls.client_ca_file}" if tls.client_auth
+             else "")
+    return tls
+
+
+def _ssl_context_factory(tls: ServerTls | None) -> Callable[[Any, Any], Any] | None:
+    """The ``ssl_context_factory`` (uvicorn's public hook) that serves ``tls.context``."""
+    if tls is None:
+        return None
+    context = tls.context
+    return lambda _config, _default: context
 
 
 class _Uvicorn:
@@ -240,8 +279,13 @@ async def _stop_when(event: asyncio.Event, http: _Uvicorn) -> None:
     http.exit()
 
 
-async def _reload(engine: Engine) -> None:
-    """SIGHUP: reload every served model (new versions hot-swap in)."""
+async def _reload(engine: Engine, tls: ServerTls | None = None) -> None:
+    """SIGHUP: read the TLS files again, then reload every served model (hot swap)."""
+    if tls is not None:
+        try:
+            tls.reload()
+        except ConfigError as exc:
+            log.error("TLS reload failed, the current certificate stays: %s", exc.message)
     call = internal_call("sighup-reload")
     for name in engine.served_models():
         try:
@@ -442,7 +486,7 @@ def _worker_main(payload: dict[str, Any], index: int, ready: Any) -> None:
     def report(endpoints: Endpoints) -> None:
         ready.put({"host": endpoints.host, "http_port": endpoints.http_port,
                    "grpc_port": endpoints.grpc_port, "models": endpoints.models,
-                   "default_model": endpoints.default_model})
+                   "default_model": endpoints.default_model, "tls": endpoints.tls})
 
     try:
         _event_loop_run(serve(settings, on_ready=report))

@@ -82,11 +82,37 @@ class SecuritySettings(BaseModel):
     audit_log: str | None = Field(
         None, description="audit log file (JSON lines), '-' for stderr; none when unset")
 
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain of the server: REST and gRPC speak TLS "
+        "(with tls_key_file; reloaded on SIGHUP)")
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file (unencrypted, mode 0600)")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA certificate(s): every client must present a certificate "
+        "signed by it (mTLS)")
+    tls_client_principal: bool = Field(
+        False, description="a call without a bearer credential authenticates as its verified "
+        "client certificate, principal 'cert:<CN>' (needs tls_client_ca_file; turns auth on)")
+    tls_client_grants: tuple[str, ...] = Field(
+        ("infer:*",), description="grants ('role:pattern') of a principal authenticated by "
+        "its client certificate")
+
     @property
     def enabled(self) -> bool:
-        """Whether callers must authenticate: a keys file or a JWT key is configured."""
-        return any(path is not None for path in (
+        """Whether callers must authenticate: a keys file, a JWT key or client certificates."""
+        return self.tls_client_principal or any(path is not None for path in (
             self.api_keys_file, self.jwt_hs256_secret_file, self.jwt_jwks_file))
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> SecuritySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs TLS: set tls_cert_file and tls_key_file")
+        if self.tls_client_principal and self.tls_client_ca_file is None:
+            raise ValueError("tls_client_principal needs client certificates: set "
+                             "tls_client_ca_file")
+        return self
 
     @model_validator(mode="after")
     def _jwt_claims_need_a_jwt_key(self) -> SecuritySettings:

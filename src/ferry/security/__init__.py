@@ -9,7 +9,9 @@ the engine or a transport, and ``ferry.server`` plugs the policies in from the s
 - :mod:`~ferry.security.jwt`: JWT bearer tokens (HS256, RS256/ES256 from a JWKS file);
 - :mod:`~ferry.security.authn`: the :class:`Authenticate` policy, with its cache;
 - :mod:`~ferry.security.roles`: the :class:`Authorize` policy (roles on model patterns);
-- :mod:`~ferry.security.audit`: the audit log (:class:`AuditLog`, the :class:`Audit` policy).
+- :mod:`~ferry.security.audit`: the audit log (:class:`AuditLog`, the :class:`Audit` policy);
+- :mod:`~ferry.security.tls`: the TLS certificate, key and client CA of both ports
+  (:class:`~ferry.security.tls.ServerTls`, reloaded on SIGHUP), imported where used.
 """
 
 from ferry.security.api_keys import KeyRecord, KeyStore

@@ -8,6 +8,14 @@ Every door hands the engine a :class:`~ferry.call.CallContext` whose ``credentia
   ``key:<name>``, the key's grants;
 - otherwise a JWT (:mod:`ferry.security.jwt`): principal ``jwt:<sub>``, the token's grants.
 
+With ``certificate_grants`` (``[security] tls_client_principal``), a call that presents **no**
+``Authorization`` at all but came over a connection whose client certificate the TLS
+handshake verified (``call.certificate``, its subject's common name) authenticates as
+principal ``cert:<CN>`` with those grants, the same for every certificate. A bearer
+credential, when present, always decides: a bad one is refused even on a connection with a
+good certificate (no silent fall-back to a weaker identity), and a good one names the
+principal. Without that setting a client certificate only opens the connection.
+
 It sets ``call.principal`` and ``call.grants`` (``(role, pattern)`` pairs, see
 :mod:`ferry.security.grants`) for the authorizing policy. Calls ferry makes for itself
 (protocol ``"internal"``) pass untouched, and so do health checks (``Kind.LIVE`` and
@@ -70,6 +78,8 @@ class Authenticate:
     Args:
         keys: the API key store; None: API keys are refused.
         jwt: the JWT verifier; None: JWTs are refused.
+        certificate_grants: grants of a caller identified by its verified client
+            certificate alone (see above); None: a certificate is no principal.
         open_health: let ``LIVE`` and ``READY`` calls through without credentials.
         audit: called as ``audit("auth_failure", call, reason=...)`` on every refusal
             (e.g. a :class:`~ferry.security.audit.AuditLog`); its own errors are logged,
@@ -86,16 +96,19 @@ class Authenticate:
     stage = Stage.AUTHENTICATE
 
     def __init__(self, *, keys: KeyStore | None = None, jwt: JwtVerifier | None = None,
+                 certificate_grants: tuple[Grant, ...] | None = None,
                  open_health: bool = True, audit: Callable[..., None] | None = None,
                  cache_size: int = 10_000, cache_ttl: float = 60.0,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
-        if keys is None and jwt is None:
-            raise ConfigError("authentication needs an API keys file, a JWT verifier or both")
+        if keys is None and jwt is None and certificate_grants is None:
+            raise ConfigError("authentication needs an API keys file, a JWT verifier or "
+                              "client certificates")
         if cache_size < 1:
             raise ConfigError(f"the credential cache size must be at least 1, not {cache_size}")
         self._keys = keys
         self._jwt = jwt
+        self._certificate_grants = certificate_grants
         self.open_health = open_health
         self._audit = audit
         self.cache_size = cache_size
@@ -136,6 +149,10 @@ class Authenticate:
             return
         header = call.credentials
         if not header:
+            if call.certificate and self._certificate_grants is not None:
+                call.principal = "cert:" + call.certificate
+                call.grants = self._certificate_grants
+                return
             self._refuse(call, f"no credentials: {_HOW}")
         scheme, _, credential = header.strip().partition(" ")
         if scheme.lower() != "bearer":

@@ -164,7 +164,7 @@ def test_one_method_only(keys_path, key, signer):
     refused(keys_only, call(f"Bearer {signer.token()}"), INFER, "expected an API key")
     jwt_only = Authenticate(jwt=signer.verifier())
     refused(jwt_only, call(f"Bearer {key}"), INFER, "API keys are not accepted")
-    with pytest.raises(ConfigError, match="needs an API keys file, a JWT verifier or both"):
+    with pytest.raises(ConfigError, match="needs an API keys file, a JWT verifier or client"):
         Authenticate()
     with pytest.raises(ConfigError, match="at least 1"):
         Authenticate(keys=KeyStore(keys_path), cache_size=0)
@@ -253,3 +253,40 @@ def test_no_credential_in_messages_audit_or_repr(policy, audit, key, signer, cap
     for _, _, fields in audit.events:
         assert all(c not in str(fields) for c in (bad_key, expired))
     assert key not in repr(policy) and key not in caplog.text
+
+
+# ------------------------------------------------------------ client certificates (mTLS)
+
+
+def with_certificate(credentials=None, certificate="client-ci"):
+    return CallContext("req-1", "rest", "http11", credentials=credentials,
+                       certificate=certificate)
+
+
+def test_a_verified_certificate_is_the_principal_only_when_configured(keys_path, key, audit):
+    grants = (("infer", "*"),)
+    on = Authenticate(keys=KeyStore(keys_path), certificate_grants=grants, audit=audit)
+    ctx = with_certificate()
+    on.check(ctx, INFER)
+    assert (ctx.principal, ctx.grants) == ("cert:client-ci", grants)
+    off = Authenticate(keys=KeyStore(keys_path), audit=audit)
+    refused(off, with_certificate(), INFER, "no credentials")
+    refused(on, with_certificate(certificate=None), INFER, "no credentials")
+
+
+def test_a_bearer_credential_beats_the_certificate(keys_path, key, audit):
+    policy = Authenticate(keys=KeyStore(keys_path), certificate_grants=(("admin", "*"),),
+                          audit=audit)
+    ctx = with_certificate(f"Bearer {key}")
+    policy.check(ctx, INFER)
+    assert ctx.principal == "key:ci"
+    refused(policy, with_certificate("Bearer fk_0123abcd_" + "A" * 43), INFER,
+            "unknown or revoked")
+
+
+def test_certificates_alone_are_a_way_to_authenticate():
+    ctx = with_certificate()
+    Authenticate(certificate_grants=()).check(ctx, INFER)
+    assert ctx.principal == "cert:client-ci" and ctx.grants == ()
+    with pytest.raises(ConfigError, match="client certificates"):
+        Authenticate()

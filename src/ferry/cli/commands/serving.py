@@ -66,6 +66,19 @@ def serve(
         "file as JSON lines, '-' for stderr (\\[security] audit_log; default: none).",
         show_default=False,
     )] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="Serve REST and gRPC over TLS with this PEM certificate chain "
+        "(with --tls-key; re-read on SIGHUP; \\[security] tls_cert_file; default: no TLS).",
+        show_default=False,
+    )] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", help="The PEM private key of --tls-cert (\\[security] tls_key_file).",
+        show_default=False,
+    )] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
+        "--tls-client-ca", help="Require client certificates signed by this PEM CA (mTLS; "
+        "\\[security] tls_client_ca_file).", show_default=False,
+    )] = None,
 ) -> None:
     """Serve models over REST and gRPC until Ctrl-C or SIGTERM (in-flight requests finish).
 
@@ -100,6 +113,10 @@ def serve(
     }
     security = {key: value for key, value in (("api_keys_file", api_keys_file),
                                               ("audit_log", audit_log)) if value is not None}
+    security.update((key, value) for key, value in (("tls_cert_file", tls_cert),
+                                                    ("tls_key_file", tls_key),
+                                                    ("tls_client_ca_file", tls_client_ca))
+                    if value is not None)
     if security:
         flags["security"] = security  # merged into [security] of the file and environment
     if repository is None and config is None and "FERRY_REPOSITORY" not in _environ():

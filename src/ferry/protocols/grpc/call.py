@@ -31,12 +31,16 @@ def fresh_id() -> str:
     return data.hex()
 
 
-def call_context(context: grpc.aio.ServicerContext, request_id: str = "") -> CallContext:
+def call_context(context: grpc.aio.ServicerContext, request_id: str = "", *,
+                 certificates: bool = False) -> CallContext:
     """The context of the call ``context`` belongs to.
 
     The request id is the ``x-request-id`` metadata (short printable text), else
     ``request_id`` (the V2 request's own ``id``), else a fresh one; the deadline is the
-    call's gRPC deadline; the credentials are the ``authorization`` metadata.
+    call's gRPC deadline; the credentials are the ``authorization`` metadata. With
+    ``certificates`` (the port requires client certificates), the certificate is the
+    common name grpc's TLS verified (``x509_common_name`` of the auth context); otherwise
+    the auth context is not read (it costs ~0.6 µs a call).
     """
     rid = credentials = None
     for key, value in context.invocation_metadata() or ():
@@ -48,6 +52,11 @@ def call_context(context: grpc.aio.ServicerContext, request_id: str = "") -> Cal
     remaining = context.time_remaining()
     if not rid:
         rid = request_id if 0 < len(request_id) <= _MAX_ID else fresh_id()
+    certificate = None
+    if certificates:
+        names = context.auth_context().get("x509_common_name")
+        if names:
+            certificate = next(iter(names)).decode("utf-8", "replace")
     return CallContext(rid, "grpc", "grpc", peer=context.peer() or None,
                        deadline=None if remaining is None else time.monotonic() + remaining,
-                       credentials=credentials)
+                       credentials=credentials, certificate=certificate)

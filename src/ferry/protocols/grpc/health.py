@@ -41,12 +41,15 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         engine: the engine whose ``ready()`` decides SERVING vs NOT_SERVING.
         services: the service names to report besides the overall server (``""``).
         poll_interval: seconds between readiness checks while a ``Watch`` is open.
+        client_certificates: the port requires client certificates (mTLS): each call
+            context carries the verified certificate's common name.
     """
 
     def __init__(self, engine: Engine, services: Sequence[str], *,
-                 poll_interval: float = 0.25) -> None:
+                 poll_interval: float = 0.25, client_certificates: bool = False) -> None:
         super().__init__()
         self._engine = engine
+        self._certificates = client_certificates
         self._services = ("", *services)
         self._poll_interval = poll_interval
         self._poller: asyncio.Task[None] | None = None
@@ -95,7 +98,7 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
 
     async def _refresh_for(self, context: Any) -> None:
         try:
-            await self.refresh(call_context(context))
+            await self.refresh(call_context(context, certificates=self._certificates))
         except FerryError as error:  # refused by a policy
             status = status_of(error)
             await context.abort(status.code, status.details, status.trailing_metadata)

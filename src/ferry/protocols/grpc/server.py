@@ -20,7 +20,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -34,6 +34,9 @@ from ferry.errors import ConfigError
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc.health import ReadinessHealthServicer
 from ferry.protocols.grpc.servicer import InferenceServicer
+
+if TYPE_CHECKING:  # ferry.security needs the security extra; a plain port does not
+    from ferry.security.tls import Pem, ServerTls
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SERVICE_NAME", "GrpcLimits", "bind", "build_server"]
 
@@ -82,7 +85,8 @@ _DEFAULT_LIMITS = GrpcLimits()
 
 
 def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 limits: GrpcLimits = _DEFAULT_LIMITS) -> grpc.aio.Server:
+                 limits: GrpcLimits = _DEFAULT_LIMITS,
+                 client_certificates: bool = False) -> grpc.aio.Server:
     """Build the server with its three services but no port (see :func:`bind`).
 
     Args:
@@ -90,6 +94,8 @@ def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE
         max_message_bytes: the largest request accepted; a bigger one is refused by gRPC
             itself with RESOURCE_EXHAUSTED before any of it is parsed.
         limits: streams per connection, calls in total and the idle time of a connection.
+        client_certificates: the port will require client certificates (``bind`` with a
+            client CA): each call context then carries the certificate's common name.
 
     Raises:
         ConfigError: ``max_message_bytes`` is not positive.
@@ -99,8 +105,9 @@ def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE
     server = grpc.aio.server(options=_options(max_message_bytes, limits),
                              maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
     _add_service(server, pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], pb,
-                 InferenceServicer(engine))
-    _add_service(server, _HEALTH, health_pb2, ReadinessHealthServicer(engine, [SERVICE_NAME]))
+                 InferenceServicer(engine, client_certificates=client_certificates))
+    _add_service(server, _HEALTH, health_pb2, ReadinessHealthServicer(
+        engine, [SERVICE_NAME], client_certificates=client_certificates))
     names = [SERVICE_NAME, _HEALTH.full_name, reflection.SERVICE_NAME]
     _add_service(server, _REFLECTION, reflection_pb2,
                  reflection.aio.ReflectionServicer(names, pool=_reflection_pool()))
@@ -131,15 +138,23 @@ def _options(max_message_bytes: int, limits: GrpcLimits) -> list[tuple[str, Any]
     ]
 
 
-def bind(server: grpc.aio.Server, host: str, port: int) -> int:
+def bind(server: grpc.aio.Server, host: str, port: int, tls: ServerTls | None = None) -> int:
     """Listen on ``host:port`` (port 0 picks a free one) and return the port bound.
+
+    With ``tls`` the port speaks TLS (1.2 and 1.3, grpc's defaults) with its certificate,
+    and requires client certificates when it has a client CA. grpc asks
+    :func:`_certificate_fetcher` for each new connection, so a :meth:`ServerTls.reload`
+    reaches new connections; open ones keep theirs.
 
     Raises:
         ConfigError: the address cannot be bound.
     """
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
-        bound = int(server.add_insecure_port(address))
+        if tls is None:
+            bound = int(server.add_insecure_port(address))
+        else:
+            bound = int(server.add_secure_port(address, _credentials(tls)))
     except RuntimeError as exc:
         bound, reason = 0, str(exc)
     else:
@@ -148,6 +163,34 @@ def bind(server: grpc.aio.Server, host: str, port: int) -> int:
         raise ConfigError(f"cannot listen for gRPC on {address}: {reason}",
                           hint="choose another port with --grpc-port, or stop what uses it")
     return bound
+
+
+def _credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    pem = tls.pem()
+    return grpc.dynamic_ssl_server_credentials(
+        _configuration(pem), _certificate_fetcher(tls, pem.generation),
+        require_client_authentication=pem.client_ca is not None)
+
+
+def _configuration(pem: Pem) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(pem.key, pem.cert_chain)], root_certificates=pem.client_ca)
+
+
+def _certificate_fetcher(tls: ServerTls, generation: int
+                         ) -> Callable[[], grpc.ServerCertificateConfiguration | None]:
+    """The callback grpc calls (on its threads) for each new connection: new files, once."""
+    served = generation
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        nonlocal served
+        pem = tls.pem()
+        if pem.generation == served:
+            return None  # unchanged: grpc keeps what it has
+        served = pem.generation
+        return _configuration(pem)
+
+    return fetch
 
 
 def _add_service(server: grpc.aio.Server, service: ServiceDescriptor, messages: ModuleType,

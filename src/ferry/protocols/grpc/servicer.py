@@ -11,6 +11,7 @@ with the traceback itself.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -47,32 +48,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     Args:
         engine: the started (or starting) engine; the servicer never starts or stops it.
+        client_certificates: the port requires client certificates (mTLS): each call
+            context carries the verified certificate's common name.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, client_certificates: bool = False) -> None:
         self._engine = engine
         self._metrics = engine.metrics
+        self._call = (functools.partial(call_context, certificates=True)
+                      if client_certificates else call_context)
 
     # ------------------------------------------------------------------ health
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context
                          ) -> pb.ServerLiveResponse:
         """Whether the server answers at all."""
-        call = call_context(context)
+        call = self._call(context)
         return await _answer(context, lambda: pb.ServerLiveResponse(
             live=self._engine.live(call)))
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context
                           ) -> pb.ServerReadyResponse:
         """Whether every configured model is ready."""
-        call = call_context(context)
+        call = self._call(context)
         return await _answer(context, lambda: pb.ServerReadyResponse(
             ready=self._engine.ready(call)))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context
                          ) -> pb.ModelReadyResponse:
         """Whether one model (version) is ready; an unknown one is simply not ready."""
-        call = call_context(context)
+        call = self._call(context)
         return await _answer(context, lambda: pb.ModelReadyResponse(
             ready=self._engine.model_ready(call, request.name, request.version or None)))
 
@@ -81,7 +86,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context
                              ) -> pb.ServerMetadataResponse:
         """Server name, version and supported extensions."""
-        call = call_context(context)
+        call = self._call(context)
 
         def answer() -> pb.ServerMetadataResponse:
             meta = self._engine.server_metadata(call)
@@ -93,7 +98,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context
                             ) -> pb.ModelMetadataResponse:
         """A model's versions, platform and tensors (NOT_FOUND for an unknown one)."""
-        call = call_context(context)
+        call = self._call(context)
         return await _answer(context, lambda: _metadata_message(self._engine.model_metadata(
             call, _required(request.name, "name"), request.version or None)))
 
@@ -104,7 +109,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         """Run one inference; the call's gRPC deadline is its deadline in the engine."""
         # One coroutine (no inner helper) and each field read once: at a few microseconds
         # of ferry per call, the frames and protobuf field reads are a visible share.
-        call = call_context(context, request.id)
+        call = self._call(context, request.id)
         token = log_request_id.set(call.request_id)
         metrics = self._metrics
         model = request.model_name
@@ -151,7 +156,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context
                               ) -> pb.RepositoryIndexResponse:
         """Every model of the repository with its state (only ready ones if asked)."""
-        call = call_context(context)
+        call = self._call(context)
         return await _answer(context, lambda: pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(
                 name=e.name, version=e.version or "", state=e.state, reason=e.reason)
@@ -161,7 +166,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Context) -> pb.RepositoryModelLoadResponse:
         """Load a model, or reload it to its newest version (a hot swap)."""
-        call = call_context(context)
+        call = self._call(context)
 
         async def load() -> pb.RepositoryModelLoadResponse:
             name = _repository_model(request)
@@ -174,7 +179,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Context) -> pb.RepositoryModelUnloadResponse:
         """Unload a model after its in-flight requests finish."""
-        call = call_context(context)
+        call = self._call(context)
 
         async def unload() -> pb.RepositoryModelUnloadResponse:
             name = _repository_model(request)

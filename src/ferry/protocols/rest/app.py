@@ -107,7 +107,10 @@ class RequestIdMiddleware:
     ``scope["state"]["head"]``, the call context built from it
     (:func:`~ferry.protocols.rest.exchange.rest_call`) into ``scope["state"]["call"]``,
     and the request id (the client's ``X-Request-ID`` or a fresh one) into
-    ``scope["state"]["request_id"]``, for the handlers and the logs. A handler that
+    ``scope["state"]["request_id"]``, for the handlers and the logs. A verified client
+    certificate's common name comes from the ASGI TLS extension
+    (``scope["extensions"]["tls"]["client_cert_name"]``), which ferry's HTTP/1.1 protocol
+    sets on TLS connections. A handler that
     raises something unexpected is answered with a JSON 500 naming the id (if no response
     has started), and the traceback is logged under that id.
     """
@@ -125,7 +128,16 @@ class RequestIdMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = rid.decode("ascii")
         state["head"] = head
-        state["call"] = rest_call(rid, "asgi", peer_of(scope.get("client")), head)
+        extensions = scope.get("extensions")
+        tls = extensions.get("tls") if extensions else None
+        certificate = None
+        if tls and tls.get("client_cert_name"):
+            # Imported here: ferry.security needs the security extra, TLS or not.
+            from ferry.security.tls import common_name
+
+            certificate = common_name(tls["client_cert_name"])
+        state["call"] = rest_call(rid, "asgi", peer_of(scope.get("client")), head,
+                                  certificate)
         # Every log line written while this request is handled carries its id.
         token = log_request_id.set(rid.decode("ascii"))
         started = False

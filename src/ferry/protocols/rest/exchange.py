@@ -64,15 +64,19 @@ def fresh_id() -> bytes:
     return b"%s%016x" % (_ID_PREFIX, next(_ids) & 0xFFFF_FFFF_FFFF_FFFF)
 
 
-def rest_call(rid: bytes, door: str, peer: str | None, head: Head | None) -> CallContext:
+def rest_call(rid: bytes, door: str, peer: str | None, head: Head | None,
+              certificate: str | None = None) -> CallContext:
     """The call context of a REST request (every REST door builds it here).
 
-    REST has no deadline of its own: the call has none unless a policy sets one.
+    ``certificate`` is the common name of the client certificate the connection's TLS
+    handshake verified (mTLS), if any. REST has no deadline of its own: the call has none
+    unless a policy sets one.
     """
     credentials = None
     if head is not None and head.authorization is not None:
         credentials = head.authorization.decode("latin-1")
-    return CallContext(rid.decode("ascii"), "rest", door, peer=peer, credentials=credentials)
+    return CallContext(rid.decode("ascii"), "rest", door, peer=peer, credentials=credentials,
+                       certificate=certificate)
 
 
 def peer_of(address: Any) -> str | None:

@@ -25,7 +25,10 @@ around the parser is what makes a server fast and safe:
 
 uvicorn still runs the server (sockets, the ``date`` header, graceful shutdown, which calls
 :meth:`HttpProtocol.shutdown`): ``uvicorn.Config(http=...)`` takes a protocol class, its
-documented seam for custom protocols.
+documented seam for custom protocols. With TLS the event loop's SSL transport does the
+handshake before :meth:`HttpProtocol.connection_made`, which reads a verified client
+certificate (mTLS) once per connection for the lane's call contexts and the app's ASGI TLS
+extension; a plain connection pays nothing per request.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import ssl
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, NamedTuple, cast
@@ -129,6 +133,30 @@ class _Request:
 
 
 _NO_PARAMS: dict[str, str] = {}
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+def _tls_extension(ssl_object: Any) -> tuple[dict[str, Any], str | None]:
+    """The ASGI TLS extension of a connection, and its client certificate's common name.
+
+    ``client_cert_name`` is the verified client certificate's subject (RFC 4514), None
+    without mTLS; ``client_cert_chain`` holds that certificate alone (Python's ``ssl``
+    exposes no chain before 3.13).
+    """
+    # Imported here: ferry.security needs the security extra, which TLS implies.
+    from ferry.security.tls import peer_names
+
+    names = peer_names(ssl_object)
+    der = ssl_object.getpeercert(binary_form=True) if names else None
+    extension = {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": names[0] if names else None,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(ssl_object.version()),
+        "cipher_suite": None,
+    }
+    return extension, names[1] if names else None
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -155,6 +183,8 @@ class HttpProtocol(asyncio.Protocol):
         self._max_body = self.ctx.max_body_bytes
         self.transport: asyncio.Transport | None = None
         self._peer: str | None = None
+        self._certificate: str | None = None  # a verified client certificate's CN (mTLS)
+        self._tls: dict[str, Any] | None = None  # the scope's TLS extension, on TLS only
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[_Request] = deque()  # read, not yet answered; [0] is next
         self._queued = 0  # bytes held by requests behind the one being answered
@@ -190,6 +220,9 @@ class HttpProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
         self._peer = peer_of(transport.get_extra_info("peername"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:  # called once the handshake is done: the peer is known
+            self._tls, self._certificate = _tls_extension(ssl_object)
         self.connections.add(self)
         self._arm(self.loop.time() + min(self.keep_alive_seconds, self.limits.head_timeout))
 
@@ -563,7 +596,7 @@ class HttpProtocol(asyncio.Protocol):
         route = request.route
         head = request.head
         assert route is not None and head is not None
-        call = rest_call(rid, "http11", self._peer, head)
+        call = rest_call(rid, "http11", self._peer, head, self._certificate)
         status, headers, payload = await answer_logged(
             self.ctx, call, route, request.params, request.body(), head.binary)
         close = self._closes_after(request)
@@ -606,7 +639,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         root = self.config.root_path
-        return {
+        scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": target.version,
@@ -621,6 +654,9 @@ class HttpProtocol(asyncio.Protocol):
             "headers": headers,
             "state": self.app_state.copy(),
         }
+        if self._tls is not None:
+            scope["extensions"] = {"tls": dict(self._tls)}
+        return scope
 
     def _closes_after(self, request: _Request) -> bool:
         return not request.keep_alive or self._closing
