@@ -359,6 +359,10 @@ def values_as(name: str, datatype: str, data: Any, *, role: str = "input"
             f"{role} {quote_name(name)}: expected {datatype} values, got {_describe_kind(array)}"
         )
     if target.kind == "O":
+        if kind == "U":
+            # numpy's fixed-width str dtype drops trailing NULs ("a\x00" -> "a"): take the
+            # strings as the objects they are (the nesting is rectangular: checked above).
+            array = np.asarray(data, dtype=object).reshape(array.shape)
         return _as_bytes_array(array)
     if target.kind in "iu" and kind in "iu":
         info = np.iinfo(target)
