@@ -57,17 +57,25 @@ class LoadResult:
 
 #: What ``post.lua`` reads as "send no Content-Type header" (tritonclient.http sends none).
 NO_CONTENT_TYPE = "-"
+#: What ``post.lua`` reads as "not given" for a positional argument before a given one.
+NO_VALUE = "-"
 
 
 def wrk_command(url: str, body: Path, *, connections: int, seconds: float,
                 content_type: str | None = "application/json", timeout_s: float = 10.0,
-                script: Path = LUA_SCRIPT, header_length: int | None = None) -> list[str]:
+                script: Path = LUA_SCRIPT, header_length: int | None = None,
+                headers_file: Path | None = None) -> list[str]:
     """The wrk command line: one thread (one core), ``connections`` connections, POST ``body``.
 
     ``content_type`` None sends no ``Content-Type`` header at all (wrk adds none of its own).
     ``header_length`` sends ``Inference-Header-Content-Length`` (V2 binary tensor data).
+    ``headers_file`` holds more headers, one ``Name: value`` a line, sent with every request:
+    a credential goes there, never on the command line. ``url`` may be ``https://`` (wrk
+    keeps each connection open, and does not verify the certificate).
     """
     extra = [str(header_length)] if header_length is not None else []
+    if headers_file is not None:
+        extra = [*(extra or [NO_VALUE]), str(headers_file)]
     return ["wrk", "-t1", f"-c{connections}", f"-d{_secs(seconds)}s",
             f"--timeout={_secs(timeout_s)}s", "--latency", "-s", str(script),
             url, "--", str(body), content_type or NO_CONTENT_TYPE, *extra]

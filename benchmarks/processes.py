@@ -12,6 +12,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -164,30 +165,35 @@ class Service:
 
 
 def http_post(url: str, body: bytes, *, content_type: str | None = "application/json",
-              timeout: float = 10.0, headers: dict[str, str] | None = None
-              ) -> tuple[int, bytes]:
+              timeout: float = 10.0, headers: dict[str, str] | None = None,
+              context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """POST ``body`` and return (status, body); HTTP errors are returned, not raised.
 
     ``content_type`` None sends no ``Content-Type`` header (urllib would add a form type).
+    ``context``: the TLS client context of an ``https://`` URL.
     """
     if content_type is None:
-        return _post_untyped(url, body, timeout=timeout, headers=headers or {})
+        return _post_untyped(url, body, timeout=timeout, headers=headers or {},
+                             context=context)
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": content_type, **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
 
 
-def _post_untyped(url: str, body: bytes, *, timeout: float, headers: dict[str, str]
-                  ) -> tuple[int, bytes]:
+def _post_untyped(url: str, body: bytes, *, timeout: float, headers: dict[str, str],
+                  context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """POST with http.client, which adds Host and Content-Length only."""
     parts = urllib.parse.urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
-                                            timeout=timeout)
+    host = parts.hostname or "127.0.0.1"
+    connection = (http.client.HTTPSConnection(host, parts.port, timeout=timeout,
+                                              context=context)
+                  if parts.scheme == "https" else
+                  http.client.HTTPConnection(host, parts.port, timeout=timeout))
     try:
         connection.request("POST", target or "/", body=body, headers=headers)
         response = connection.getresponse()
@@ -196,10 +202,11 @@ def _post_untyped(url: str, body: bytes, *, timeout: float, headers: dict[str, s
         connection.close()
 
 
-def http_get(url: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(url: str, *, timeout: float = 5.0,
+             context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """GET ``url`` and return (status, body); HTTP errors are returned, not raised."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())

@@ -23,6 +23,10 @@ V2_JSON = "V2 JSON infer"
 #: The same V2 JSON request with no Content-Type header, as tritonclient.http sends it.
 V2_JSON_NO_TYPE = "V2 JSON infer, no Content-Type"
 V2_BINARY = "V2 binary infer"
+#: Issue 15: the same V2 JSON request, each against its own ``ferry serve`` configured so.
+V2_JSON_API_KEY = "V2 JSON infer, API key"
+V2_JSON_JWT = "V2 JSON infer, JWT"
+V2_JSON_TLS = "V2 JSON infer, TLS"
 GRPC = "gRPC raw contents"
 NOOP_ROUTE = "POST /noop"
 
@@ -54,21 +58,28 @@ class Ratio:
     goal: float | None
     unit: str  # "x" (times) or "%"
     basis: str = ""
+    #: Errors (non-2xx answers, socket errors) of the measured side over every round: any
+    #: makes the target not met, so that a flood of fast refusals never passes.
+    errors: int = 0
+    #: Why the measured side has no figure, shown after "not measured".
+    why: str = ""
 
     @property
     def met(self) -> bool | None:
         """True/False against the goal; None when not measured or when there is no goal."""
         if self.value is None or self.goal is None:
             return None
-        return self.value >= self.goal
+        return self.value >= self.goal and not self.errors
 
     def shown(self) -> str:
         """The value as the table prints it."""
         if self.value is None:
-            return "not measured"
-        if self.unit == "%":
-            return f"{self.value * 100:.0f} %"
-        return f"{self.value:.2f}x"
+            why = self.why.removeprefix("not measured: ").replace("|", "/")
+            if len(why) > 100:
+                why = why[:99] + "…"
+            return f"not measured: {why}" if why else "not measured"
+        shown = f"{self.value * 100:.0f} %" if self.unit == "%" else f"{self.value:.2f}x"
+        return f"{shown} ({self.errors} errors)" if self.errors else shown
 
     def goal_shown(self) -> str:
         """The goal as the table prints it."""
@@ -104,6 +115,17 @@ class Report:
         return [m.result for m in self.measurements
                 if (m.workload, m.server, m.route, m.connections) == key
                 and m.result is not None]
+
+    def errors(self, workload: str, server: str, route: str, connections: int) -> int:
+        """Errors of one configuration over every round."""
+        return sum(r.errors for r in self.results(workload, server, route, connections))
+
+    def why(self, workload: str, server: str, route: str, connections: int) -> str:
+        """Why one configuration has no figure: the note of its first run without one."""
+        key = (workload, server, route, connections)
+        return next((m.note for m in self.measurements
+                     if (m.workload, m.server, m.route, m.connections) == key
+                     and m.result is None and m.note), "")
 
     def rps(self, workload: str, server: str, route: str, connections: int) -> float | None:
         """Requests/s of one run, None if it did not run or had errors in every request."""
@@ -148,6 +170,16 @@ def ratios(report: Report) -> list[Ratio]:
     out.append(Ratio("W1, 64 conns: ferry V2 JSON without Content-Type / with", _div(
         report.rps("W1", FERRY, V2_JSON_NO_TYPE, 64), report.rps("W1", FERRY, V2_JSON, 64)),
         0.95, "%", "requests/s"))
+    # Issue 15: authentication and TLS against the plain V2 JSON figure of the same run, each
+    # variant measured on its own `ferry serve`; its errors (a 401 is fast) fail the target.
+    plain = report.rps("W1", FERRY, V2_JSON, 64)
+    for route, name, goal in ((V2_JSON_API_KEY, "with API key / without", 0.90),
+                              (V2_JSON_JWT, "with JWT / without", 0.85),
+                              (V2_JSON_TLS, "over TLS / plain", 0.60)):
+        out.append(Ratio(f"W1, 64 conns: ferry V2 JSON {name}", _div(
+            report.rps("W1", FERRY, route, 64), plain), goal, "%", "requests/s",
+            errors=report.errors("W1", FERRY, route, 64),
+            why=report.why("W1", FERRY, route, 64)))
     for conns in (64, 1):
         out.append(Ratio(f"W1, {conns} conn{'s' if conns > 1 else ''}: ferry /predict / "
                          "FastAPI, typical form", _div(report.rps("W1", FERRY, PREDICT, conns),
@@ -166,10 +198,11 @@ def zero_error_check(report: Report) -> tuple[int, int]:
     """(errors, runs) over ferry's W1 64-connection REST runs, every round (zero wanted).
 
     The no-Content-Type V2 JSON runs count too: an answer refused there (415) would
-    otherwise make its ratio look fast.
+    otherwise make its ratio look fast; so do the API key, JWT and TLS runs (a 401).
     """
     errors = runs = 0
-    for route in (V2_JSON, PREDICT, V2_JSON_NO_TYPE):
+    for route in (V2_JSON, PREDICT, V2_JSON_NO_TYPE, V2_JSON_API_KEY, V2_JSON_JWT,
+                  V2_JSON_TLS):
         for result in report.results("W1", FERRY, route, 64):
             runs += 1
             errors += result.errors

@@ -2,7 +2,8 @@
 
 Order: build the workloads (train the seed and ``ferry import`` it; build W2 and import it),
 raw ONNX Runtime (the limit), then for each workload the plain FastAPI endpoint, ferry
-(``/predict``, V2 JSON with and without Content-Type, V2 binary, gRPC), the Flask seed and the
+(``/predict``, V2 JSON with and without Content-Type, V2 binary, gRPC; then W1's V2 JSON with
+an API key, with a JWT and over TLS, each on its own ``ferry serve``), the Flask seed and the
 no-op ceilings (a no-op ASGI app for REST, a no-op grpc.aio servicer for gRPC), then ferry's
 cold start.
 Each server runs pinned to core 0, each load generator to core 1. A server that cannot be
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import loadgen, metrics
+from benchmarks import loadgen, metrics, security
 from benchmarks.loadgen import LoadResult
 from benchmarks.machine import machine_info
 from benchmarks.processes import (
@@ -51,11 +52,15 @@ from benchmarks.results import (
     PREDICT,
     V2_BINARY,
     V2_JSON,
+    V2_JSON_API_KEY,
+    V2_JSON_JWT,
     V2_JSON_NO_TYPE,
+    V2_JSON_TLS,
     Measurement,
     Report,
     render,
 )
+from benchmarks.security import Variant
 from benchmarks.workloads import (
     Workload,
     WrongAnswerError,
@@ -79,6 +84,8 @@ Check = Callable[[bytes, Workload], None]
 #: Requests by gRPC status on the server (None: the server cannot say).
 Counts = Callable[[], dict[str, float] | None]
 JSON = "application/json"
+#: The connection count of issue 15's secured runs (API key, JWT, TLS).
+SECURED_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class Bench:
         self.logs = options.workdir / "logs"
         self.wrong_answers = 0
         self.round = 1
+        self.variants: list[Variant] | None = None
         self.report = Report(machine=machine_info(), settings={
             "Method": (f"server pinned to core {SERVER_CORE} (`taskset -c {SERVER_CORE}`), load "
                        f"generator to core {LOAD_CORE}; batch-1 requests, closed loop; each "
@@ -196,46 +204,54 @@ class Bench:
         return path
 
     def _verify(self, url: str, body: bytes, check: Check, w: Workload,
-                header_length: int | None = None, content_type: str | None = JSON) -> None:
-        headers: dict[str, str] = {}
+                header_length: int | None = None, content_type: str | None = JSON,
+                variant: Variant | None = None) -> None:
+        headers: dict[str, str] = dict(variant.headers) if variant is not None else {}
         if header_length is not None:
             content_type = "application/octet-stream"
-            headers = {"Inference-Header-Content-Length": str(header_length)}
+            headers["Inference-Header-Content-Length"] = str(header_length)
         status, answer = http_post(url, body, timeout=30, content_type=content_type,
-                                   headers=headers)
+                                   headers=headers,
+                                   context=variant.context() if variant is not None else None)
         if status != 200:
             raise WrongAnswerError(f"POST {url} answered {status}: {answer[:300]!r}")
         check(answer, w)
 
     def _wrk(self, url: str, body: Path, connections: int, seconds: float,
-             header_length: int | None = None, content_type: str | None = JSON) -> LoadResult:
+             header_length: int | None = None, content_type: str | None = JSON,
+             headers_file: Path | None = None) -> LoadResult:
         if header_length is not None:
             content_type = "application/octet-stream"
         command = pinned(loadgen.wrk_command(url, body, connections=connections,
                                              seconds=seconds, content_type=content_type,
-                                             header_length=header_length), LOAD_CORE)
+                                             header_length=header_length,
+                                             headers_file=headers_file), LOAD_CORE)
         out = _run(command, timeout=seconds + 60)
         return loadgen.parse_wrk(out, connections)
 
     def http_runs(self, service: Service, w: Workload, server: str, route: str, url: str,
                   body: bytes, check: Check, header_length: int | None = None, *,
-                  content_type: str | None = JSON) -> None:
+                  content_type: str | None = JSON, variant: Variant | None = None,
+                  connections: Sequence[int] | None = None) -> None:
         """Check one answer, then warm up and measure at each connection count.
 
         ``content_type`` None sends no Content-Type header, in the checks and in the load.
+        ``variant``: the headers (credential) and TLS trust of a secured run, checks and load.
         """
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
-        for conns in self.o.connections:
+        headers_file = variant.headers_file if variant is not None else None
+        for conns in self.o.connections if connections is None else connections:
             m = Measurement(w.key, server, route, conns, WRK, round=self.round)
             try:
-                self._verify(url, body, check, w, header_length, content_type)
-                self._wrk(url, path, conns, self.o.warmup, header_length, content_type)
+                self._verify(url, body, check, w, header_length, content_type, variant)
+                self._wrk(url, path, conns, self.o.warmup, header_length, content_type,
+                          headers_file)
                 cpu_before = service.cpu_seconds()
                 result = self._wrk(url, path, conns, self.o.duration, header_length,
-                                   content_type)
+                                   content_type, headers_file)
                 cpu = (service.cpu_seconds() - cpu_before) / result.seconds
                 # still right after the load
-                self._verify(url, body, check, w, header_length, content_type)
+                self._verify(url, body, check, w, header_length, content_type, variant)
             except WrongAnswerError as exc:
                 self.wrong_answers += 1
                 m = Measurement(w.key, server, route, conns, WRK, note=f"WRONG ANSWER: {exc}",
@@ -310,9 +326,9 @@ class Bench:
             self.report.measurements.append(m)
 
     def _skip(self, w: Workload, server: str, routes: Sequence[str], client: str,
-              why: str) -> None:
+              why: str, connections: Sequence[int] | None = None) -> None:
         for route in routes:
-            for conns in self.o.connections:
+            for conns in self.o.connections if connections is None else connections:
                 self.report.measurements.append(
                     Measurement(w.key, server, route, conns, client, note=why, round=self.round))
 
@@ -419,22 +435,41 @@ class Bench:
         return None
 
     def ferry_service(self, name: str, http_port: int, grpc_port: int,
-                      models: Sequence[str]) -> Service:
-        """``ferry serve`` of the benchmark repository, one worker, pinned to the server core."""
+                      models: Sequence[str], env: dict[str, str] | None = None) -> Service:
+        """``ferry serve`` of the benchmark repository, one worker, pinned to the server core.
+
+        ``env``: more variables (``FERRY_SECURITY__*`` settings of a secured run).
+        """
         command = ferry_command("serve", str(self.repo), "--models", ",".join(models),
                                 "--host", "127.0.0.1", "--http-port", str(http_port),
                                 "--grpc-port", str(grpc_port), "--workers", "1")
-        return Service(name, command, log=self.logs / f"{name}.log")
+        return Service(name, command, log=self.logs / f"{name}.log",
+                       env={**os.environ, **env} if env else None)
 
     def ferry(self, workloads: dict[str, Workload]) -> None:
-        """ferry serving both models: /predict, V2 JSON and gRPC at 64 and 1 connections."""
+        """ferry's plain server, then (every other round: first) W1's secured runs.
+
+        Both halves run in every round, their order reversed every other round as the
+        compared groups are: the secured ratios divide by the plain V2 JSON figure.
+        """
         why = self.ferry_available()
+        w1 = workloads["W1"]
         if why is not None:
             for w in workloads.values():
                 self._skip(w, FERRY, _ferry_rest_routes(w), WRK, why)
                 self._skip(w, FERRY, [GRPC], H2LOAD, why)
+            self._skip(w1, FERRY, SECURED_ROUTES, WRK, why, self._secured_connections())
             log(why)
             return
+        if self.round % 2:
+            self.ferry_plain(workloads)
+            self.ferry_secured(w1)
+        else:
+            self.ferry_secured(w1)
+            self.ferry_plain(workloads)
+
+    def ferry_plain(self, workloads: dict[str, Workload]) -> None:
+        """ferry serving both models: /predict, V2 JSON and gRPC at 64 and 1 connections."""
         http_port, grpc_port = free_port(), free_port()
         base = f"http://127.0.0.1:{http_port}"
         service = self.ferry_service("ferry", http_port, grpc_port,
@@ -465,6 +500,53 @@ class Bench:
         except ServerError as exc:
             for w in workloads.values():
                 self._skip(w, FERRY, _ferry_rest_routes(w), WRK, _first_line(exc))
+
+    def _secured_connections(self) -> list[int]:
+        return [c for c in self.o.connections if c == SECURED_CONNECTIONS]
+
+    def _variants(self) -> list[Variant]:
+        """Issue 15's secured runs; their credentials are made once per benchmark run."""
+        if self.variants is None:
+            self.variants = security.variants(self.o.workdir / "security")
+        return self.variants
+
+    def ferry_secured(self, w: Workload) -> None:
+        """W1's V2 JSON at 64 connections with an API key, with a JWT, and over TLS.
+
+        Each runs against its own ``ferry serve`` (W1 only) started with its ``[security]``
+        settings. Before the load, a request without the credential must be refused with 401
+        (else authentication is not on and the figure would not be one with it).
+        """
+        connections = self._secured_connections()
+        if not connections:
+            return
+        for variant in self._variants():
+            if variant.missing is not None:
+                log(f"{w.key} ferry {variant.route}: {variant.missing}")
+                self._skip(w, FERRY, [variant.route], WRK, variant.missing, connections)
+                continue
+            http_port, grpc_port = free_port(), free_port()
+            base = f"{variant.scheme}://127.0.0.1:{http_port}"
+            url = f"{base}/v2/models/{w.model}/infer"
+            name = f"ferry-{_slug(variant.route.split(',')[-1])}"
+            service = self.ferry_service(name, http_port, grpc_port, [w.model], variant.env)
+            log(f"ferry serve ({variant.route}) on :{http_port}")
+
+            def ready(base: str = base, variant: Variant = variant) -> bool:
+                return http_get(f"{base}/v2/health/ready", timeout=2,
+                                context=variant.context())[0] == 200
+
+            try:
+                with running(service, ready, timeout=120):
+                    refused = _unrefused(url, w.v2_body(), variant)
+                    if refused is not None:
+                        self.wrong_answers += 1
+                        self._skip(w, FERRY, [variant.route], WRK, refused, connections)
+                        continue
+                    self.http_runs(service, w, FERRY, variant.route, url, w.v2_body(),
+                                   check_v2, variant=variant, connections=connections)
+            except ServerError as exc:
+                self._skip(w, FERRY, [variant.route], WRK, _first_line(exc), connections)
 
     def cold_start(self, w: Workload) -> None:
         """Seconds from launching ``ferry serve`` on the demo model to its first 200 answer."""
@@ -543,6 +625,26 @@ def _grpc_counts(metrics_url: str | None) -> dict[str, float] | None:
     except OSError:
         return None
     return metrics.grpc_status_counts(body.decode()) if status == 200 else None
+
+
+SECURED_ROUTES = (V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_TLS)
+
+
+def _unrefused(url: str, body: bytes, variant: Variant) -> str | None:
+    """None if a request without ``variant``'s credential gets 401 (or it has none), else why.
+
+    The message names the status only: never the credential, nor the answer.
+    """
+    if not variant.headers:
+        return None
+    try:
+        status, _ = http_post(url, body, timeout=30, context=variant.context())
+    except OSError as exc:
+        return f"a request without the credential failed: {_first_line(exc)}"
+    if status == 401:
+        return None
+    return (f"WRONG SET-UP: a request without the credential answered {status}, not 401: "
+            "authentication is not on")
 
 
 def _ferry_rest_routes(w: Workload) -> list[str]:

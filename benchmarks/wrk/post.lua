@@ -1,9 +1,13 @@
 -- wrk script: POST one fixed body, count every response by HTTP status, report JSON.
 --
---   wrk -t1 -c64 -d15s --latency -s post.lua URL -- BODY_FILE [CONTENT_TYPE [HEADER_LENGTH]]
+--   wrk -t1 -c64 -d15s --latency -s post.lua URL -- BODY_FILE [CONTENT_TYPE
+--       [HEADER_LENGTH [HEADERS_FILE]]]
 --
 -- CONTENT_TYPE defaults to application/json; "-" sends no Content-Type header at all (as
--- tritonclient.http does; wrk itself adds only Host and Content-Length).
+-- tritonclient.http does; wrk itself adds only Host and Content-Length). HEADER_LENGTH, when
+-- not "-", is sent as Inference-Header-Content-Length (V2 binary tensor data). HEADERS_FILE
+-- holds more headers, one "Name: value" a line, sent with every request (Authorization:
+-- a credential is read from a file, never passed on wrk's command line).
 --
 -- wrk itself only counts statuses above 399 and reports no status histogram, so each
 -- thread counts the statuses it sees; done() (run once, after all threads) adds them up
@@ -20,7 +24,8 @@ end
 function init(args)
    local path = args[1]
    if path == nil then
-      error("usage: wrk ... -s post.lua URL -- BODY_FILE [CONTENT_TYPE|- [HEADER_LENGTH]]")
+      error("usage: wrk ... -s post.lua URL -- BODY_FILE [CONTENT_TYPE|- [HEADER_LENGTH|- " ..
+            "[HEADERS_FILE]]]")
    end
    local file = assert(io.open(path, "rb"))
    wrk.method = "POST"
@@ -30,8 +35,20 @@ function init(args)
    if content_type ~= "-" then
       wrk.headers["Content-Type"] = content_type
    end
-   if args[3] ~= nil then  -- V2 binary tensor data: the JSON header's length
+   if args[3] ~= nil and args[3] ~= "-" then  -- V2 binary tensor data: the JSON header's length
       wrk.headers["Inference-Header-Content-Length"] = args[3]
+   end
+   if args[4] ~= nil then
+      local headers = assert(io.open(args[4], "rb"))
+      for line in headers:lines() do
+         local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+         if name ~= nil then
+            wrk.headers[name] = value
+         elseif line:match("%S") then
+            error("HEADERS_FILE: a line is not 'Name: value'")  -- never echoes the line
+         end
+      end
+      headers:close()
    end
 end
 
