@@ -109,10 +109,12 @@ def decode_request(doc: Any, binary: memoryview, model: str,
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError(f"'id' must be a string, got {_kind(request_id)}")
+    parameters = _parameters(doc.get("parameters"), "request")
+    _check_flag(parameters, "binary_data_output", "request")
     return infer_request(
         model, inputs, model_version=version, id=request_id,
         outputs=_decode_outputs(doc.get("outputs")),
-        parameters=_parameters(doc.get("parameters"), "request"),
+        parameters=parameters,
     )
 
 
@@ -278,9 +280,17 @@ def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InputError(f"outputs[{index}] must be an object with a 'name' string")
         name = item["name"]
-        outputs.append(RequestedOutput(name, _parameters(item.get("parameters"),
-                                                         f"output {quote_name(name)}")))
+        parameters = _parameters(item.get("parameters"), f"output {quote_name(name)}")
+        _check_flag(parameters, "binary_data", f"output {quote_name(name)}")
+        outputs.append(RequestedOutput(name, parameters))
     return outputs
+
+
+def _check_flag(parameters: dict[str, Any], key: str, where: str) -> None:
+    """Refuse a binary-extension flag that is not a JSON boolean (as Triton does)."""
+    if key in parameters and not isinstance(parameters[key], bool):
+        raise InputError(f"{where}: parameter {key!r} must be true or false, got "
+                         f"{_kind(parameters[key])}")
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:

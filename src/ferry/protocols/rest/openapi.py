@@ -6,6 +6,14 @@ schema-based fuzzers test the real contract: JSON tensors, the binary extension'
 ``Inference-Header-Content-Length``, the repository extension, ``/predict`` and TF Serving.
 Its paths come from the route table (:mod:`ferry.protocols.rest.routes`), like the app's
 routes and the inference lane's matcher; each handler's operation is written here.
+
+"What the server really accepts" is checked by a schemathesis run in the integration tests
+(``tests/integration/protocols/rest/test_schemathesis.py``, every check): a request the
+document forbids is refused, one it allows is accepted, and every answer has a documented
+status, content type and schema. Two things no JSON schema can say are left to the server
+and documented as 400 answers of the inference routes: whether tensors fit the model named
+(its inputs, datatypes and shapes change with the models served) and whether ``data``
+agrees with ``shape`` (a count, and rectangular nesting).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ferry.signature import DATATYPES
+from ferry.signature import DATATYPES, MAX_DIM, MAX_RANK
 
 __all__ = ["DOCS_HTML", "openapi_document"]
 
@@ -44,6 +52,9 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 _ERRORS = {
     "400": _answer("Malformed request, or tensors that do not fit the model", _ref("Error")),
+    "401": _answer("Authentication is on and the request has no valid bearer credential "
+                   "(WWW-Authenticate: Bearer)", _ref("Error")),
+    "403": _answer("The credential's grants do not cover this call", _ref("Error")),
     "404": _answer("Unknown model, version or output", _ref("Error")),
     "413": _answer("Body larger than the server's limit", _ref("Error")),
     "415": _answer("Content type or encoding the route does not read", _ref("Error")),
@@ -51,22 +62,50 @@ _ERRORS = {
                    _ref("Error")),
     "503": _answer("Server or model not ready (starting, draining)", _ref("Error")),
 }
-_READ_ERRORS = {k: _ERRORS[k] for k in ("404",)}
+#: The refusals of a call that names a model and sends no body.
+_READ_ERRORS = {"400": _answer("Malformed model name or version", _ref("Error")),
+                **{k: _ERRORS[k] for k in ("401", "403", "404")}}
+#: The refusals of a call that names no model and sends no body (health, server metadata).
+_AUTH_ERRORS = {k: _ERRORS[k] for k in ("401", "403")}
 
-_MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+#: Security: a bearer credential (an API key or a JWT) when the server turns authentication
+#: on; optional in the document ({} is "no credential"), because it is a setting.
+_BEARER = {"type": "http", "scheme": "bearer",
+           "description": "An API key (fk_...) from `ferry keys add`, or a JWT; needed only "
+                          "when the server runs with [security] api_keys_file or a JWT key."}
+_SECURITY: list[dict[str, list[str]]] = [{}, {"bearer": []}]
+
+# ferry's model name rule (repository/layout.py check_model_name, which this package may not
+# import; a unit test keeps the two in step): so generated names are ones a server can hold.
+_MODEL = {"name": "model", "in": "path", "required": True,
+          "description": "A model name: 1-128 letters, digits, '_', '.' or '-', starting with "
+                         "a letter or digit, without '..'.",
+          "schema": {"type": "string", "minLength": 1, "maxLength": 128,
+                     "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "not": {"pattern": "[.][.]"}}}
 _VERSION = {"name": "version", "in": "path", "required": True,
-            "schema": {"type": "string"}}
+            "description": "A version number (1, 2, ...), as the repository numbers them.",
+            "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}}
 _REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": False,
-               "schema": {"type": "string", "maxLength": 128},
-               "description": "Echoed in the response; generated when absent."}
+               "schema": {"type": "string"},
+               "description": "Echoed in the response when it is 1-128 printable ASCII "
+                              "characters; any other value (longer, or other characters) is "
+                              "ignored and, as when absent, the server makes a fresh id."}
 _HEADER_LENGTH = {"name": "Inference-Header-Content-Length", "in": "header",
-                  "required": False, "schema": {"type": "integer", "minimum": 0},
-                  "description": "Length of the JSON part when binary tensor data follows."}
+                  "required": False,
+                  "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+                  "description": "Length of the JSON part when binary tensor data follows "
+                                 "(at most the body's length)."}
 
-_SCALAR = {"type": ["string", "number", "integer", "boolean"]}
+_SCALAR = {"type": ["string", "number", "boolean"]}
 _PARAMETERS = {"type": "object", "additionalProperties": _SCALAR}
-_DATA = {"description": "Flat (row-major) or nested values; strings for BYTES.",
-         "anyOf": [{"type": "array"}, _SCALAR]}
+#: Tensor values: a scalar, or a list of values and lists (nested to any depth), no nulls.
+_DATA = {"description": "Flat (row-major) or nested values; strings for BYTES. A scalar is "
+                        "one value (a tensor of one element, or one row of a model that takes "
+                        "one value per row).",
+         "anyOf": [_ref("Values"), _SCALAR]}
+
+#: Values by input name.
+_NAMED = {"type": "object", "additionalProperties": _DATA}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"],
@@ -76,30 +115,39 @@ _SCHEMAS: dict[str, Any] = {
                                       "datatype": {"type": "string"},
                                       "shape": {"type": "array",
                                                 "items": {"type": "integer", "minimum": -1}}}},
+    "Values": {"type": "array", "items": {"anyOf": [_SCALAR, _ref("Values")]}},
     "RequestInput": {
         "type": "object", "required": ["name", "shape", "datatype"],
-        "description": "Needs 'data', or parameters.binary_data_size with binary data.",
+        "description": "Needs 'data', or (not both) parameters.binary_data_size with binary "
+                       "data after the JSON (Inference-Header-Content-Length).",
+        "oneOf": [{"required": ["data"]},
+                  {"required": ["parameters"], "properties": {
+                      "parameters": {"type": "object", "required": ["binary_data_size"]}}}],
         "properties": {
             "name": {"type": "string", "minLength": 1},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0,
-                                                 "maximum": (1 << 63) - 1}},
+            "shape": {"type": "array", "maxItems": MAX_RANK,
+                      "items": {"type": "integer", "minimum": 0, "maximum": MAX_DIM}},
             "datatype": {"type": "string", "enum": list(DATATYPES)},
-            "parameters": {"type": "object", "additionalProperties": _SCALAR, "properties": {
-                "binary_data_size": {"type": "integer", "minimum": 0}}},
+            "parameters": {"type": ["object", "null"], "additionalProperties": _SCALAR,
+                           "properties": {"binary_data_size": {"type": "integer",
+                                                               "minimum": 0}}},
             "data": _DATA}},
     "RequestOutput": {
         "type": "object", "required": ["name"],
         "properties": {"name": {"type": "string"},
-                       "parameters": {"type": "object", "additionalProperties": _SCALAR,
+                       "parameters": {"type": ["object", "null"],
+                                      "additionalProperties": _SCALAR,
                                       "properties": {"binary_data": {"type": "boolean"}}}}},
     "InferenceRequest": {
         "type": "object", "required": ["inputs"],
+        "description": "null is read as an absent 'id', 'parameters' or 'outputs', so "
+                       "clients that write unset fields as null are understood.",
         "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object", "additionalProperties": _SCALAR, "properties": {
-                "binary_data_output": {"type": "boolean"}}},
+            "id": {"type": ["string", "null"]},
+            "parameters": {"type": ["object", "null"], "additionalProperties": _SCALAR,
+                           "properties": {"binary_data_output": {"type": "boolean"}}},
             "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestInput")},
-            "outputs": {"type": "array", "items": _ref("RequestOutput")}}},
+            "outputs": {"type": ["array", "null"], "items": _ref("RequestOutput")}}},
     "ResponseOutput": {
         "type": "object", "required": ["name", "shape", "datatype"],
         "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
@@ -122,7 +170,7 @@ _SCHEMAS: dict[str, Any] = {
         "description": "'data' for a model with one input, or 'inputs' by name; not both.",
         "oneOf": [{"required": ["data"]}, {"required": ["inputs"]}],
         "properties": {"data": _DATA,
-                       "inputs": {"type": "object", "additionalProperties": _DATA}}},
+                       "inputs": {**_NAMED, "minProperties": 1}}},
     "PredictResponse": {
         "type": "object", "required": ["predictions", "model", "version"],
         "properties": {"predictions": {"type": "array"}, "model": {"type": "string"},
@@ -133,8 +181,11 @@ _SCHEMAS: dict[str, Any] = {
         "description": "Exactly one of 'instances' (row format) and 'inputs' (columnar).",
         "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
         "properties": {"signature_name": {"type": "string"},
-                       "instances": {"type": "array", "minItems": 1},
-                       "inputs": {"anyOf": [{"type": "object"}, {"type": "array"}, _SCALAR]}}},
+                       "instances": {"type": "array", "minItems": 1, "description":
+                                     "Rows: each the input's value, or each an object of "
+                                     "input name -> value (not a mix).",
+                                     "anyOf": [{"items": _DATA}, {"items": _NAMED}]},
+                       "inputs": {"anyOf": [_DATA, {**_NAMED, "minProperties": 1}]}}},
     "TFServingResponse": {
         "type": "object",
         "properties": {"predictions": {"type": "array"},
@@ -161,10 +212,13 @@ _SCHEMAS: dict[str, Any] = {
 
 
 def _op(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None,
-        tag: str) -> dict[str, Any]:
+        tag: str, engine: bool = True) -> dict[str, Any]:
+    """An operation; ``engine``: it calls the engine, so authentication (when on) applies."""
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if body is not None:
         op["requestBody"] = body
+    if engine:
+        op["security"] = _SECURITY
     return op
 
 
@@ -186,10 +240,14 @@ def _operations() -> dict[str, dict[str, Any]]:
                                      "type": "string", "format": "binary"}}}},
              **_ERRORS},
             body=_body(_ref("InferenceRequest"), binary=True), tag="V2 inference"),
-        "v2.live": _op("Server liveness", {"200": health, "503": not_ok}, tag="V2 health"),
-        "v2.ready": _op("Server readiness", {"200": health, "503": not_ok}, tag="V2 health"),
+        # Health is open by default ([security] open_health); 401 when a server closes it.
+        "v2.live": _op("Server liveness", {"200": health, "503": not_ok, **_AUTH_ERRORS},
+                       tag="V2 health"),
+        "v2.ready": _op("Server readiness", {"200": health, "503": not_ok, **_AUTH_ERRORS},
+                        tag="V2 health"),
         "v2.server_metadata": _op("Server metadata", {"200": _answer(
-            "Name, version, extensions", {"type": "object"})}, tag="V2 metadata"),
+            "Name, version, extensions", {"type": "object"}), **_AUTH_ERRORS},
+            tag="V2 metadata"),
         "v2.model_metadata": _op("Model metadata", {
             "200": _answer("Metadata", _ref("ModelMetadata")), **_READ_ERRORS},
             tag="V2 metadata"),
@@ -198,7 +256,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         "v2.repository_index": _op(
             "List the repository's models and their states",
             {"200": _answer("Models", {"type": "array", "items": _ref("RepositoryModel")}),
-             **{k: _ERRORS[k] for k in ("400", "413", "415")}},
+             **{k: _ERRORS[k] for k in ("400", "401", "403", "413", "415")}},
             body=_body(_ref("RepositoryIndexRequest"), required=False), tag="V2 repository"),
         "v2.load": _op("Load (or reload) the newest version(s) of a model",
                        {"200": _answer("Loaded"), **_ERRORS},
@@ -215,12 +273,12 @@ def _operations() -> dict[str, dict[str, Any]]:
                                  **_READ_ERRORS}, tag="TensorFlow Serving"),
         "ops.metrics": _op("Prometheus metrics", {"200": {
             "description": "Exposition text", "content": {"text/plain": {
-                "schema": {"type": "string"}}}}}, tag="Operations"),
+                "schema": {"type": "string"}}}}}, tag="Operations", engine=False),
         "ops.openapi": _op("This document", {"200": _answer("OpenAPI 3.1", {"type": "object"})},
-                           tag="Operations"),
+                           tag="Operations", engine=False),
         "ops.docs": _op("API docs page (HTML)", {"200": {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
-            tag="Operations"),
+            tag="Operations", engine=False),
     }
 
 
@@ -262,7 +320,7 @@ def openapi_document(version: str, routes: Iterable[Documented]) -> dict[str, An
                                 "tensor data and model repository extensions, the seed's "
                                 "/predict, and TensorFlow Serving's predict API."},
         "paths": paths,
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": _BEARER}},
     }
 
 

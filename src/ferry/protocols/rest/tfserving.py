@@ -48,6 +48,8 @@ def handlers(ctx: RestContext) -> dict[str, Endpoint]:
                 raise InputError(
                     'the predict request must be a JSON object with either "instances" '
                     '(row format) or "inputs" (columnar format)')
+            if not isinstance(doc.get("signature_name", ""), str):
+                raise InputError('"signature_name" must be a string')
             rows = "instances" in doc
 
             def build(meta: ModelMetadata) -> InferRequest:

@@ -108,7 +108,7 @@ class _Handlers:
     async def load(self, request: Request) -> Response:
         name: str = request.path_params["model"]
         doc = await _optional_json(request, self.ctx)
-        parameters = doc.get("parameters") or {}
+        parameters = doc.get("parameters", {})
         if not isinstance(parameters, dict):
             raise InputError(f"load {quote_name(name)}: 'parameters' must be a JSON object")
         unsupported = sorted(parameters)
@@ -123,7 +123,7 @@ class _Handlers:
     async def unload(self, request: Request) -> Response:
         name: str = request.path_params["model"]
         doc = await _optional_json(request, self.ctx)
-        parameters = doc.get("parameters") or {}
+        parameters = doc.get("parameters", {})
         if not isinstance(parameters, dict):
             raise InputError(f"unload {quote_name(name)}: 'parameters' must be a JSON object")
         # unload_dependents is accepted and has nothing to act on: ferry has no ensembles.
@@ -131,6 +131,9 @@ class _Handlers:
         if unknown:
             raise InputError(
                 f"unload {quote_name(name)}: unknown parameter {quote_name(unknown[0])}")
+        if not isinstance(parameters.get("unload_dependents", False), bool):
+            raise InputError(f"unload {quote_name(name)}: 'unload_dependents' must be true "
+                             "or false")
         await self.engine.unload_model(call_of(request), name)
         return Response(status_code=200)
 

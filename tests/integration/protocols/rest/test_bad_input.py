@@ -96,6 +96,23 @@ CASES = [
      ["'ready' must be true or false"]),
     ("load-with-config", "/v2/repository/models/pair/load",
      b'{"parameters": {"config": "{}"}}', {}, 400, ["parameter 'config' is not supported"]),
+    # What the OpenAPI document forbids, the server refuses (test_schemathesis.py).
+    ("load-parameters-null", "/v2/repository/models/pair/load", b'{"parameters": null}', {},
+     400, ["load 'pair': 'parameters' must be a JSON object"]),
+    ("unload-parameters-list", "/v2/repository/models/nope/unload", b'{"parameters": []}',
+     {}, 400, ["unload 'nope': 'parameters' must be a JSON object"]),
+    ("unload-dependents-not-bool", "/v2/repository/models/nope/unload",
+     b'{"parameters": {"unload_dependents": null}}', {}, 400,
+     ["'unload_dependents' must be true or false"]),
+    ("binary-data-output-not-bool", INFER, orjson.dumps(
+        {**_pair(), "parameters": {"binary_data_output": "yes"}}), {}, 400,
+     ["request: parameter 'binary_data_output' must be true or false, got a string"]),
+    ("binary-data-not-bool", INFER, orjson.dumps(
+        {**_pair(), "outputs": [{"name": "sum", "parameters": {"binary_data": 1}}]}), {}, 400,
+     ["output 'sum': parameter 'binary_data' must be true or false, got a number"]),
+    ("tfserving-signature-not-string", "/v1/models/mlp:predict",
+     b'{"instances": [[1, 2, 3, 4]], "signature_name": 1}', {}, 400,
+     ['"signature_name" must be a string']),
 ]
 
 
