@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -37,20 +38,24 @@ class Server:
 
 
 @contextmanager
-def ferry_serve(repo: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 60.0, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+def ferry_serve(repo: Path | None, *args: str, env: dict[str, str] | None = None,
+                timeout: float = 60.0, tls: ssl.SSLContext | None = None,
+                cwd: Path | None = None, log_format: str | None = "text") -> Iterator[Server]:
     """Run ``ferry serve repo args`` until ready (``/v2/health/ready`` is 200); stop it after.
 
     With ``tls`` (a client context trusting the server's CA, with a client certificate for
-    mTLS) the server is reached over ``https``.
+    mTLS) the server is reached over ``https``. ``repo`` None: the repository comes from the
+    settings (``--config``), read with ``cwd`` as the working directory.
     """
     http_port, grpc_port = free_port(), free_port()
-    log = repo.parent / f"serve-{http_port}.log"
+    log = (repo.parent if repo is not None else cast(Path, cwd)) / f"serve-{http_port}.log"
+    where = [str(repo)] if repo is not None else []
+    style = ["--log-format", log_format] if log_format else []
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ferry", "serve", str(repo), "--http-port", str(http_port),
-             "--grpc-port", str(grpc_port), "--log-format", "text", *args],
-            stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            [sys.executable, "-m", "ferry", "serve", *where, "--http-port", str(http_port),
+             "--grpc-port", str(grpc_port), *style, *args],
+            stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=cwd or ROOT,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
     scheme = "https" if tls is not None else "http"

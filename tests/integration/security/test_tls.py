@@ -13,8 +13,6 @@ reloads the certificate, key and client CA for new connections.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -32,15 +30,14 @@ import numpy as np
 import orjson
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from ferry.errors import ConfigError
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
 from ferry.security.tls import ServerTls, common_name
 from ferry.settings import SecuritySettings
+from pki import Issued, issue
 from rest_server import build_repository
 from serving import Server, ferry_serve
 
@@ -52,70 +49,6 @@ V2_BODY = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1
 JSON = {"content-type": "application/json"}
 
 # ------------------------------------------------------------------------- the PKI
-
-
-@dataclass
-class Issued:
-    """A key and its certificate, as PEM bytes."""
-
-    key: bytes
-    cert: bytes
-    serial: int
-    private: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
-
-    def write(self, folder: Path, stem: str) -> tuple[Path, Path]:
-        cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
-        cert.write_bytes(self.cert)
-        key.write_bytes(self.key)
-        key.chmod(0o600)
-        return cert, key
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ferry tests"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _issue(cn: str, issuer: Issued | None, *, ca: bool = False, server: bool = False
-           ) -> Issued:
-    """A certificate for ``cn`` signed by ``issuer`` (self-signed when None)."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    serial = x509.random_serial_number()
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(cn))
-               .issuer_name(issuer.certificate.subject if issuer else _name(cn))
-               .public_key(private.public_key())
-               .serial_number(serial)
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(private.public_key()),
-                              critical=False))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-    else:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False)
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                issuer.private.public_key()), critical=False)
-    certificate = builder.sign(issuer.private if issuer else private, hashes.SHA256())
-    key = private.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return Issued(key, certificate.public_bytes(serialization.Encoding.PEM), serial,
-                  private, certificate)
 
 
 @dataclass
@@ -134,10 +67,10 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
-    ca = _issue("ferry test CA", None, ca=True)
-    other = _issue("another CA", None, ca=True)
-    pki = Pki(ca, other, _issue("127.0.0.1", ca, server=True), _issue("client-ci", ca),
-              _issue("stranger", other), folder)
+    ca = issue("ferry test CA", None, ca=True)
+    other = issue("another CA", None, ca=True)
+    pki = Pki(ca, other, issue("127.0.0.1", ca, server=True), issue("client-ci", ca),
+              issue("stranger", other), folder)
     (folder / "ca.crt").write_bytes(ca.cert)
     (folder / "other-ca.crt").write_bytes(other.cert)
     pki.server.write(folder, "server")
@@ -389,7 +322,7 @@ def test_sighup_reloads_certificate_key_and_client_ca(pki, repo, tmp_path):
         assert _peer_serial(server, old) == pki.server.serial
         # Rotate everything: a new server certificate from the other CA, and only the
         # other CA's clients from now on.
-        rotated = _issue("127.0.0.1", pki.other_ca, server=True)
+        rotated = issue("127.0.0.1", pki.other_ca, server=True)
         rotated.write(tmp_path, "live")
         client_ca.write_bytes(pki.other_ca.cert)
         os.kill(server.process.pid, signal.SIGHUP)
