@@ -39,14 +39,14 @@ from ferry.engine import Engine
 from ferry.errors import ConfigError, FerryError
 from ferry.observability.logging import configure_logging
 from ferry.policy import Policy
-from ferry.repository import Repository
+from ferry.repository import Repository, TrustedKeys
 from ferry.settings import SecuritySettings, ServerSettings
 
 if TYPE_CHECKING:
     from ferry.security.audit import AuditLog
     from ferry.security.tls import ServerTls
 
-__all__ = ["Endpoints", "run", "security_policies", "serve"]
+__all__ = ["Endpoints", "run", "security_policies", "serve", "trusted_keys"]
 
 log = logging.getLogger("ferry.server")
 
@@ -100,7 +100,8 @@ async def serve(settings: ServerSettings, *,
     # one line, before any model loads (protocols/rest/uvicorn_seam.py).
     check_uvicorn()
     configure_logging(settings.log_format, settings.log_level)
-    repository = Repository(settings.repository)
+    repository = Repository(settings.repository,
+                            trusted_keys=trusted_keys(settings.security))
     if not repository.root.is_dir():
         raise ConfigError(f"repository {str(repository.root)!r} does not exist",
                           hint="import a model first (ferry import FILE --name NAME), or "
@@ -161,6 +162,20 @@ async def serve(settings: ServerSettings, *,
         if audit is not None:
             audit.close()
         log.info("stopped")
+
+
+def trusted_keys(security: SecuritySettings) -> TrustedKeys | None:
+    """The keys every loaded version must be signed by (``trusted_keys_file``), or None.
+
+    Raises:
+        ConfigError: the file cannot be read, has a bad line, or lists no key.
+    """
+    if security.trusted_keys_file is None:
+        return None
+    keys = TrustedKeys(security.trusted_keys_file)
+    log.info("signed models only: %d trusted key(s) from %s", len(keys.keys()),
+             security.trusted_keys_file)
+    return keys
 
 
 def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1"

@@ -81,6 +81,9 @@ class SecuritySettings(BaseModel):
     open_health: bool = Field(True, description="liveness and readiness need no credentials")
     audit_log: str | None = Field(
         None, description="audit log file (JSON lines), '-' for stderr; none when unset")
+    trusted_keys_file: Path | None = Field(
+        None, description="public keys (`ed25519 <base64> comment` lines); when set, every "
+        "version loaded must carry a signature by one of them (`ferry sign`)")
 
     tls_cert_file: Path | None = Field(
         None, description="PEM certificate chain of the server: REST and gRPC speak TLS "

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from ferry.errors import InputError, quote_name
 
-__all__ = ["MANIFEST_NAME", "ModelRef", "check_model_name", "parse_version"]
+__all__ = ["MANIFEST_NAME", "SIGNATURE_NAME", "ModelRef", "check_model_name", "parse_version"]
 
 MANIFEST_NAME = "manifest.json"
+#: Signatures over a version's manifest (repository/signing.py): beside it, not listed in it.
+SIGNATURE_NAME = "manifest.sig"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")

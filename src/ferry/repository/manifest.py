@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ferry.errors import IntegrityError
+from ferry.repository.layout import MANIFEST_NAME
 from ferry.signature import Signature
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "ParityReport",
     "SourceInfo",
     "now_utc",
+    "parse_manifest",
     "read_manifest",
 ]
 
@@ -119,11 +121,23 @@ def read_manifest(path: Path) -> Manifest:
     """
     where = f"{path.parent.parent.name}:{path.parent.name}"
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise IntegrityError(f"model {where}: {path.name} is missing") from None
+    return parse_manifest(raw, where)
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """Validate the bytes of a manifest file; ``where`` (``name:version``) names it in errors.
+
+    Raises:
+        IntegrityError: not JSON, of a newer schema, or invalid.
+    """
+    try:
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"model {where}: {path.name} is not valid JSON ({exc})") from None
+        raise IntegrityError(f"model {where}: {MANIFEST_NAME} is not valid JSON ({exc})"
+                             ) from None
     schema = data.get("schema_version") if isinstance(data, dict) else None
     if isinstance(schema, int) and schema > MANIFEST_SCHEMA:
         raise IntegrityError(

@@ -5,6 +5,7 @@ Layout::
     <root>/
       <model>/<version>/manifest.json   one directory per version, never changed once written
       <model>/<version>/model.onnx      ... and the artifact files the manifest lists
+      <model>/<version>/manifest.sig    signatures over manifest.json, if signed (signing.py)
       .staging/<pid>-<random>/          versions being written (invisible to readers)
       .locks/<model>.lock               serializes version numbering per model, and holds
                                         the highest number given (never reused)
@@ -13,6 +14,10 @@ A new version is written completely into ``.staging``, then renamed into place w
 model's lock is held, so two concurrent imports get two distinct numbers and a reader never
 sees half a version. A process killed mid-import leaves only its staging directory, which
 the next writer removes.
+
+With ``trusted_keys``, :meth:`Repository.open` also requires a signature by one of those
+keys over the version's manifest (:mod:`ferry.repository.signing`); since the manifest holds
+every file's sha256, the signature covers the whole version.
 """
 
 from __future__ import annotations
@@ -28,17 +33,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ferry.errors import IntegrityError, NotFoundError
+from ferry.errors import InputError, IntegrityError, NotFoundError, UntrustedArtifactError
 from ferry.repository.atomic import fsync_dir
 from ferry.repository.hashing import hash_tree
-from ferry.repository.layout import MANIFEST_NAME, ModelRef, check_model_name
-from ferry.repository.manifest import FileEntry, Manifest, read_manifest
+from ferry.repository.layout import MANIFEST_NAME, SIGNATURE_NAME, ModelRef, check_model_name
+from ferry.repository.manifest import FileEntry, Manifest, parse_manifest, read_manifest
+from ferry.repository.signing import (
+    MAX_SIGNATURE_FILE,
+    ManifestSignature,
+    SigningKey,
+    TrustedKey,
+    TrustedKeys,
+    check_signatures,
+    dump_signatures,
+    parse_signatures,
+)
 from ferry.repository.versions import VersionPolicy
 
 __all__ = ["Repository", "StoredModel"]
 
 _STAGING = ".staging"
 _LOCKS = ".locks"
+#: Files of a version directory that its manifest does not list.
+_UNLISTED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 
 
 @dataclass(frozen=True)
@@ -55,10 +72,17 @@ class StoredModel:
 
 
 class Repository:
-    """A model repository rooted at a directory (created on first write)."""
+    """A model repository rooted at a directory (created on first write).
 
-    def __init__(self, root: Path | str) -> None:
+    Args:
+        root: the directory.
+        trusted_keys: when given, :meth:`open` refuses a version without a signature by
+            one of these keys that verifies over its manifest.
+    """
+
+    def __init__(self, root: Path | str, *, trusted_keys: TrustedKeys | None = None) -> None:
         self.root = Path(root)
+        self.trusted_keys = trusted_keys
 
     def __repr__(self) -> str:
         return f"Repository({str(self.root)!r})"
@@ -123,19 +147,113 @@ class Repository:
     def open(self, ref: ModelRef | str) -> StoredModel:
         """Return a version after checking every file against the manifest.
 
+        With trusted keys, the manifest's signature is checked first (on the same bytes
+        that are then parsed).
+
         Raises:
             NotFoundError: no such model or version.
             IntegrityError: a file is missing, unexpected, a link, or was modified; the
                 message names it.
+            UntrustedArtifactError: trusted keys are set and the version is unsigned, signed
+                by no trusted key, or its signature does not verify; the message names it.
+        """
+        path, where, raw = self._manifest_bytes(ref)
+        if self.trusted_keys is not None:
+            check_signatures(raw, self._signatures(path, where), self.trusted_keys.keys(), where)
+        manifest = parse_manifest(raw, where)
+        _verify(path, manifest, where)
+        return StoredModel(manifest, path)
+
+    def signatures(self, ref: ModelRef | str) -> list[ManifestSignature]:
+        """The signatures a version carries, unchecked (empty when it is not signed).
+
+        Raises:
+            NotFoundError: no such model or version.
+            UntrustedArtifactError: its ``manifest.sig`` is not a valid signature file.
         """
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         version = self.resolve(ref)
+        return self._signatures(self.root / ref.name / str(version), f"{ref.name}:{version}")
+
+    def verify_signature(self, ref: ModelRef | str,
+                         trusted: TrustedKeys | dict[str, TrustedKey]) -> TrustedKey:
+        """Return the trusted key that signed a version, after checking its files too.
+
+        Raises:
+            NotFoundError, IntegrityError: as :meth:`open`.
+            UntrustedArtifactError: unsigned, signed by no trusted key, or the signature
+                does not verify; the message says which.
+        """
+        path, where, raw = self._manifest_bytes(ref)
+        keys = trusted.keys() if isinstance(trusted, TrustedKeys) else trusted
+        signer = check_signatures(raw, self._signatures(path, where), keys, where)
+        _verify(path, parse_manifest(raw, where), where)
+        return signer
+
+    def _manifest_bytes(self, ref: ModelRef | str) -> tuple[Path, str, bytes]:
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        version = self.resolve(ref)
         path = self.root / ref.name / str(version)
-        manifest = read_manifest(path / MANIFEST_NAME)
-        _verify(path, manifest, f"{ref.name}:{version}")
-        return StoredModel(manifest, path)
+        where = f"{ref.name}:{version}"
+        try:
+            return path, where, (path / MANIFEST_NAME).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"model {where}: {MANIFEST_NAME} is missing") from None
+
+    @staticmethod
+    def _signatures(path: Path, where: str) -> list[ManifestSignature]:
+        try:
+            with (path / SIGNATURE_NAME).open("rb") as handle:
+                raw = handle.read(MAX_SIGNATURE_FILE + 1)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise UntrustedArtifactError(f"model {where}: cannot read {SIGNATURE_NAME} "
+                                         f"({exc.strerror})") from None
+        return parse_signatures(raw, where)
 
     # ----------------------------------------------------------------- writing
+
+    def sign(self, ref: ModelRef | str, key: SigningKey) -> ManifestSignature:
+        """Sign a version's manifest with ``key``, after checking every file against it.
+
+        The signature is added to the version's ``manifest.sig`` (replacing an earlier one
+        by the same key), which is rewritten atomically under the model's lock.
+
+        Raises:
+            NotFoundError, IntegrityError: as :meth:`open` (a damaged version is never
+                signed).
+            UntrustedArtifactError: the existing ``manifest.sig`` is not a valid signature
+                file.
+        """
+        path, where, raw = self._manifest_bytes(ref)
+        _verify(path, parse_manifest(raw, where), where)
+        signature = key.sign(raw)
+        name = path.parent.name
+        with self._lock(name):
+            kept = [s for s in self._signatures(path, where) if s.key_id != key.key_id]
+            data = dump_signatures([*kept, signature])
+            # Written in a staging directory and renamed into place: a reader sees the old
+            # file or the new, and a crash leaves nothing in the version directory.
+            staging_root = self.root / _STAGING
+            staging_root.mkdir(parents=True, exist_ok=True)
+            tmp_dir = staging_root / f"{os.getpid()}-sig-{uuid.uuid4().hex[:12]}"
+            tmp_dir.mkdir()
+            try:
+                tmp = tmp_dir / SIGNATURE_NAME
+                with tmp.open("wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                tmp.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                os.replace(tmp, path / SIGNATURE_NAME)
+                fsync_dir(path)
+            except OSError as exc:
+                raise InputError(f"cannot write {SIGNATURE_NAME} into model {where}'s "
+                                 f"directory ({exc.strerror})") from None
+            finally:
+                _remove_tree(tmp_dir)
+        return signature
 
     @contextlib.contextmanager
     def stage(self) -> Iterator[Path]:
@@ -169,6 +287,9 @@ class Repository:
         """
         name = check_model_name(draft.name)
         hashed = hash_tree(staging, exclude=frozenset({MANIFEST_NAME}))
+        if SIGNATURE_NAME in hashed:
+            raise IntegrityError(f"{SIGNATURE_NAME!r} is a reserved name in a version directory "
+                                 "(signatures of the manifest); rename that artifact file")
         if draft.artifact not in hashed:
             raise IntegrityError(f"artifact {draft.artifact!r} was not written to {staging}")
         links = [rel for rel, (digest, _) in hashed.items() if digest == "symlink"]
@@ -245,7 +366,7 @@ def _verify(path: Path, manifest: Manifest, where: str) -> None:
             f"model {where}: manifest says {manifest.name}:{manifest.version}; "
             "a version directory was copied or renamed by hand"
         )
-    actual = hash_tree(path, exclude=frozenset({MANIFEST_NAME}))
+    actual = hash_tree(path, exclude=_UNLISTED)
     for rel, entry in manifest.files.items():
         if rel not in actual:
             raise IntegrityError(f"model {where}: file {rel!r} is missing")

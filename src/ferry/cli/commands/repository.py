@@ -11,8 +11,8 @@ from rich.table import Table
 
 from ferry.cli.app import app, state
 from ferry.cli.console import err_console, out_console, print_json
-from ferry.errors import InputError
-from ferry.repository import Manifest, ModelRef
+from ferry.errors import InputError, UntrustedArtifactError
+from ferry.repository import Manifest, ModelRef, Repository
 
 
 @app.command("models")
@@ -68,6 +68,20 @@ def show(
         print_json(manifest.model_dump(mode="json"))
         return
     _print_manifest(manifest, verified=verify)
+    out_console.print(f"  signed    {_signed(repo, ModelRef(manifest.name, manifest.version))}",
+                      highlight=False)
+
+
+def _signed(repo: Repository, ref: ModelRef) -> str:
+    """Who signed a version, unchecked (ferry verify checks against trusted keys)."""
+    try:
+        signatures = repo.signatures(ref)
+    except UntrustedArtifactError as exc:
+        return escape(exc.message)
+    if not signatures:
+        return "no (unsigned)"
+    keys = ", ".join(f"{s.key_id} ({s.signed_at})" for s in signatures)
+    return f"by key(s) {keys}; check with ferry verify {ref} --trusted-keys FILE"
 
 
 def _print_manifest(m: Manifest, *, verified: bool) -> None:

@@ -66,6 +66,11 @@ def serve(
         "file as JSON lines, '-' for stderr (\\[security] audit_log; default: none).",
         show_default=False,
     )] = None,
+    trusted_keys: Annotated[Path | None, typer.Option(
+        "--trusted-keys", help="Serve only versions signed (ferry sign) by a key in this "
+        "file; refuse the others, at start and on every load (\\[security] "
+        "trusted_keys_file; default: signatures not required).", show_default=False,
+    )] = None,
     tls_cert: Annotated[Path | None, typer.Option(
         "--tls-cert", help="Serve REST and gRPC over TLS with this PEM certificate chain "
         "(with --tls-key; re-read on SIGHUP; \\[security] tls_cert_file; default: no TLS).",
@@ -95,6 +100,7 @@ def serve(
       [bold]ferry serve model-repository --models digits,fraud:3 --workers 2[/]
       [bold]FERRY_HTTP_PORT=9000 ferry serve --config ferry.toml --watch[/]
       [bold]ferry serve model-repository --api-keys-file keys.json[/]
+      [bold]ferry serve model-repository --trusted-keys trusted-keys[/]
       [bold]curl -d '{"data": [[0, 1, ...]]}' http://127.0.0.1:8000/predict[/]
     """
     from ferry.server import Endpoints, run
@@ -112,7 +118,9 @@ def serve(
         "log_format": log_format,
     }
     security = {key: value for key, value in (("api_keys_file", api_keys_file),
-                                              ("audit_log", audit_log)) if value is not None}
+                                              ("audit_log", audit_log),
+                                              ("trusted_keys_file", trusted_keys))
+                if value is not None}
     security.update((key, value) for key, value in (("tls_cert_file", tls_cert),
                                                     ("tls_key_file", tls_key),
                                                     ("tls_client_ca_file", tls_client_ca))
