@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
+import secrets_used
 from ferry.repository import Repository
 
 # TensorFlow is quiet and deterministic in tests; set before anything imports it.
@@ -27,3 +29,45 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def repo(tmp_path: Path) -> Repository:
     """An empty model repository in a temporary directory."""
     return Repository(tmp_path / "repo")
+
+
+class _Everything(logging.Handler):
+    """Keeps every log record the run emits, as text (for the secrets check below)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(f"{record.getMessage()} {record.__dict__}")
+        except Exception:  # a record that cannot be formatted is not this check's business
+            self.lines.append(str(record.msg))
+
+
+_EVERYTHING = _Everything()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    logging.getLogger().addHandler(_EVERYTHING)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a secret a test made appears in any log (see tests/secrets_used.py)."""
+    logging.getLogger().removeHandler(_EVERYTHING)
+    if not secrets_used.SECRETS:
+        return
+    texts = [("in-process log records", "\n".join(_EVERYTHING.lines))]
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        texts.extend(secrets_used.log_files(factory.getbasetemp()))
+    found = secrets_used.leaks(secrets_used.SECRETS, texts)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if found:
+        if reporter is not None:
+            for where, secret in found:
+                reporter.write_line(f"SECRET IN A LOG: {secret} in {where}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter is not None:
+        reporter.write_line(f"secrets check: {len(secrets_used.SECRETS)} secrets made by the "
+                            f"tests, none in {len(texts)} logs")

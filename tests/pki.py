@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from secrets_used import remember
+
 __all__ = ["Issued", "issue"]
 
 
@@ -75,5 +77,6 @@ def issue(cn: str, issuer: Issued | None, *, ca: bool = False, server: bool = Fa
     key = private.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
+    remember(key)
     return Issued(key, certificate.public_bytes(serialization.Encoding.PEM), serial,
                   private, certificate)

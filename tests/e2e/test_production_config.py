@@ -23,6 +23,7 @@ import pytest
 
 from builders import mlp_onnx
 from pki import issue
+from secrets_used import remember
 from serving import ROOT, ferry_serve, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -73,6 +74,7 @@ def _prepare(folder: Path, *, sign: bool) -> tuple[dict[str, str], str, ssl.SSLC
     key = _ferry(folder, "keys", "add", "ci", "--grant", "infer:digits*",
                  "--keys-file", settings["api_keys_file"]).strip()
     assert key.startswith("fk_")
+    remember(key)
 
     # TLS files where the README puts them, from a CA the client trusts.
     ca = issue("production CA", None, ca=True)

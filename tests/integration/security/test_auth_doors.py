@@ -37,6 +37,7 @@ from ferry.security import KeyStore
 from ferry.server import security_policies
 from ferry.settings import SecuritySettings
 from rest_server import Served, build_repository, serve
+from secrets_used import remember
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -116,6 +117,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                   admin=store.add("ops", ["admin:*"]), reader=store.add("dash", ["read:*"]),
                   revoked=revoked, token=_token(secret, "alice", ["infer:mlp"], now + 3600),
                   expired=_token(secret, "bob", ["admin:*"], now - 3600), secret=secret)
+    remember(*creds.all())
     audit = root / "audit.jsonl"
     settings = SecuritySettings(api_keys_file=root / "keys.json",
                                 jwt_hs256_secret_file=root / "hs256.secret",

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ferry.security.jwt import JwtVerifier
+from secrets_used import remember
 
 
 @dataclass
@@ -66,4 +67,8 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
     secret_file.write_bytes(secret + b"\n")
     pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    remember(secret, *(key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+                       for key in (rsa_key, ec_key)))
     return Signer(secret, rsa_key, ec_key, pem, secret_file, jwks_file)

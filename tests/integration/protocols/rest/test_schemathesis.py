@@ -41,6 +41,7 @@ from ferry.protocols.rest.routes import ROUTES
 from ferry.repository import Repository
 from ferry.security import Authenticate, Authorize, KeyStore
 from rest_server import Served, make_engine, serve
+from secrets_used import remember
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -158,7 +159,9 @@ def key_store(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
 @pytest.fixture(scope="module")
 def infer_key(key_store: KeyStore) -> str:
     """A key that may read and infer every model, and not load or unload (403)."""
-    return key_store.add("fuzz", ["infer:*"])
+    key = key_store.add("fuzz", ["infer:*"])
+    remember(key)
+    return key
 
 
 @pytest.fixture(scope="module")
