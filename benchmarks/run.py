@@ -53,6 +53,7 @@ from benchmarks.results import (
     V2_BINARY,
     V2_JSON,
     V2_JSON_API_KEY,
+    V2_JSON_CONTROL,
     V2_JSON_JWT,
     V2_JSON_NO_TYPE,
     V2_JSON_TLS,
@@ -515,12 +516,15 @@ class Bench:
 
         Each runs against its own ``ferry serve`` (W1 only) started with its ``[security]``
         settings. Before the load, a request without the credential must be refused with 401
-        (else authentication is not on and the figure would not be one with it).
+        (else authentication is not on and the figure would not be one with it). A plain
+        control server, started the same way without ``[security]``, runs right before and
+        right after them: each secured figure is paired with the controls of its own minutes
+        (this machine's speed drifts by tens of percent between rounds).
         """
         connections = self._secured_connections()
         if not connections:
             return
-        for variant in self._variants():
+        for variant in (security.control(), *self._variants(), security.control()):
             if variant.missing is not None:
                 log(f"{w.key} ferry {variant.route}: {variant.missing}")
                 self._skip(w, FERRY, [variant.route], WRK, variant.missing, connections)
@@ -538,7 +542,8 @@ class Bench:
 
             try:
                 with running(service, ready, timeout=120):
-                    refused = _unrefused(url, w.v2_body(), variant)
+                    refused = (None if variant.route == V2_JSON_CONTROL
+                               else _unrefused(url, w.v2_body(), variant))
                     if refused is not None:
                         self.wrong_answers += 1
                         self._skip(w, FERRY, [variant.route], WRK, refused, connections)
@@ -627,7 +632,7 @@ def _grpc_counts(metrics_url: str | None) -> dict[str, float] | None:
     return metrics.grpc_status_counts(body.decode()) if status == 200 else None
 
 
-SECURED_ROUTES = (V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_TLS)
+SECURED_ROUTES = (V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_TLS, V2_JSON_CONTROL)
 
 
 def _unrefused(url: str, body: bytes, variant: Variant) -> str | None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.results import V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_TLS
+from benchmarks.results import V2_JSON_API_KEY, V2_JSON_CONTROL, V2_JSON_JWT, V2_JSON_TLS
 
 #: The ``[security]`` settings a TLS run needs; without them ferry cannot serve TLS.
 TLS_SETTINGS = ("tls_cert_file", "tls_key_file")
@@ -62,6 +62,11 @@ def variants(folder: Path) -> list[Variant]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, mode=0o700)
     return [api_key(folder), jwt_token(folder), tls(folder)]
+
+
+def control() -> Variant:
+    """The plain run beside the secured ones: the same server set-up, no ``[security]``."""
+    return Variant(V2_JSON_CONTROL)
 
 
 def api_key(folder: Path) -> Variant:
