@@ -201,6 +201,7 @@ class KeyStore:
             created = dt.datetime.now(dt.UTC).replace(microsecond=0)
             records.append(KeyRecord(key_id, name, parsed, created, _digest(secret)))
             self._write(records)
+        self._next_look = self._clock()  # this store's own change counts at once
         return f"{KEY_PREFIX}{key_id}_{secret}"
 
     def revoke(self, name_or_id: str) -> KeyRecord:
@@ -217,6 +218,7 @@ class KeyStore:
                 raise NotFoundError(f"no API key with id or name {quote_name(name_or_id)} "
                                     f"in {self.path}", hint="see: ferry keys list")
             self._write([record for record in records if record is not found])
+        self._next_look = self._clock()  # a revocation by this store takes effect at once
         return found
 
     def list(self) -> tuple[KeyRecord, ...]:

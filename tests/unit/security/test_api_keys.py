@@ -173,3 +173,11 @@ def test_concurrent_adds_lose_nothing(path):
         thread.join()
     assert errors == []
     assert sorted(r.name for r in KeyStore(path).list()) == [f"k{i}" for i in range(8)]
+
+
+def test_a_store_sees_its_own_additions_and_revocations_at_once(tmp_path):
+    store = KeyStore(tmp_path / "keys.json")  # the file does not exist yet
+    key = store.add("ci", ["infer:*"])
+    assert store.verify(key) is not None
+    store.revoke("ci")
+    assert store.verify(key) is None
