@@ -21,12 +21,10 @@ answers these routes without the ASGI machinery at all (what ``ferry serve`` run
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import cast
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferry.call import CallContext
@@ -35,19 +33,15 @@ from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.rest.errors import internal_error_response
 from ferry.protocols.rest.exchange import RestContext, refusal
 from ferry.protocols.rest.head import BINARY_HEADER, Head
-from ferry.protocols.rest.routes import Lane, lane_match
+from ferry.protocols.rest.routes import Endpoint, Lane, lane_match
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["HotRoutes", "Route", "answer", "answer_logged", "match"]
+__all__ = ["HotRoutes", "answer", "answer_logged", "match"]
 
 _log = logging.getLogger("ferry.rest")
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 Headers = list[tuple[bytes, bytes]]
-
-#: Which inference route a path names: "infer" (V2) or "predict" (the seed's).
-Route = Lane
 
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
@@ -56,12 +50,12 @@ _OCTETS = b"application/octet-stream"
 #: Paths already matched, and their answers: a server sees few distinct inference paths.
 #: Bounded in bytes, not keyed by unbounded client input: only paths up to _MATCHED_KEY
 #: characters are kept, at most _MATCHED_MAX of them (emptied when full).
-_MATCHED: dict[str, tuple[Route, dict[str, str]] | None] = {}
+_MATCHED: dict[str, tuple[Lane, dict[str, str]] | None] = {}
 _MATCHED_MAX = 1024
 _MATCHED_KEY = 256
 
 
-def match(path: str) -> tuple[Route, dict[str, str]] | None:
+def match(path: str) -> tuple[Lane, dict[str, str]] | None:
     """The inference route ``path`` names, with its parameters; None for any other path.
 
     ``path`` is the percent-decoded path (the ASGI scope's ``path``): the parameters are
@@ -84,7 +78,7 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
 _JSON_HEADERS: Headers = [(b"content-type", _JSON)]
 
 
-async def answer(ctx: RestContext, call: CallContext, route: Route, params: dict[str, str],
+async def answer(ctx: RestContext, call: CallContext, route: Lane, params: dict[str, str],
                  body: bytes, binary: str | None) -> tuple[int, Headers, bytes]:
     """Answer one plain inference request: status, headers and body, the request counted.
 
@@ -119,7 +113,7 @@ async def answer(ctx: RestContext, call: CallContext, route: Route, params: dict
     return 200, out, payload
 
 
-async def answer_logged(ctx: RestContext, call: CallContext, route: Route,
+async def answer_logged(ctx: RestContext, call: CallContext, route: Lane,
                         params: dict[str, str], body: bytes, binary: str | None
                         ) -> tuple[int, Headers, bytes]:
     """:func:`answer` under the call's request id, a 500 naming it for anything unexpected.
@@ -147,7 +141,7 @@ class HotRoutes:
                  infer: Endpoint) -> None:
         self.app = app
         self.ctx = ctx
-        self.endpoints: dict[Route, Endpoint] = {"predict": predict, "infer": infer}
+        self.endpoints: dict[Lane, Endpoint] = {"predict": predict, "infer": infer}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one request: an inference route directly, anything else onward."""

@@ -52,8 +52,9 @@ from ferry.protocols.rest.body import too_large
 from ferry.protocols.rest.errors import error_response, internal_error_response
 from ferry.protocols.rest.exchange import RestContext, fresh_id, peer_of, rest_call
 from ferry.protocols.rest.head import Head, read_head
-from ferry.protocols.rest.hot import Route, answer_logged, match
+from ferry.protocols.rest.hot import answer_logged, match
 from ferry.protocols.rest.limits import HttpLimits
+from ferry.protocols.rest.routes import Lane
 from ferry.protocols.rest.wire import (
     CONTINUE,
     Headers,
@@ -110,7 +111,7 @@ class _Request:
     def __init__(self, headers: Headers) -> None:
         self.headers = headers
         self.head: Head | None = None
-        self.route: Route | None = None
+        self.route: Lane | None = None
         self.params: dict[str, str] = _NO_PARAMS
         self.rid: bytes | None = None
         self.chunks: list[bytes] = []
