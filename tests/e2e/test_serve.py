@@ -193,8 +193,16 @@ def test_a_worker_that_dies_stops_the_whole_server(tmp_path):
 
     repo = _repository(tmp_path)
     with ferry_serve(repo.root, "--workers", "2", timeout=120) as server:
-        pids = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.output())]
-        assert len(pids) == 2
+        # Each worker logs its own start line; the banner can come before the second one
+        # reaches the log file, so wait (bounded) for both.
+        deadline = time.monotonic() + 10
+        while True:
+            pids = [int(p) for p in
+                    re.findall(r"Started server process \[(\d+)\]", server.output())]
+            if len(pids) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(pids) == 2, server.output()
         os.kill(pids[0], signal.SIGKILL)  # a crash, or the OOM killer
         # The survivor drains and exits, and the exit code says the server failed, so a
         # supervisor restarts all of it instead of leaving one worker serving alone.
