@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import extras
 import secrets_used
 from ferry.repository import Repository
 
@@ -49,7 +50,23 @@ _EVERYTHING = _Everything()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI or ``make test``, stop at once if an extra of the test install is missing
+    (tests/extras.py); one line names each."""
+    missing = extras.problems()
+    if missing and extras.strict():
+        pytest.exit("\n".join(missing), returncode=pytest.ExitCode.TESTS_FAILED)
     logging.getLogger().addHandler(_EVERYTHING)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say in the header whether the whole test install is there (a local run may skip)."""
+    missing = extras.problems()
+    if not missing:
+        return [f"extras: every distribution of .[{','.join(extras.TEST_EXTRAS)}] is installed"]
+    if extras.strict():
+        return [*missing, "(a strict run, CI or make test: it stops before any test)"]
+    return [*missing, "(this run is not strict: tests that need a module that is not "
+                      "installed are skipped)"]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

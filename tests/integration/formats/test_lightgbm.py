@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from extras import require
 from ferry.errors import ArtifactError, ConversionError
 from ferry.formats import import_model
 from ferry.repository import Repository
 from tree_builders import Dataset, check_served, cli, dataset, nothing_written, one_line_error
 
-lgb = pytest.importorskip("lightgbm")
+lgb = require("lightgbm")
 
 
 class Zoo:

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 import pmml_builders as pb
+from extras import require
 from ferry.formats import import_model
 from ferry.repository import Repository
 from tree_builders import cli, nothing_written, one_line_error, served
 
-pytest.importorskip("pypmml")
+require("pypmml")
 
 #: PMML4S computes in doubles, as scikit-learn does: they agree to rounding.
 TOLERANCE = 1e-9

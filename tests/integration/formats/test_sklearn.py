@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-pytest.importorskip("skl2onnx")
-pytest.importorskip("skops")
+# The imports below need the sklearn extra, which require() checks first (tests/extras.py).
+# ruff: noqa: E402
+from extras import require
+
+require("sklearn")
+require("skl2onnx")
+require("skops")
 
 import joblib
 import pandas as pd

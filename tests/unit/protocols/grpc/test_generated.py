@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from extras import require
+
 ROOT = Path(__file__).resolve().parents[4]
 GENERATED = ROOT / "src" / "ferry" / "protocols" / "grpc" / "_generated"
 
-pytest.importorskip("grpc_tools", reason="grpcio-tools (the dev extra) regenerates the code")
+require("grpc_tools")  # grpcio-tools (the dev extra) regenerates the code
 
 
 def test_generated_code_matches_a_fresh_regeneration(tmp_path: Path) -> None:
