@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from ferry.errors import ArtifactError, UntrustedArtifactError
+from ferry.errors import ArtifactError, InputError, UntrustedArtifactError
 from ferry.formats import ImportOptions, import_model
 from ferry.formats.keras import import_keras
 from ferry.repository.hashing import hash_file
@@ -58,13 +58,13 @@ def test_given_samples_are_used_and_recorded(repo, seed_h5, seed_data, tmp_path)
 
 def test_samples_that_do_not_fit_are_refused(repo, seed_h5, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((3, 63), np.float32))
-    with pytest.raises(Exception, match=r"parity samples do not fit.*got shape \[3, 63\]"):
+    with pytest.raises(InputError, match=r"parity samples do not fit.*got shape \[3, 63\]"):
         import_model(repo, seed_h5, "digits", options=ImportOptions(samples=tmp_path / "bad.npy"))
     _nothing_written(repo)
 
 
 def test_labels_must_match_the_classes(repo, seed_h5):
-    with pytest.raises(Exception, match="3 labels given, but output 'dense_2' has 10 classes"):
+    with pytest.raises(InputError, match="3 labels given, but output 'dense_2' has 10 classes"):
         import_model(repo, seed_h5, "digits", options=ImportOptions(labels=["a", "b", "c"]))
     _nothing_written(repo)
 

@@ -21,6 +21,7 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.semi_supervised import LabelSpreading
 
 from ferry.cli import main
+from ferry.errors import IntegrityError
 from ferry.formats import ImportOptions, import_model
 from ferry.repository import Repository
 from ferry.runtimes import load_runtime
@@ -156,7 +157,8 @@ def test_a_changed_stored_file_is_refused_at_load(repo, tmp_path, what):
     stored = repo.root / "m" / "1" / manifest.artifact
     stored.chmod(0o644)
     stored.write_bytes(stored.read_bytes() + b"\0")
-    with pytest.raises(Exception, match="sha256"):
+    with pytest.raises(IntegrityError, match=r"does not match its recorded sha256.*modified after "
+                       r"import"):
         repo.open("m")
 
 
