@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,15 +46,67 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+#: What `make serve` reads from the checkout: the Makefile and the sample bodies it prints.
+SERVE_INPUTS = ("Makefile", "examples/seed/sample.json", "examples/seed/v2.json")
+#: What `make serve` writes when run in the checkout (relative to it), by default.
+SERVE_OUTPUTS = ("build/demo/my_model.h5", "model-repository")
+#: Tool caches under the checkout that other runs (and the test run itself) write at any time.
+CACHES = (".venv", ".mypy_cache", ".ruff_cache", ".import_linter_cache", ".pytest_cache",
+          ".hypothesis")
+
+
+def checkout_state(root: Path) -> dict[str, int | None]:
+    """The checkout's untracked and ignored paths (`git status --ignored`; caches and
+    bytecode left out), plus the mtime of what `make serve` would write in place (the demo's
+    my_model.h5 and the default repository), present or not (None)."""
+    excludes = [f":(exclude){cache}" for cache in CACHES] + [":(exclude,glob)**/__pycache__/**"]
+    lines = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "-z", "--", ".",
+         *excludes], cwd=root, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split("\0")
+    state: dict[str, int | None] = {line[3:]: 0 for line in lines if line[:2] in ("??", "!!")}
+    for output in SERVE_OUTPUTS:
+        path = root / output
+        state[output] = path.stat().st_mtime_ns if path.exists() else None
+    return state
+
+
+def changes(before: dict[str, int | None], after: dict[str, int | None]) -> list[str]:
+    """Paths new in ``after``, or whose recorded mtime differs (a path gone is no change:
+    engineers sharing a checkout tidy theirs at any time, and make serve removes nothing)."""
+    return sorted(path for path, stamp in after.items()
+                  if path not in before or before[path] != stamp)
+
+
+def serve_checkout(tmp_path: Path) -> Path:
+    """A copy of what `make serve` reads, with the test's own .venv linked in: make and the
+    demo write there (build/demo/, the printed commands' relative paths), not in ROOT."""
+    checkout = tmp_path / "checkout"
+    for name in SERVE_INPUTS:
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, checkout / name)
+    (checkout / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
+    return checkout
+
+
 def test_make_serve_builds_the_demo_serves_it_and_its_printed_commands_work(tmp_path):
-    """`make serve` as the README says: demo model built, served, the printed lines work."""
+    """`make serve` as the README says: demo model built, served, the printed lines work.
+
+    It runs in a copy of the checkout (nothing is written into ROOT, checked with git status
+    before and after). ``-o .venv/.installed-serve``: the environment is the one running the
+    tests, already installed; make must not reinstall it (pip install -e from the copy would
+    repoint the editable install) even when pyproject.toml is newer than its stamp.
+    """
     from serving import free_port
 
+    before = checkout_state(ROOT)
+    checkout = serve_checkout(tmp_path)
     http_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
-        ["make", "serve", f"REPO={tmp_path / 'repo'}", f"HTTP_PORT={http_port}",
-         f"GRPC_PORT={grpc_port}"], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        ["make", "-o", ".venv/.installed-serve", "serve", f"REPO={tmp_path / 'repo'}",
+         f"HTTP_PORT={http_port}", f"GRPC_PORT={grpc_port}"], cwd=checkout,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     lines: list[str] = []
     try:
         assert process.stdout is not None
@@ -64,10 +117,11 @@ def test_make_serve_builds_the_demo_serves_it_and_its_printed_commands_work(tmp_
         output = "".join(lines)
         assert "ferry is serving digits" in output, output
         assert "==> training the seed network" in output
+        assert "installing ferry" not in output, output
         commands = [line.strip() for line in lines if line.startswith("  curl ")
                     or line.startswith("  .venv/bin/python -c")]
         assert len(commands) == 3, output
-        predict, v2, grpc = (subprocess.run(c, shell=True, cwd=ROOT, capture_output=True,
+        predict, v2, grpc = (subprocess.run(c, shell=True, cwd=checkout, capture_output=True,
                                             text=True, timeout=60) for c in commands)
         for result in (predict, v2, grpc):
             assert result.returncode == 0, result.stderr
@@ -84,3 +138,7 @@ def test_make_serve_builds_the_demo_serves_it_and_its_printed_commands_work(tmp_
         process.wait(60)
         if process.stdout is not None:
             process.stdout.close()
+    assert (checkout / "build" / "demo" / "my_model.h5").is_file()  # the demo wrote here
+    assert (tmp_path / "repo" / "digits" / "1" / "manifest.json").is_file()
+    changed = changes(before, checkout_state(ROOT))
+    assert not changed, f"make serve wrote into the checkout: {changed}"
