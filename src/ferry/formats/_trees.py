@@ -13,8 +13,19 @@ in its pickle, never in the native file); regressors expose ``predictions`` (``[
 Parity samples are drawn from the trees themselves: random normal rows would fall into the
 same few leaves of a model trained on, say, breast-cancer measurements in the hundreds. For
 each feature the samples take values *between* the model's split thresholds (and beyond
-both ends), so many branches are exercised and no value sits on a threshold, where float32
-(ONNX) and float64 (LightGBM) comparisons may legitimately disagree.
+both ends), so many branches are exercised; more rows sit *at* every threshold and at its
+float32 neighbours (:func:`ferry.formats.parity.split_samples`).
+
+Thresholds: ONNX's ``TreeEnsemble*`` operators compare a float32 input with a float32
+threshold. LightGBM and scikit-learn compare the (float32-representable) input with a
+*double* threshold, ``x <= t``; converters round ``t`` to the nearest float32, which is
+above ``t`` about half the time, and then an input equal to that float32 goes left in ONNX
+and right in the framework. :func:`snap_thresholds` rewrites each converted threshold from
+the source's exact one so that every float32 input takes the framework's branch: for
+``x <= t`` (``BRANCH_LEQ``) and ``x > t`` the largest float32 ``<= t``; for ``x < t``
+(``BRANCH_LT``, XGBoost, whose thresholds are float32 already) and ``x >= t`` the smallest
+float32 ``>= t``. The rows at the thresholds then prove it; a model that still differs is
+served natively.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,24 +43,30 @@ import numpy as np
 from ferry.errors import ConversionError, FerryError, InputError
 from ferry.formats.base import Converted, ImportOptions
 from ferry.formats.fallback import discard, fallback_note, probe_onnx, probe_tolerance
+from ferry.formats.parity import Split, make_samples, split_samples
 from ferry.formats.pipeline import parity_samples
 from ferry.runtimes import Arrays
 from ferry.runtimes.boosters import booster_outputs
 from ferry.signature import Signature, TensorSpec
 
 __all__ = [
+    "Attempt",
     "Task",
     "first_line",
     "native",
     "onnx_or_native",
     "onnxmltools_version",
     "reference_outputs",
+    "snap_thresholds",
+    "snapped_note",
     "task_signature",
     "threshold_samples",
     "write_onnx",
 ]
 
 INPUT = "input"
+#: How parity messages name the rows at the split thresholds.
+AT_SPLITS = "rows at the trees' split thresholds and their float32 neighbours"
 # XGBoost prefixes its errors with "[00:46:22] /workspace/src/common/json.cc:409: ".
 _CPP_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 #: |Δ| accepted for probabilities: both sides sum float32 leaf values (LightGBM in float64).
@@ -102,26 +119,81 @@ def threshold_samples(thresholds: Iterable[tuple[int, float]], features: int, ro
         rows: how many rows to draw.
         seed: the random seed (the import's ``--seed``).
     """
-    per_feature: list[list[float]] = [[] for _ in range(features)]
-    for index, value in thresholds:
-        if 0 <= index < features and np.isfinite(value):
-            per_feature[index].append(float(np.float32(value)))
-    rng = np.random.default_rng(seed)
-    columns = [rng.choice(_candidates(values), size=rows) for values in per_feature]
-    data = np.stack(columns, axis=1) if columns else np.zeros((rows, 0))
-    return {INPUT: data.astype(np.float32)}
+    splits = [Split(feature, threshold) for feature, threshold in thresholds]
+    return make_samples(task_signature(Task("regressor", 0, features, "?")), rows, seed,
+                        splits=splits)
 
 
-def _candidates(values: list[float]) -> np.ndarray[Any, Any]:
-    """Midpoints between consecutive thresholds, and a value beyond each end."""
-    cuts = np.unique(np.asarray(values, dtype=np.float32))
-    if cuts.size == 0:
-        return np.zeros(1, dtype=np.float32)  # a feature no tree splits on
-    margin = max(1.0, float(np.abs(cuts).max()) * 0.1)
-    inner = ((cuts[:-1].astype(np.float64) + cuts[1:]) / 2).astype(np.float32)
-    inner = inner[~np.isin(inner, cuts)]  # adjacent float32 thresholds have no midpoint
-    ends = np.asarray([cuts[0] - margin, cuts[-1] + margin], dtype=np.float32)
-    return np.concatenate([inner, ends])
+def snap_thresholds(onnx_model: Any, splits: Sequence[Split], input_name: str = INPUT
+                    ) -> tuple[int, int]:
+    """Round the thresholds of the ``TreeEnsemble*`` nodes so float32 inputs branch as the source.
+
+    Each numeric node (fed by the graph input ``input_name``) is matched with the source's
+    exact threshold on the same feature nearest its value (at most one float32 step away),
+    and its value replaced by the float32 that makes ``x MODE value`` equal ``x MODE t`` for
+    every float32 ``x``. Nodes in place.
+
+    Returns:
+        ``(changed, unmatched)``: thresholds moved, and numeric nodes with no (or two
+        equally near, disagreeing) source thresholds, left as the converter wrote them.
+    """
+    by_feature: dict[int, set[float]] = {}
+    for split in splits:
+        if np.isfinite(split.threshold):
+            by_feature.setdefault(split.feature, set()).add(split.threshold)
+    exact = {feature: np.asarray(sorted(values), dtype=np.float64)
+             for feature, values in by_feature.items()}
+    changed = unmatched = 0
+    for node in onnx_model.graph.node:
+        if not node.op_type.startswith("TreeEnsemble") or not node.input:
+            continue
+        attrs = {attr.name: attr for attr in node.attribute}
+        if node.input[0] != input_name or "nodes_values" not in attrs:
+            continue
+        values = attrs["nodes_values"].floats
+        modes = attrs["nodes_modes"].strings
+        features = attrs["nodes_featureids"].ints
+        for i, (mode, feature) in enumerate(zip(modes, features, strict=True)):
+            direction = _ROUNDING.get(mode.decode())
+            if direction is None:
+                continue
+            current = np.float32(values[i])
+            wanted = _snapped(exact.get(int(feature)), current, direction)
+            if wanted is None:
+                unmatched += 1
+            elif wanted != current:
+                values[i] = float(wanted)
+                changed += 1
+    return changed, unmatched
+
+
+#: ONNX node mode -> which float32 a double threshold becomes: down for x <= t and x > t.
+_ROUNDING = {"BRANCH_LEQ": -1, "BRANCH_GT": -1, "BRANCH_LT": 1, "BRANCH_GTE": 1}
+
+
+def _snapped(exact: np.ndarray[Any, Any] | None, current: np.float32,
+             direction: int) -> np.float32 | None:
+    """The float32 for the source threshold nearest ``current``, or None if none fits."""
+    if exact is None or exact.size == 0:
+        return None
+    low = float(np.nextafter(current, np.float32(-np.inf)))
+    high = float(np.nextafter(current, np.float32(np.inf)))
+    near = exact[(exact >= low) & (exact <= high)]
+    if near.size == 0:
+        return None
+    distance = np.abs(near - float(current))
+    results = {_round(float(t), direction) for t in near[distance == distance.min()]}
+    return results.pop() if len(results) == 1 else None
+
+
+def _round(threshold: float, direction: int) -> np.float32:
+    """The largest float32 <= ``threshold`` (direction -1) or the smallest >= it (+1)."""
+    value = np.float32(threshold)
+    if direction < 0 and float(value) > threshold:
+        return np.float32(np.nextafter(value, np.float32(-np.inf)))
+    if direction > 0 and float(value) < threshold:
+        return np.float32(np.nextafter(value, np.float32(np.inf)))
+    return value
 
 
 def reference_outputs(task: Task, scores: np.ndarray[Any, Any],
@@ -148,33 +220,65 @@ def task_signature(task: Task) -> Signature:
     )
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """How a booster's conversion ended.
+
+    Attributes:
+        signature: the ONNX model's signature when it is kept, else None.
+        note: why the booster is served natively instead (None when the ONNX is kept).
+        threshold_rows: the rows at every split threshold and its float32 neighbours,
+            which the final parity check runs too.
+        snapped: thresholds :func:`snap_thresholds` moved.
+    """
+
+    signature: Signature | None
+    note: str | None
+    threshold_rows: Arrays
+    snapped: int = 0
+
+
 def onnx_or_native(workdir: Path, task: Task, convert: Callable[[], Any], *,
                    reference: Callable[[Arrays], Arrays], samples: Arrays,
-                   options: ImportOptions, runtime: str) -> tuple[Signature | None, str | None]:
-    """Convert and probe; ``(signature, None)`` when the ONNX file is kept.
+                   splits: Sequence[Split], options: ImportOptions, runtime: str) -> Attempt:
+    """Convert, snap the thresholds, and probe; the signature when the ONNX file is kept.
 
-    Otherwise ``(None, note)``: the staging directory is emptied and the note says why the
-    booster is served by its native ``runtime``: ``--native``, a conversion error, or a
-    probe (the parity rows, and one row alone) that missed the tolerance.
+    Otherwise the staging directory is emptied and the note says why the booster is served
+    by its native ``runtime``: ``--native``, a conversion error, or a probe (the parity
+    rows, the rows at the split thresholds, and one row alone) that missed the tolerance.
     """
+    at_splits = {INPUT: split_samples(splits, task.features, options.seed)}
     if options.native:
-        return None, f"served natively by {runtime}: --native was given"
+        return Attempt(None, f"served natively by {runtime}: --native was given", at_splits)
     given = options.samples is not None
     rows = parity_samples(options, task_signature(task))[0] if given else samples
     batches = [rows, {name: array[:1] for name, array in rows.items()}]
+    if len(at_splits[INPUT]):
+        batches.insert(1, at_splits)
     expected = [reference(batch) for batch in batches]
     try:
-        signature = write_onnx(convert(), task, workdir / "model.onnx")
+        onnx_model = convert()
+        snapped, _ = snap_thresholds(onnx_model, splits)
+        signature = write_onnx(onnx_model, task, workdir / "model.onnx")
         tolerance = PROBABILITY_TOLERANCE if task.kind == "classifier" else REGRESSION_TOLERANCE
         probe_onnx(workdir / "model.onnx", signature, batches, expected,
                    tolerance=probe_tolerance(options, tolerance),
-                   rtol=0.0 if task.kind == "classifier" else REGRESSION_RTOL)
+                   rtol=0.0 if task.kind == "classifier" else REGRESSION_RTOL,
+                   origins={1: AT_SPLITS} if len(batches) == 3 else None)
     except InputError:
         raise
     except FerryError as exc:
         discard(workdir)
-        return None, fallback_note(runtime, exc)
-    return signature, None
+        return Attempt(None, fallback_note(runtime, exc), at_splits)
+    return Attempt(signature, None, at_splits, snapped)
+
+
+def snapped_note(snapped: int) -> list[str]:
+    """The manifest note for thresholds moved by :func:`snap_thresholds` (none if 0)."""
+    if not snapped:
+        return []
+    return [f"{snapped} split thresholds rounded to the float32 on the framework's side "
+            "(the framework compares float32 inputs with double thresholds)"]
 
 
 def native(source: Path, workdir: Path, artifact: str, task: Task, base: Converted,

@@ -110,6 +110,10 @@ class Converted:
     #: say), used when the user gave none: random strings would not be valid categories.
     samples: Arrays | None = None
     samples_origin: str | None = None
+    #: Tree models: rows at every split threshold and at its float32 neighbours, checked by
+    #: the parity step as well as the samples (whatever the samples are); the manifest's
+    #: parity report counts them.
+    threshold_rows: Arrays | None = None
 
 
 class Importer(abc.ABC):

@@ -94,18 +94,23 @@ def probe_tolerance(options: ImportOptions, default: float) -> float:
 
 
 def probe_onnx(path: Path, signature: Signature, batches: list[Arrays],
-               expected: list[Arrays], *, tolerance: float, rtol: float) -> None:
+               expected: list[Arrays], *, tolerance: float, rtol: float,
+               origins: dict[int, str] | None = None) -> None:
     """Run the ONNX artifact at ``path`` on each batch and compare with the source's outputs.
+
+    ``origins`` names batches by position for the error message (``probe batch of N``
+    otherwise).
 
     Raises:
         FerryError: ONNX Runtime cannot load or run it (ArtifactError, InputError), or an
             output differs beyond the tolerance (ParityError, with the figures).
     """
     with load_runtime("onnxruntime", path, signature) as runtime:
-        for batch, want in zip(batches, expected, strict=True):
+        for i, (batch, want) in enumerate(zip(batches, expected, strict=True)):
             rows = int(next(iter(batch.values())).shape[0])
+            origin = (origins or {}).get(i, f"probe batch of {rows}")
             compare(signature, want, runtime, batch, method="probe",
-                    origin=f"probe batch of {rows}", tolerance=tolerance, rtol=rtol)
+                    origin=origin, tolerance=tolerance, rtol=rtol)
 
 
 def run_reference(reference: Reference, batch: Arrays) -> Arrays:

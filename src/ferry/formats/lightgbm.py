@@ -12,9 +12,11 @@ loads there is loaded here. Its last ``[Fatal]`` line becomes the error message.
 
 The task comes from the objective line (``binary``, ``multiclass``/``multiclassova`` with
 ``num_class``, ``regression``/``huber``/``poisson``/...); conversion is onnxmltools'
-``convert_lightgbm`` (no ZipMap: plain tensors); parity is ``Booster.predict`` on rows drawn
-between the trees' split thresholds (:mod:`ferry.formats._trees`). LightGBM sums leaves in
-float64 and ONNX in float32, which the tolerances of :mod:`ferry.formats._trees` allow for.
+``convert_lightgbm`` (no ZipMap: plain tensors), whose float32 thresholds are then rounded
+so float32 inputs take LightGBM's branch (LightGBM compares with double thresholds); parity
+is ``Booster.predict`` on rows drawn between the trees' split thresholds and on rows at
+every threshold (:mod:`ferry.formats._trees`). LightGBM sums leaves in float64 and ONNX in
+float32, which the tolerances of :mod:`ferry.formats._trees` allow for.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ferry.formats import _trees
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head
 from ferry.formats.fallback import guarded
+from ferry.formats.parity import Split, make_samples
 from ferry.runtimes import Arrays
 
 __all__ = ["LightGBMImporter", "looks_like_lightgbm"]
@@ -76,27 +79,29 @@ class LightGBMImporter(Importer):
         booster = _load(lgb, source)
         dump = booster.dump_model()
         task = _task(booster, dump, source.name)
-        samples = _trees.threshold_samples(_thresholds(dump), task.features,
-                                           max(options.sample_count, 64), options.seed)
+        splits = list(_splits(dump))
+        samples = make_samples(_trees.task_signature(task), max(options.sample_count, 64),
+                               options.seed, splits=splits)
         framework = f"lightgbm {lgb.__version__}"
         reference = guarded(_reference(booster, task))
-        signature, fallback = _trees.onnx_or_native(
+        attempt = _trees.onnx_or_native(
             workdir, task, lambda: _convert(booster, task, options), reference=reference,
-            samples=samples, options=options, runtime=f"lightgbm ({framework})")
+            samples=samples, splits=splits, options=options, runtime=f"lightgbm ({framework})")
+        fallback = attempt.note
         note = task.describe()
         if task.kind == "classifier":
             note += f"; labels are class indices 0..{task.classes - 1}"
         converted = Converted(
-            artifact=ARTIFACT, signature=signature or _trees.task_signature(task),
+            artifact=ARTIFACT, signature=attempt.signature or _trees.task_signature(task),
             converter=f"{_trees.onnxmltools_version()} convert_lightgbm (zipmap=False)",
             framework=framework, reference=reference,
             reference_name=f"{framework} Booster.predict",
             tolerance=(_trees.PROBABILITY_TOLERANCE if task.kind == "classifier"
                        else _trees.REGRESSION_TOLERANCE),
             rtol=0.0 if task.kind == "classifier" else _trees.REGRESSION_RTOL,
-            notes=[note], samples=samples,
+            notes=[note, *_trees.snapped_note(attempt.snapped)], samples=samples,
             samples_origin=f"{len(samples[_trees.INPUT])} rows drawn between the trees' split "
-            f"thresholds (seed {options.seed})",
+            f"thresholds (seed {options.seed})", threshold_rows=attempt.threshold_rows,
         )
         if fallback is None:
             return converted
@@ -171,16 +176,26 @@ def _convert(booster: Any, task: _trees.Task, options: ImportOptions) -> Any:
         ) from None
 
 
-def _thresholds(dump: dict[str, Any]) -> Iterator[tuple[int, float]]:
-    """``(feature, threshold)`` of every numeric split in ``Booster.dump_model()``."""
-    stack = [tree.get("tree_structure", {}) for tree in dump.get("tree_info", [])]
+def _splits(dump: dict[str, Any]) -> Iterator[Split]:
+    """Every numeric split in ``Booster.dump_model()``: ``x <= threshold`` (a double) goes left.
+
+    Categorical splits (``==``, holding category sets) are skipped, and a row's path through
+    one is not constrained.
+    """
+    stack: list[tuple[dict[str, Any], tuple[tuple[int, float, bool], ...]]] = [
+        (tree.get("tree_structure", {}), ()) for tree in dump.get("tree_info", [])]
     while stack:
-        node = stack.pop()
+        node, path = stack.pop()
         if "split_feature" not in node:
             continue
-        if node.get("decision_type") == "<=":  # categorical splits ("==") hold category sets
-            yield int(node["split_feature"]), float(node["threshold"])
-        stack += [node.get("left_child", {}), node.get("right_child", {})]
+        feature = int(node["split_feature"])
+        numeric = node.get("decision_type") == "<="
+        if numeric:
+            threshold = float(node["threshold"])
+            yield Split(feature, threshold, path)
+        for child, left in (("left_child", True), ("right_child", False)):
+            step = ((feature, threshold, left),) if numeric else ()
+            stack.append((node.get(child, {}), path + step))
 
 
 def _reference(booster: Any, task: _trees.Task) -> Any:

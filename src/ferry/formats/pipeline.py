@@ -32,6 +32,8 @@ from ferry.signature import Signature, as_array
 
 __all__ = ["import_model", "parity_samples"]
 
+_AT_SPLITS = "rows at the trees' split thresholds and their float32 neighbours"
+
 
 def import_model(
     repo: Repository,
@@ -133,10 +135,34 @@ def _parity(converted: Converted, runtime: Runtime, options: ImportOptions) -> P
     for spec in signature.outputs:
         if spec.name not in expected:
             raise ArtifactError(f"the source model produced no output {spec.name!r}")
-    return compare(
+    report = compare(
         signature, expected, runtime, samples, method=method, origin=origin,
         tolerance=tolerance, rtol=converted.rtol,
     )
+    return _check_threshold_rows(converted, runtime, report)
+
+
+def _check_threshold_rows(converted: Converted, runtime: Runtime,
+                          report: ParityReport) -> ParityReport:
+    """A tree model's rows at its split thresholds must agree too; the report counts them."""
+    rows = converted.threshold_rows
+    if rows is None:
+        return report
+    count = int(next(iter(rows.values())).shape[0]) if rows else 0
+    if converted.reference is None:
+        count = 0  # nothing to compare them with
+    if count and converted.reference is not None:
+        at_splits = compare(
+            converted.signature, converted.reference(rows), runtime, rows,
+            method=report.method, origin=_AT_SPLITS, tolerance=report.tolerance,
+            rtol=report.rtol,
+        )
+        diffs = {name: max(value, at_splits.max_abs_diff.get(name, 0.0))
+                 for name, value in report.max_abs_diff.items()}
+        mismatches = {name: value + at_splits.mismatches.get(name, 0)
+                      for name, value in report.mismatches.items()}
+        report = report.model_copy(update={"max_abs_diff": diffs, "mismatches": mismatches})
+    return report.model_copy(update={"threshold_rows": count})
 
 
 def parity_samples(options: ImportOptions, signature: Signature) -> tuple[Arrays, str]:

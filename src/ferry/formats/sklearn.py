@@ -50,6 +50,7 @@ from ferry.errors import (
     InputError,
     UntrustedArtifactError,
 )
+from ferry.formats._trees import AT_SPLITS, snap_thresholds, snapped_note
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head, zip_names
 from ferry.formats.fallback import (
@@ -60,7 +61,7 @@ from ferry.formats.fallback import (
     probe_tolerance,
     run_reference,
 )
-from ferry.formats.parity import make_samples
+from ferry.formats.parity import Split, make_samples, split_samples
 from ferry.repository.hashing import hash_file
 from ferry.runtimes import Arrays
 from ferry.runtimes.sklearn import (
@@ -132,10 +133,18 @@ class SklearnImporter(Importer):
                 raise
             return native.converted(fallback_note(native.label, exc))
         input_names = [value.name for value in onnx_model.graph.input]
+        splits = _splits(model) if columns is None else None
+        at_splits = None
+        if splits is not None:
+            snapped, _ = snap_thresholds(onnx_model, splits, input_names[0])
+            notes.extend(snapped_note(snapped))
+            at_splits = {input_names[0]: split_samples(splits, int(model.n_features_in_),
+                                                       options.seed)}
+            native.threshold_rows = at_splits
         signature = _finish(onnx_model, kind, has_proba, workdir / ARTIFACT)
         if columns is None:
             note = _probe(workdir, signature, _reference(model, kind, has_proba, signature,
-                                                         None), options, kind)
+                                                         None), options, kind, at_splits)
             if note is not None:
                 return native.converted(fallback_note(native.label, note))
         if columns is not None and len(columns) != len(input_names):
@@ -174,6 +183,7 @@ class SklearnImporter(Importer):
             notes=notes,
             samples=samples,
             samples_origin=origin,
+            threshold_rows=at_splits,
         )
 
 
@@ -191,6 +201,7 @@ class _Native:
         self.kind, self.has_proba, self.notes = kind, has_proba, notes
         self.framework = f"scikit-learn {sklearn.__version__} ({type(model).__name__})"
         self.label = f"sklearn ({self.framework})"
+        self.threshold_rows: Arrays | None = None
 
     def converted(self, note: str) -> Converted:
         discard(self.workdir)
@@ -208,6 +219,7 @@ class _Native:
             + ("/predict_proba" if self.has_proba else "") + " (in memory, from the source)",
             labels=[str(c) for c in self.model.classes_] if not regressor else None,
             tolerance=1e-6, rtol=1e-6 if regressor else 0.0, notes=[*self.notes, note],
+            threshold_rows=self.threshold_rows,
         )
 
 
@@ -248,14 +260,22 @@ def _matrix_signature(model: Any, kind: str, has_proba: bool) -> Signature:
 
 
 def _probe(workdir: Path, signature: Signature, reference: Any, options: ImportOptions,
-           kind: str) -> FerryError | None:
-    """Probe the ONNX model at two batch sizes; the error when it misses, else None."""
+           kind: str, at_splits: Arrays | None) -> FerryError | None:
+    """Probe the ONNX model at two batch sizes, and a tree model at its split thresholds.
+
+    Returns the error when it misses, else None.
+    """
     batches = probe_batches(signature, options)
+    origins = None
+    if at_splits is not None and len(next(iter(at_splits.values()))):
+        batches.insert(1, at_splits)
+        origins = {1: AT_SPLITS}
     expected = [run_reference(reference, batch) for batch in batches]
     try:
         probe_onnx(workdir / ARTIFACT, signature, batches, expected,
                    tolerance=probe_tolerance(options, 1e-4),
-                   rtol=1e-4 if kind == "regressor" else 0.0)
+                   rtol=1e-4 if kind == "regressor" else 0.0,
+                   origins=origins)
     except InputError:
         raise
     except FerryError as exc:
@@ -515,6 +535,43 @@ def _finish(onnx_model: Any, kind: str, has_proba: bool, path: Path) -> Signatur
     onnx.save(onnx_model, str(path))
     write_checked_onnx(path)
     return onnx_signature(onnx_model)
+
+
+# -- tree thresholds ---------------------------------------------------------------------
+
+#: Estimators whose trees see the input columns themselves (no feature subsets, no
+#: preprocessing): their thresholds are the ones the ONNX trees compare the input with.
+_TREE_ESTIMATORS = frozenset({
+    "DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifier",
+    "ExtraTreeRegressor", "RandomForestClassifier", "RandomForestRegressor",
+    "ExtraTreesClassifier", "ExtraTreesRegressor", "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+})
+
+
+def _splits(model: Any) -> list[Split] | None:
+    """Every split of a tree estimator: ``x <= threshold`` (a double) goes left; else None.
+
+    scikit-learn casts inputs to float32 and compares them with double thresholds.
+    """
+    if type(model).__module__.split(".")[0] != "sklearn" or \
+            type(model).__name__ not in _TREE_ESTIMATORS:
+        return None
+    trees = [model] if hasattr(model, "tree_") else list(np.ravel(model.estimators_))
+    splits: list[Split] = []
+    for estimator in trees:
+        tree = estimator.tree_
+        stack: list[tuple[int, tuple[tuple[int, float, bool], ...]]] = [(0, ())]
+        while stack:
+            node, path = stack.pop()
+            left, right = int(tree.children_left[node]), int(tree.children_right[node])
+            if left == -1:
+                continue
+            feature, threshold = int(tree.feature[node]), float(tree.threshold[node])
+            splits.append(Split(feature, threshold, path))
+            stack += [(left, (*path, (feature, threshold, True))),
+                      (right, (*path, (feature, threshold, False)))]
+    return splits
 
 
 # -- parity ------------------------------------------------------------------------------

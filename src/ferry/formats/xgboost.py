@@ -12,7 +12,9 @@ so a file's name never decides how it is parsed.
 The task comes from the learner's objective (``binary:logistic`` -> binary classifier,
 ``multi:softprob`` -> ``num_class`` classes, ``reg:*`` -> regressor); conversion is
 onnxmltools' ``convert_xgboost``; parity is ``Booster.predict`` on rows drawn between the
-trees' split thresholds (:mod:`ferry.formats._trees`).
+trees' split thresholds and on rows at every threshold (:mod:`ferry.formats._trees`).
+XGBoost compares float32 inputs with float32 thresholds (``x < t``), which ONNX's
+``BRANCH_LT`` does too: the thresholds are checked, and kept, exactly.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ferry.formats import _trees
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head
 from ferry.formats.fallback import guarded
+from ferry.formats.parity import Split, make_samples
 from ferry.runtimes import Arrays
 
 __all__ = ["XGBoostImporter", "looks_like_xgboost"]
@@ -85,28 +88,30 @@ class XGBoostImporter(Importer):
         booster = _load(xgb, source)
         config = _learner_config(booster, source.name)
         task = _task(booster, config, source.name)
-        samples = _trees.threshold_samples(_thresholds(booster), task.features,
-                                           max(options.sample_count, 64), options.seed)
+        splits = list(_splits(booster))
+        samples = make_samples(_trees.task_signature(task), max(options.sample_count, 64),
+                               options.seed, splits=splits)
         framework = f"xgboost {xgb.__version__}"
         reference = guarded(_reference(xgb, booster, task))
-        signature, fallback = _trees.onnx_or_native(
+        attempt = _trees.onnx_or_native(
             workdir, task, lambda: _convert(booster, task, options), reference=reference,
-            samples=samples, options=options, runtime=f"xgboost ({framework})")
+            samples=samples, splits=splits, options=options, runtime=f"xgboost ({framework})")
+        fallback = attempt.note
         notes = [f"{task.describe()}; labels are class indices 0..{task.classes - 1}"
                  if task.kind == "classifier" else task.describe()]
         if not task.probabilities:
             notes.append(f"objective {task.objective} predicts classes only: no probabilities")
         converted = Converted(
-            artifact=ARTIFACT, signature=signature or _trees.task_signature(task),
+            artifact=ARTIFACT, signature=attempt.signature or _trees.task_signature(task),
             converter=f"{_trees.onnxmltools_version()} convert_xgboost",
             framework=framework, reference=reference,
             reference_name=f"{framework} Booster.predict",
             tolerance=(_trees.PROBABILITY_TOLERANCE if task.kind == "classifier"
                        else _trees.REGRESSION_TOLERANCE),
             rtol=0.0 if task.kind == "classifier" else _trees.REGRESSION_RTOL,
-            notes=notes, samples=samples,
+            notes=[*notes, *_trees.snapped_note(attempt.snapped)], samples=samples,
             samples_origin=f"{len(samples[_trees.INPUT])} rows drawn between the trees' split "
-            f"thresholds (seed {options.seed})",
+            f"thresholds (seed {options.seed})", threshold_rows=attempt.threshold_rows,
         )
         if fallback is None:
             return converted
@@ -175,15 +180,26 @@ def _convert(booster: Any, task: _trees.Task, options: ImportOptions) -> Any:
         ) from None
 
 
-def _thresholds(booster: Any) -> Iterator[tuple[int, float]]:
-    """``(feature, threshold)`` of every split, read from XGBoost's JSON model."""
+def _splits(booster: Any) -> Iterator[Split]:
+    """Every split, read from XGBoost's JSON model: ``x < threshold`` (a float32) goes left."""
     model = json.loads(booster.save_raw("json"))
     for tree in _find_trees(model.get("learner", {}).get("gradient_booster", {})):
-        lefts = tree.get("left_children", [])
-        for left, index, value in zip(lefts, tree.get("split_indices", []),
-                                      tree.get("split_conditions", []), strict=False):
-            if left != -1:
-                yield int(index), float(value)
+        lefts, rights = tree.get("left_children", []), tree.get("right_children", [])
+        features, values = tree.get("split_indices", []), tree.get("split_conditions", [])
+        categorical = set(tree.get("categories_nodes", []))
+        stack: list[tuple[int, tuple[tuple[int, float, bool], ...]]] = [(0, ())] if lefts else []
+        while stack:
+            node, path = stack.pop()
+            if node >= len(lefts) or lefts[node] == -1:
+                continue
+            if node in categorical:
+                stack += [(lefts[node], path), (rights[node], path)]
+                continue
+            # XGBoost holds and compares its thresholds as float32.
+            feature, threshold = int(features[node]), float(np.float32(values[node]))
+            yield Split(feature, threshold, path)
+            stack += [(lefts[node], (*path, (feature, threshold, True))),
+                      (rights[node], (*path, (feature, threshold, False)))]
 
 
 def _find_trees(node: Any) -> Iterator[dict[str, Any]]:

@@ -65,6 +65,10 @@ class ParityReport(_Strict):
     mismatches: dict[str, int] = Field(
         default_factory=dict, description="per non-float output: elements that differ"
     )
+    threshold_rows: int | None = Field(
+        None, description="tree models: rows at every split threshold and its float32 "
+        "neighbours, checked as well as the samples (absent before ferry recorded them)"
+    )
     passed: bool
 
 
