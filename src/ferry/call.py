@@ -36,7 +36,12 @@ class CallContext:
             an inference request itself), ``"asgi"`` (the Starlette app, under ferry's
             protocol or any ASGI server), ``"grpc"``, or a name for ferry's own work.
         peer: the client's address as ``host:port`` (None when unknown).
-        deadline: absolute ``time.monotonic()`` after which the answer is no longer wanted.
+        deadline: absolute ``time.monotonic()`` after which the answer is no longer wanted
+            (from the client: gRPC's deadline, REST's ``X-Ferry-Timeout-Ms`` header; the
+            engine also reads the V2 ``timeout`` parameter and the server's default).
+        problem: what was wrong with the call's own metadata (a malformed timeout header),
+            found by the transport and raised by the engine before anything else, so that
+            every door answers it as it answers any engine error; None when nothing was.
         credentials: what the client presented (the ``Authorization`` header's value, or
             gRPC's ``authorization`` metadata), for the policies to check; never logged.
         certificate: the common name (CN) of the client certificate the TLS handshake
@@ -46,10 +51,13 @@ class CallContext:
         grants: what the authenticated caller may do, as ``(role, model-name pattern)``
             pairs set by the authenticating policy, for the authorizing one (``None``: no
             policy said).
+        fallback: ``name:version`` of the configured fallback that answered an inference
+            call in place of the version asked for (its circuit breaker open or its queue
+            full), set by the engine for the door to say so in its answer; None otherwise.
     """
 
-    __slots__ = ("certificate", "credentials", "deadline", "door", "grants", "peer",
-                 "principal", "protocol", "request_id")
+    __slots__ = ("certificate", "credentials", "deadline", "door", "fallback", "grants",
+                 "peer", "principal", "problem", "protocol", "request_id")
 
     def __init__(self, request_id: str, protocol: Protocol, door: str, *,
                  peer: str | None = None, deadline: float | None = None,
@@ -63,6 +71,8 @@ class CallContext:
         self.certificate = certificate
         self.principal: str | None = None
         self.grants: tuple[tuple[str, str], ...] | None = None
+        self.problem: Exception | None = None
+        self.fallback: str | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""

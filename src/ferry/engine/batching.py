@@ -94,8 +94,12 @@ class Batcher:
         config: the model's batching settings.
         batchable: whether requests may be concatenated (the signature has a batch axis);
             when not, each request runs alone.
-        max_queue: how many requests may wait; one more is refused with
-            :class:`~ferry.errors.RateLimitedError` at once.
+        max_queue: how many requests may wait for an instance.
+        max_waiting: how many more may wait in line for room past ``max_queue`` (the
+            back-pressure of a server whose clients resend at once); one more is refused
+            with :class:`~ferry.errors.RateLimitedError` at once. 0: refuse past max_queue.
+        max_wait: seconds a request admitted past ``max_queue`` may wait before it starts;
+            then it is refused (429) instead.
         execute: starts ``batch`` on instance ``slot``; must call :meth:`finished` later.
         clock: monotonic seconds (``time.monotonic`` or a fake).
         call_later: schedules a callback after a delay and returns a cancellable handle.
@@ -105,6 +109,7 @@ class Batcher:
 
     def __init__(self, *, instances: int, config: BatchingConfig, batchable: bool,
                  max_queue: int, execute: Callable[[int, list[Pending]], None],
+                 max_waiting: int = 0, max_wait: float = 2.0,
                  clock: Callable[[], float],
                  call_later: Callable[[float, Callable[[], None]], TimerHandle],
                  metrics: ModelMetrics | None = None, name: str = "model",
@@ -117,6 +122,8 @@ class Batcher:
         self._preferred = sorted(config.preferred_batch_sizes) if self._batchable else []
         self._target = self._preferred[-1] if self._preferred else self._max_rows
         self._max_queue = max_queue
+        self._max_waiting = max_waiting
+        self._max_wait = max_wait
         self._execute = execute
         self._clock = clock
         self._call_later = call_later
@@ -164,19 +171,26 @@ class Batcher:
                 self._start(self._free.pop(), [item], now)
                 return
             defer = True
+        expires = item.deadline
         if self._count >= self._max_queue:
-            raise RateLimitedError(
-                f"model {self._name!r} is overloaded: {self._count} requests are waiting "
-                f"(the limit is {self._max_queue})",
-                retry_after=self.retry_after(),
-                hint="retry later, or raise max_queue / instances in the model's config.toml",
-            )
+            if self._count >= self._max_queue + self._max_waiting:
+                raise RateLimitedError(
+                    f"model {self._name!r} is overloaded: {self._count} requests are waiting "
+                    f"(the limit is {self._max_queue + self._max_waiting})",
+                    retry_after=self.retry_after(),
+                    hint="retry later, or raise max_queue / max_waiting / instances in the "
+                    "model's config.toml",
+                )
+            # The queue is full: wait in line for room (back-pressure) for max_wait at most.
+            limit = now + self._max_wait
+            if expires is None or limit < expires:
+                expires = limit
         item.enqueued = now
         self._queue.append(item)
         self._count += 1
         self._rows += item.rows
-        if item.deadline is not None:
-            item.timer = self._call_later(item.deadline - now, lambda: self._expire(item))
+        if expires is not None:
+            item.timer = self._call_later(expires - now, lambda: self._expire(item))
         if defer and self._call_soon is not None:
             self._kick_pending = True
             self._call_soon(self._kick)
@@ -303,15 +317,25 @@ class Batcher:
         self._execute(slot, batch)
 
     def _expire(self, item: Pending) -> None:
-        """A queued request's deadline passed: answer it now and forget it."""
+        """A queued request's deadline (or wait bound) passed: answer it now, forget it."""
         if item.dead or item.timer is None:
             return
         item.dead = True
         self._count -= 1
         self._rows -= item.rows
-        self._settle(item, DeadlineExceededError(
-            f"model {self._name!r}: the request's deadline passed while it waited for an "
-            "instance"))
+        error: Exception
+        if item.deadline is not None and item.deadline <= self._clock() + 1e-6:
+            error = DeadlineExceededError(
+                f"model {self._name!r}: the request's deadline passed while it waited for an "
+                "instance")
+        else:
+            error = RateLimitedError(
+                f"model {self._name!r} is overloaded: the request waited "
+                f"{self._max_wait * 1000:.0f} ms in line for room in its queue "
+                f"(max_queue {self._max_queue})",
+                retry_after=self.retry_after(),
+                hint="retry later, or raise max_wait_ms / instances in the model's config.toml")
+        self._settle(item, error)
         self._report_depth()
 
     @staticmethod

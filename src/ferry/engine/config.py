@@ -17,6 +17,15 @@ from the server's defaults (``[model_defaults]`` in ``ferry.toml``)::
     max_batch_size = 64             # rows gathered into one run
     max_queue_delay_ms = 0.5        # with several instances: wait this long for a fuller batch
     preferred_batch_sizes = [32, 64]
+
+    fallback = "previous"           # answers while a version's breaker is open or its queue
+                                    # is full: "previous", a version (1), or "other:3"
+    [breaker]                       # a circuit breaker per served version (none without it)
+    failures = 5                    # runtime failures (or slow answers) within window_s
+    window_s = 10.0                 #   that open it
+    latency_ms = 250.0              # an answer slower than this counts as a failure
+    cooldown_s = 5.0                # open this long, then half-open
+    half_open_calls = 1             # trial requests while half-open; that many successes close it
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ferry.errors import ConfigError, InputError
-from ferry.repository import VersionPolicy
+from ferry.repository import ModelRef, VersionPolicy
 from ferry.runtimes import RuntimeOptions
 
 __all__ = [
     "MODEL_CONFIG_NAME",
+    "PREVIOUS",
     "BatchingConfig",
+    "BreakerConfig",
     "ModelConfig",
     "config_error",
     "merge",
@@ -76,6 +87,40 @@ class BatchingConfig(BaseModel):
         return self
 
 
+#: The ``fallback`` of a model whose versions each fall back to the next older served one.
+PREVIOUS = "previous"
+
+
+class BreakerConfig(BaseModel):
+    """The circuit breaker of each served version of one model (ferry.engine.breaker)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    failures: int = Field(
+        5, ge=1, le=10_000,
+        description="runtime failures (or answers slower than latency_ms) within window_s "
+        "that open the breaker; a client's bad input, a full queue or a passed deadline "
+        "never counts",
+    )
+    window_s: float = Field(10.0, gt=0.0, le=86_400.0,
+                            description="the sliding window the failures are counted in")
+    latency_ms: float | None = Field(
+        None, gt=0.0, le=3_600_000.0,
+        description="an answer slower than this (queue wait included) counts as a failure; "
+        "none by default",
+    )
+    cooldown_s: float = Field(
+        5.0, gt=0.0, le=86_400.0,
+        description="how long an open breaker refuses (or sends to the fallback) before it "
+        "lets trial requests through",
+    )
+    half_open_calls: int = Field(
+        1, ge=1, le=1_000,
+        description="trial requests let through at a time while half-open; that many "
+        "successful trials close the breaker, one failing trial opens it again",
+    )
+
+
 def _serving_runtime_defaults() -> RuntimeOptions:
     # A server shares its cores between the event loop (parsing requests) and the runtime;
     # spinning runtime threads would take CPU from the parsing that feeds them.
@@ -95,7 +140,19 @@ class ModelConfig(BaseModel):
     )
     max_queue: int = Field(
         256, ge=1, le=1_000_000,
-        description="requests that may wait for an instance; more are refused at once",
+        description="requests that may wait for an instance; more wait in line for room "
+        "(max_waiting) or, with max_waiting = 0, are refused at once",
+    )
+    max_waiting: int = Field(
+        4096, ge=0, le=1_000_000,
+        description="requests past max_queue that wait in line for room instead of being "
+        "refused (back-pressure: clients that resend at once get slower answers, not a "
+        "storm of 429s); past it, 429 at once. 0: refuse past max_queue",
+    )
+    max_wait_ms: float = Field(
+        2000.0, gt=0.0, le=3_600_000.0,
+        description="how long a request in that line may wait for room before it is "
+        "refused with 429 (its own deadline, if sooner, answers 504)",
     )
     warmup: bool = Field(True, description="run each instance before it becomes ready")
     inline_below_ms: float = Field(
@@ -106,6 +163,14 @@ class ModelConfig(BaseModel):
     )
     runtime: RuntimeOptions = Field(default_factory=_serving_runtime_defaults)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    breaker: BreakerConfig | None = Field(
+        None, description="a circuit breaker for each served version; none by default")
+    fallback: str | None = Field(
+        None, description="what answers while a version's breaker is open or its queue is "
+        "full: 'previous' (the next older served version), a version number of this model, "
+        "or another model as 'name:version' (or 'name' for its latest); it must be served "
+        "and take the same inputs",
+    )
 
     @field_validator("version_policy")
     @classmethod
@@ -114,6 +179,26 @@ class ModelConfig(BaseModel):
             VersionPolicy.parse(value)
         except InputError as exc:
             raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _valid_fallback(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return value  # None, or a type pydantic names in its own error
+        if value == PREVIOUS:
+            return value
+        if value.isascii() and value.isdigit():
+            if int(value) < 1:
+                raise ValueError("a fallback version number is 1 or more")
+            return value
+        try:
+            ModelRef.parse(value)
+        except InputError as exc:
+            raise ValueError(f"expected 'previous', a version number or 'model:version' "
+                             f"({exc.message})") from None
         return value
 
     @property

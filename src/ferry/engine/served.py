@@ -151,6 +151,8 @@ class ServedVersion:
         self._batcher = Batcher(
             instances=len(self.runtimes), config=self.config.batching,
             batchable=self.batchable, max_queue=self.config.max_queue,
+            max_waiting=self.config.max_waiting,
+            max_wait=self.config.max_wait_ms / 1000.0,
             execute=self._execute, clock=time.monotonic, call_later=loop.call_later,
             metrics=self._model_metrics, name=self.name, call_soon=loop.call_soon,
         )

@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any, Literal
 
-__all__ = ["FIELD_MAX", "JsonFormatter", "TextFormatter", "clip", "configure_logging",
-           "request_id"]
+__all__ = ["FIELD_MAX", "JsonFormatter", "LineBudget", "TextFormatter", "clip",
+           "configure_logging", "request_id"]
 
 #: The most characters of one client-supplied string (a model name, a path, a header value,
 #: an error detail) that a log line carries: a client must not write more log than it sends.
@@ -30,6 +30,51 @@ def clip(text: str, limit: int = FIELD_MAX) -> str:
 
 #: The id of the request being handled in this task (empty outside a request).
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("ferry_request_id", default="")
+
+
+class LineBudget:
+    """At most ``lines`` log lines a ``seconds`` window from one source; the rest counted.
+
+    Refusals are logged one line per request, and clients decide how many requests there
+    are: under overload (thousands of 429s a second) writing each line cost more than
+    answering the refusal. Past the budget a line is only counted, and the first line of
+    the next window says how many were left out. Checking costs a clock read.
+    """
+
+    __slots__ = ("_dropped", "_lines", "_logger", "_seconds", "_used", "_what", "_window")
+
+    def __init__(self, logger: logging.Logger, what: str, *, lines: int = 20,
+                 seconds: float = 1.0) -> None:
+        self._logger = logger
+        self._what = what
+        self._lines = lines
+        self._seconds = seconds
+        self._window = 0.0
+        self._used = 0
+        self._dropped = 0
+
+    def allow(self) -> bool:
+        """Whether this line may be written (False: it was counted instead)."""
+        now = time.monotonic()
+        if now >= self._window:
+            if self._dropped:
+                # About other requests than the one being handled: without its id.
+                token = request_id.set("")
+                try:
+                    self._logger.warning(
+                        "%d more %s were not logged (at most %d lines in %g s)",
+                        self._dropped, self._what, self._lines, self._seconds,
+                        extra={"not_logged": self._dropped})
+                finally:
+                    request_id.reset(token)
+            self._window = now + self._seconds
+            self._used = self._dropped = 0
+        if self._used < self._lines:
+            self._used += 1
+            return True
+        self._dropped += 1
+        return False
+
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

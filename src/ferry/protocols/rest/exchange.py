@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.call import CallContext
-from ferry.errors import FerryError
-from ferry.observability.logging import FIELD_MAX, clip
+from ferry.errors import FerryError, InputError
+from ferry.observability.logging import FIELD_MAX, LineBudget, clip
 from ferry.protocols.rest.errors import error_response, status_of
 from ferry.protocols.rest.head import Head
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ferry.observability.metrics import Metrics
 
 _log = logging.getLogger("ferry.rest")
+#: Refusals are logged one line each, up to this budget a second (the rest are counted).
+_refusal_lines = LineBudget(_log, "refused REST requests")
 
 __all__ = ["Answer", "RestContext", "call_of", "exchange", "fresh_id", "json_response",
            "peer_of", "refusal", "rest_call"]
@@ -69,14 +71,50 @@ def rest_call(rid: bytes, door: str, peer: str | None, head: Head | None,
     """The call context of a REST request (every REST door builds it here).
 
     ``certificate`` is the common name of the client certificate the connection's TLS
-    handshake verified (mTLS), if any. REST has no deadline of its own: the call has none
-    unless a policy sets one.
+    handshake verified (mTLS), if any. The deadline comes from ``X-Ferry-Timeout-Ms``; a
+    malformed value is the call's ``problem`` (400 from the engine, on every door).
     """
     credentials = None
-    if head is not None and head.authorization is not None:
+    if head is None:
+        return CallContext(rid.decode("ascii"), "rest", door, peer=peer,
+                           certificate=certificate)
+    if head.authorization is not None:
         credentials = head.authorization.decode("latin-1")
-    return CallContext(rid.decode("ascii"), "rest", door, peer=peer, credentials=credentials,
+    call = CallContext(rid.decode("ascii"), "rest", door, peer=peer, credentials=credentials,
                        certificate=certificate)
+    if head.timeout is not None:
+        try:
+            call.deadline = deadline_after(timeout_ms(head.timeout))
+        except InputError as error:
+            call.problem = error
+    return call
+
+
+#: The longest timeout a client may ask for (a day): longer ones are surely mistakes.
+MAX_TIMEOUT_MS = 86_400_000.0
+
+
+def timeout_ms(value: bytes) -> float:
+    """The milliseconds of an ``X-Ferry-Timeout-Ms`` value (digits, optionally a fraction).
+
+    Raises:
+        InputError: not a plain positive decimal number of at most a day's milliseconds.
+    """
+    text = value.decode("latin-1").strip()
+    body = text.replace(".", "", 1)
+    if not (0 < len(text) <= 20 and body.isascii() and body.isdigit()):
+        raise InputError(f"X-Ferry-Timeout-Ms must be a number of milliseconds such as 250, "
+                         f"got {clip(text, 40)!r}")
+    ms = float(text)
+    if not 0 < ms <= MAX_TIMEOUT_MS:
+        raise InputError(f"X-Ferry-Timeout-Ms must be more than 0 and at most "
+                         f"{MAX_TIMEOUT_MS:.0f} (a day), got {text}")
+    return ms
+
+
+def deadline_after(ms: float) -> float:
+    """The ``time.monotonic()`` deadline ``ms`` milliseconds from now."""
+    return monotonic() + ms / 1000.0
 
 
 def peer_of(address: Any) -> str | None:
@@ -124,6 +162,8 @@ def refusal(ctx: RestContext, model: str, error: FerryError, start: float, *,
     # One line per refused request (the JSON log adds the request id): what an operator
     # needs to answer "why did my call fail?". Successes are counted, not logged.
     # Client-supplied strings are clipped: a client must not write more log than it sends.
+    if not _refusal_lines.allow():
+        return error_response(error, status)
     shown = clip(model) if model else "(no model)"
     _log.info("refused %s with %d: %s", shown, status, clip(error.message, 2 * FIELD_MAX),
               extra={"model": clip(model), "status": status})

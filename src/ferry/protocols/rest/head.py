@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["BINARY_HEADER", "JSON", "OCTETS", "OTHER", "Head", "media", "read_head",
-           "usable_request_id"]
+__all__ = ["BINARY_HEADER", "JSON", "OCTETS", "OTHER", "TIMEOUT_HEADER", "Head", "media",
+           "read_head", "usable_request_id"]
 
 #: The V2 binary tensor data extension's header (lower case, as fields arrive).
 BINARY_HEADER = b"inference-header-content-length"
+#: The client's deadline for its request, in milliseconds from its arrival (ferry's own:
+#: REST has no standard one; gRPC has its deadline, the V2 protocol a ``timeout`` parameter).
+TIMEOUT_HEADER = b"x-ferry-timeout-ms"
 _JSON = b"application/json"
 _JSON_SUFFIX = b"+json"
 _OCTETS = b"application/octet-stream"
@@ -44,11 +47,12 @@ class Head:
         request_id: the client's ``X-Request-ID`` when usable (:func:`usable_request_id`).
         binary: the ``Inference-Header-Content-Length`` value (V2 binary extension).
         authorization: the ``Authorization`` value, for the policies; never logged.
+        timeout: the ``X-Ferry-Timeout-Ms`` value as sent (read by ``rest_call``).
         expect_continue: ``Expect: 100-continue``.
     """
 
     __slots__ = ("authorization", "binary", "expect_continue", "hosts", "length", "media",
-                 "plain", "request_id")
+                 "plain", "request_id", "timeout")
 
     def __init__(self) -> None:
         self.hosts = 0
@@ -58,6 +62,7 @@ class Head:
         self.request_id: bytes | None = None
         self.binary: str | None = None
         self.authorization: bytes | None = None
+        self.timeout: bytes | None = None
         self.expect_continue = False
 
     def fast(self, *, binary: bool) -> bool:
@@ -70,8 +75,8 @@ class Head:
         return self.plain and (self.media == JSON or (binary and self.media == OCTETS))
 
 
-def read_head(fields: Iterable[tuple[bytes, bytes]]) -> Head:
-    """Read a request's header ``fields`` once."""
+def read_head(fields: Iterable[tuple[bytes, bytes]]) -> Head:  # noqa: C901 (one flat pass)
+    """Read a request's header ``fields`` once (one flat dispatch: runs on every request)."""
     head = Head()
     for name, value in fields:
         if name == b"host":
@@ -89,6 +94,8 @@ def read_head(fields: Iterable[tuple[bytes, bytes]]) -> Head:
             head.binary = value.decode("latin-1")
         elif name == b"authorization":
             head.authorization = value
+        elif name == TIMEOUT_HEADER:
+            head.timeout = value
         elif name == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
         elif name == b"content-encoding" or name == b"transfer-encoding":

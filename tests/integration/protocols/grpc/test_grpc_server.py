@@ -286,7 +286,7 @@ def test_a_full_queue_is_resource_exhausted_with_retry_after(grpc_repo):
     from ferry.engine import Engine, ModelConfig
     from grpc_server import serve_grpc
 
-    tight = ModelConfig.model_validate({"max_queue": 1, "inline_below_ms": 0.0,
+    tight = ModelConfig.model_validate({"max_queue": 1, "max_waiting": 0, "inline_below_ms": 0.0,
                                         "batching": {"max_batch_size": 1}})
     with serve_grpc(Engine(grpc_repo, models=["pair"], defaults=tight)) as server:
         async def burst() -> list[object]:

@@ -46,7 +46,7 @@ async def test_a_full_queue_answers_429_with_retry_after_and_no_5xx(tmp_path):
     import_model(repo, _slow_model(tmp_path / "slow.onnx"), "slow",
                  options=ImportOptions(sample_count=2))
     (repo.root / "slow" / "config.toml").write_text(
-        "instances = 1\nmax_queue = 1\nwarmup = false\n"
+        "instances = 1\nmax_queue = 1\nmax_waiting = 0\nwarmup = false\n"
         "[runtime]\nintra_op_threads = 1\n[batching]\nenabled = false\n")
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [ROWS, WIDTH],
                         "parameters": {"binary_data_size": ROWS * WIDTH * 4}}]}

@@ -876,12 +876,13 @@ def test_long_model_paths_hold_little_memory_and_log_short_lines(process: Proces
     assert not errors
     assert [(s, h["x-request-id"]) for s, h, _ in answers] == [
         (404, f"long{i}") for i in range(300)]
-    lines = _lines_mentioning(process, since, b'"long299"')
+    # Refusals are logged up to a budget a second (LineBudget), the rest only counted.
+    lines = _lines_mentioning(process, since, b'"long')
     longest = max(len(line) for line in lines)
     print(f"\n300 x 60 kB paths (414) + 300 x 5 kB paths (404): server RSS "
           f"+{grown / 2**20:.1f} MiB; {len(lines)} log lines, the longest {longest} bytes")
     assert grown < 30 << 20, grown
-    assert sum(b"long" in line for line in lines) >= 300
+    assert 1 <= sum(b"long" in line for line in lines) <= 300
     assert longest < 2048, max(lines, key=len)[:300]
 
 
@@ -903,6 +904,7 @@ def test_a_refused_request_with_a_5000_character_model_name_logs_short_lines(
     name. ~1 KB: the name is clipped to 200 characters where it appears (twice in the
     message, once as the model field), the error message to 400."""
     body = v2_body(_rows())
+    time.sleep(1.1)  # refusals are logged up to a budget a second: let a new second start
     since = process.log_size()
     with process.connect() as sock:
         sock.settimeout(10)
