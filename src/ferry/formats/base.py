@@ -103,6 +103,8 @@ class Converted:
     reference: Reference | None = None
     reference_name: str | None = None
     labels: list[str] | None = None
+    #: Output tensor -> the source model's own name for it (the manifest's source_names).
+    source_names: dict[str, str] = field(default_factory=dict)
     tolerance: float = 1e-4
     rtol: float = 0.0
     notes: list[str] = field(default_factory=list)

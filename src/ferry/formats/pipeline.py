@@ -93,6 +93,7 @@ def import_model(
             parity=parity,
             created=now_utc(),
             labels=options.labels if options.labels is not None else converted.labels,
+            source_names=converted.source_names,
             notes=converted.notes,
         )
         _check_labels(draft)

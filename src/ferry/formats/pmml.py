@@ -14,6 +14,12 @@ Signature: one ``input`` tensor (FP64, ``[-1, fields]``, the MiningSchema's acti
 in document order, listed in the manifest's notes); outputs ``predictions`` (FP64) for
 regression, ``probabilities`` (FP64, ``[-1, classes]``) and ``label`` (BYTES: PMML's own
 class values) for classification. The class values become the manifest's labels.
+
+Then one output per ``OutputField`` the document declares for its result (``[-1]``, FP64
+for continuous numbers, BYTES otherwise), named by
+:func:`ferry.runtimes.pmml.tensor_names`, the one mapping the runtime uses too:
+sklearn2pmml's ``probability(0)`` is served as ``probability_0``. The manifest's
+``source_names`` keeps each such tensor's original field name, and ``ferry show`` prints it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import ClassVar
 
 from ferry.formats.base import Converted, Importer, ImportOptions
 from ferry.formats.detect import read_head
-from ferry.runtimes.pmml import load_pmml, output_fields, read_document
+from ferry.runtimes.pmml import load_pmml, model_outputs, read_document
 from ferry.signature import Signature, TensorSpec
 
 __all__ = ["PmmlImporter"]
@@ -59,7 +65,8 @@ class PmmlImporter(Importer):
         """Check the document, load it with pypmml, and store it as it is."""
         doc = read_document(source)
         model = load_pmml(source)
-        _, _, classes = output_fields(model, doc)
+        described = model_outputs(model, doc)
+        classes = described.classes
         columns = len(doc.inputs)
         inputs = (TensorSpec(name="input", datatype="FP64", shape=(-1, columns)),)
         if doc.function == "classification":
@@ -69,6 +76,8 @@ class PmmlImporter(Importer):
             )
         else:
             outputs = (TensorSpec(name="predictions", datatype="FP64", shape=(-1,)),)
+        outputs += tuple(TensorSpec(name=f.tensor, datatype=f.datatype, shape=(-1,))
+                         for f in described.fields)
         shutil.copyfile(source, workdir / ARTIFACT)
         import pypmml
 
@@ -81,6 +90,7 @@ class PmmlImporter(Importer):
             framework=f"pypmml {pypmml.__version__} (PMML4S), PMML {model.version}",
             reference=None,
             labels=classes or None,
+            source_names={f.tensor: f.field for f in described.fields},
             tolerance=0.0,
             notes=[
                 f"served natively by pypmml: no maintained converter turns PMML into ONNX "

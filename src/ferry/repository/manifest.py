@@ -89,6 +89,12 @@ class Manifest(_Strict):
     parity: ParityReport | None = None
     created: datetime
     labels: list[str] | None = Field(None, description="class labels, index = class id")
+    source_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="tensor name -> the source model's own name for it, where the tensor "
+        "carries a named field of the source (a PMML OutputField such as 'probability(0)'); "
+        "absent from manifests written before ferry recorded it",
+    )
     notes: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(
         default_factory=dict, description="per-model serving settings (batching, instances)"
@@ -109,6 +115,8 @@ class Manifest(_Strict):
     def to_json(self) -> bytes:
         """Serialize with sorted keys and a trailing newline, so diffs stay readable."""
         data = self.model_dump(mode="json")
+        if not data["source_names"]:  # most formats: keep their manifests as they were
+            del data["source_names"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 

@@ -18,13 +18,21 @@ outright: this is defusedxml's ``forbid_dtd`` policy, done with the standard lib
 because defusedxml is not a dependency. With no DTD there can be no entity expansion
 ("billion laughs", quadratic blow-up) and no external entity (XXE: reading local files or
 URLs), neither in expat nor later in the JVM's parser.
+
+Output names: besides ferry's own outputs (``probabilities`` and ``label``, or
+``predictions``), each ``OutputField`` the document declares for its final result is served
+as a tensor of its own. PMML field names are free text (sklearn2pmml writes
+``probability(0)``, ``decisionFunction(setosa)``), so :func:`tensor_names` maps them to
+tensor names, and the importer and :class:`PmmlRuntime` both call it on the same document:
+the manifest's ``source_names`` keeps the original field names.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,13 +52,17 @@ from ferry.signature import Signature
 
 __all__ = [
     "MODEL_TYPES",
+    "OWN_OUTPUTS",
+    "FieldOutput",
     "PmmlDocument",
+    "PmmlOutputs",
     "PmmlRuntime",
     "import_pypmml",
     "load_pmml",
-    "output_fields",
+    "model_outputs",
     "read_document",
     "start_jvm",
+    "tensor_names",
 ]
 
 #: PMML model elements that pypmml evaluates and ferry serves (classification or regression).
@@ -64,6 +76,8 @@ _NUMERIC = ("double", "float", "integer")
 _NOT_MODELS = {"Header", "MiningBuildTask", "DataDictionary", "TransformationDictionary",
                "Extension"}
 _TARGET_USAGE = {"target", "predicted"}
+#: ferry's own output tensors; a document's field never takes one of these names.
+OWN_OUTPUTS = ("probabilities", "label", "predictions")
 _IGNORED_USAGE = {"supplementary", "group", "order", "frequencyWeight", "analysisWeight"}
 
 
@@ -77,7 +91,8 @@ class PmmlDocument:
         inputs: the active fields of its MiningSchema, in document order.
         target: the target field, if the MiningSchema names one.
         data_types: each DataDictionary field's ``dataType``.
-        outputs: the model's own ``OutputField`` elements as ``(name, feature, value)``.
+        outputs: the names of every ``OutputField`` in the model, at any depth (a model
+            chain's final segment declares the chain's result), in document order.
     """
 
     model_type: str = ""
@@ -85,7 +100,7 @@ class PmmlDocument:
     inputs: list[str] = field(default_factory=list)
     target: str | None = None
     data_types: dict[str, str] = field(default_factory=dict)
-    outputs: list[tuple[str, str, str]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
 
 
 class _Refused(Exception):
@@ -114,10 +129,9 @@ class _Reader:
         elif (depth == 4 and name == "MiningField" and self.path[1] == self.doc.model_type
               and self.path[2] == "MiningSchema"):
             self._mining_field(attrs)
-        elif (depth == 4 and name == "OutputField" and self.path[1] == self.doc.model_type
-              and self.path[2] == "Output"):
-            feature = attrs.get("feature", "predictedValue")
-            self.doc.outputs.append((attrs.get("name", ""), feature, attrs.get("value", "")))
+        elif (name == "OutputField" and depth >= 4 and self.path[1] == self.doc.model_type
+              and self.path[-2] == "Output"):
+            self.doc.outputs.append(attrs.get("name", ""))
 
     def _mining_field(self, attrs: dict[str, str]) -> None:
         usage = attrs.get("usageType", "active")
@@ -246,23 +260,119 @@ def load_pmml(path: Path) -> Any:
     return model
 
 
-def output_fields(model: Any, doc: PmmlDocument) -> tuple[str, list[str], list[str]]:
-    """The result columns that hold the prediction, and the class labels (classification).
+_TENSOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OTHER_CHARACTERS = re.compile(r"[^A-Za-z0-9_]+")
 
-    The document's own ``Output`` fields win (PMML4S then returns only those); otherwise
-    PMML4S's defaults, ``predicted_<target>`` and ``probability_<class>``.
+
+def tensor_names(fields: Iterable[str], reserved: Iterable[str] = OWN_OUTPUTS) -> dict[str, str]:
+    """Map PMML output field names to the tensor names ferry serves them under.
+
+    The importer and :class:`PmmlRuntime` both call this on the same document, so a stored
+    version's signature and its runtime always agree. A tensor name is ASCII letters,
+    digits and ``_``, not starting with a digit.
+
+    1. A field whose name is already a tensor name, and not ``reserved``, keeps it.
+    2. Any other name has each run of other characters replaced by one ``_``, and ``_`` at
+       either end dropped: ``probability(0)`` -> ``probability_0``, ``probability(Iris
+       setosa)`` -> ``probability_Iris_setosa``, ``p.1`` -> ``p_1``. A result that is empty
+       or starts with a digit gets ``field_`` in front (``(1)`` -> ``field_1``).
+    3. Collisions: the names of step 1 are claimed first, then those of step 2 in the
+       order given (document order); a name already claimed or reserved gets the smallest
+       free suffix ``_2``, ``_3``, ...: ``p(1)`` and ``p[1]`` -> ``p_1`` and ``p_1_2``;
+       ``label`` -> ``label_2``.
+
+    Args:
+        fields: the output field names, in document order (duplicates are mapped once).
+        reserved: names no field may take (ferry's own outputs).
 
     Returns:
-        ``(predicted column, probability columns, classes)``; both lists are empty for a
-        regression model.
+        field name -> tensor name, in the order of ``fields``.
     """
+    names = list(dict.fromkeys(fields))
+    taken = set(reserved)
+    chosen: dict[str, str] = {}
+    for name in names:
+        if _TENSOR_NAME.fullmatch(name) and name not in taken:
+            chosen[name] = name
+            taken.add(name)
+    for name in names:
+        if name in chosen:
+            continue
+        base = _OTHER_CHARACTERS.sub("_", name).strip("_")
+        if not base or base[0].isdigit():
+            base = f"field_{base}".rstrip("_")
+        candidate, suffix = base, 2
+        while candidate in taken:
+            candidate, suffix = f"{base}_{suffix}", suffix + 1
+        chosen[name] = candidate
+        taken.add(candidate)
+    return {name: chosen[name] for name in names}
+
+
+@dataclass(frozen=True)
+class FieldOutput:
+    """One output field the document declares, served as a tensor of its own.
+
+    Attributes:
+        field: the ``OutputField`` name, as the document writes it.
+        tensor: the tensor name it is served under (:func:`tensor_names`).
+        datatype: ``FP64`` for a continuous number, ``BYTES`` for anything else.
+    """
+
+    field: str
+    tensor: str
+    datatype: str
+
+
+@dataclass(frozen=True)
+class PmmlOutputs:
+    """Which of PMML4S's result columns make up each output tensor.
+
+    Attributes:
+        predicted: the column of the predicted value (class or number).
+        probability: the columns of the class probabilities, in class order
+            (empty for regression).
+        classes: the class values, as strings (empty for regression).
+        fields: the document's own output fields, each its own tensor.
+    """
+
+    predicted: str
+    probability: list[str]
+    classes: list[str]
+    fields: list[FieldOutput]
+
+
+_NUMBERS = {"double", "float", "integer", "real"}
+
+
+def model_outputs(model: Any, doc: PmmlDocument) -> PmmlOutputs:
+    """The result columns behind each output tensor of a loaded model.
+
+    The document's own output fields are those PMML4S returns for the final result, without
+    its supplementary columns, that the document declares (PMML4S makes up
+    ``predicted_<target>`` and ``probability_<class>`` when it declares none). The
+    prediction and the probabilities come from the document's own fields where it has them
+    (sklearn2pmml writes ``probability(<class>)``), else from PMML4S's defaults.
+    """
+    declared = set(doc.outputs)
+    model.setSupplementOutput(False)
+    try:
+        own = [f for f in model.outputFields if f.name in declared]
+    finally:
+        model.setSupplementOutput(True)
+    by_feature = {(str(f.feature), None if f.value is None else str(f.value)): f.name
+                  for f in reversed(own)}  # the first field of a kind wins
     target = model.targetName or doc.target or "target"
-    own = {(feature, value): name for name, feature, value in doc.outputs}
-    predicted = own.get(("predictedValue", ""), f"predicted_{target}")
-    if doc.function != "classification":
-        return predicted, [], []
-    classes = [str(c) for c in (model.classes or [])]
-    return predicted, [own.get(("probability", c), f"probability_{c}") for c in classes], classes
+    predicted = by_feature.get(("predictedValue", None), f"predicted_{target}")
+    classes = ([str(c) for c in (model.classes or [])]
+               if doc.function == "classification" else [])
+    probability = [by_feature.get(("probability", c), f"probability_{c}") for c in classes]
+    names = tensor_names(f.name for f in own)
+    fields = [FieldOutput(f.name, names[f.name],
+                          "FP64" if str(f.dataType) in _NUMBERS
+                          and str(f.opType) == "continuous" else "BYTES")
+              for f in own]
+    return PmmlOutputs(predicted, probability, classes, fields)
 
 
 class PmmlRuntime(Runtime):
@@ -270,7 +380,8 @@ class PmmlRuntime(Runtime):
 
     Inputs: one ``input`` tensor, ``[batch, fields]``, columns in MiningSchema order.
     Outputs: ``predictions`` (regression), or ``probabilities`` and ``label`` (class
-    labels as BYTES, as PMML writes them).
+    labels as BYTES, as PMML writes them); then one tensor per output field the document
+    declares, named by :func:`tensor_names` (``probability(0)`` -> ``probability_0``).
     """
 
     name: ClassVar[str] = "pmml"
@@ -279,19 +390,35 @@ class PmmlRuntime(Runtime):
         super().__init__(signature)
         self._model = model
         self._columns = doc.inputs
-        self._predicted, self._probability, _ = output_fields(model, doc)
+        self._outputs = model_outputs(model, doc)
+        self._fields = {f.tensor: f for f in self._outputs.fields}
 
     @classmethod
     def load(cls, artifact: Path, signature: Signature, options: RuntimeOptions) -> PmmlRuntime:
-        """Check and load the document; the JVM starts here if it is the first model."""
+        """Check and load the document; the JVM starts here if it is the first model.
+
+        Raises:
+            ArtifactError: PMML4S does not give a column the outputs need, or the signature
+                names an output the document's fields do not map to.
+        """
         doc = read_document(artifact)
         model = load_pmml(artifact)
         runtime = cls(model, signature, doc)
-        missing = [n for n in [runtime._predicted, *runtime._probability]
+        outputs = runtime._outputs
+        missing = [n for n in [outputs.predicted, *outputs.probability]
                    if n not in model.outputNames]
         if missing:
             raise ArtifactError(f"pypmml gives no output {missing[0]!r} for {artifact.name}; "
                                 f"it gives {', '.join(model.outputNames)}")
+        unknown = [n for n in signature.output_names
+                   if n not in OWN_OUTPUTS and n not in runtime._fields]
+        if unknown:
+            have = ", ".join(f"{f.tensor} ({f.field})" for f in outputs.fields) or "none"
+            raise ArtifactError(
+                f"{artifact.name}: the signature's output {unknown[0]!r} is none of the "
+                f"document's output fields; they map to: {have}",
+                hint="import the document again",
+            )
         return runtime
 
     @property
@@ -309,31 +436,47 @@ class PmmlRuntime(Runtime):
             answer = json.loads(self._model.predict(request))
         except Exception as exc:  # PMMLError / Py4JJavaError from PMML4S
             raise InputError(f"the PMML model rejected these inputs: {_first_line(exc)}") from None
-        result = self._unpack(answer, len(data))
         names = outputs or self.signature.output_names
-        return {name: result[name] for name in names}
+        return self._unpack(answer, len(data), names)
 
-    def _unpack(self, answer: dict[str, Any], count: int) -> Arrays:
+    def _unpack(self, answer: dict[str, Any], count: int, names: Sequence[str]) -> Arrays:
         index = {name: i for i, name in enumerate(answer.get("columns", []))}
         table = answer.get("data", [])
         if len(table) != count:
             raise ArtifactError(f"pypmml returned {len(table)} rows for {count}")
-        predicted = [row[index[self._predicted]] for row in table]
+        predicted = [row[index[self._outputs.predicted]] for row in table]
         if any(value is None for value in predicted):
             row = predicted.index(None)
             raise InputError(f"the PMML model gives no prediction for row {row} (a missing "
                              "value, or one outside a field's valid range?)")
-        if not self._probability:
-            return {"predictions": np.asarray(predicted, dtype=np.float64)}
-        labels = np.empty(count, dtype=object)
-        labels[:] = [str(v).encode("utf-8") for v in predicted]
-        proba = np.asarray([[row[index[c]] or 0.0 for c in self._probability] for row in table],
-                           dtype=np.float64).reshape(count, len(self._probability))
-        return {"probabilities": proba, "label": labels}
+        result: Arrays = {}
+        for name in names:
+            if name == "predictions":
+                result[name] = np.asarray(predicted, dtype=np.float64)
+            elif name == "label":
+                result[name] = _bytes(predicted)
+            elif name == "probabilities":
+                columns = self._outputs.probability
+                result[name] = np.asarray(
+                    [[row[index[c]] or 0.0 for c in columns] for row in table],
+                    dtype=np.float64).reshape(count, len(columns))
+            else:
+                field = self._fields[name]
+                column = [row[index[field.field]] for row in table]
+                result[name] = (_bytes(column) if field.datatype == "BYTES" else np.asarray(
+                    [np.nan if v is None else v for v in column], dtype=np.float64))
+        return result
 
     def close(self) -> None:
         """Drop the model; the JVM stays up for the next model (one per process)."""
         self._model = None
+
+
+def _bytes(values: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """PMML values as a BYTES tensor: UTF-8 text, a missing value as b""."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = [b"" if v is None else str(v).encode("utf-8") for v in values]
+    return array
 
 
 def _first_line(exc: BaseException) -> str:

@@ -197,15 +197,23 @@ def test_pmml_with_unscorable_input_is_an_input_error(repo, zoo):
 
 
 def test_document_output_fields_are_followed(repo, zoo, tmp_path):
-    """A document with its own <Output> (PMML4S then returns only those) serves the same."""
+    """A document with its own <Output> (PMML4S then returns only those) serves the same,
+    and each of its fields as an output of its own (issue 17)."""
     fields = ['<OutputField name="species" feature="predictedValue" dataType="string" '
               'optype="categorical"/>']
     fields += [f'<OutputField name="p{i}" feature="probability" value="{c}" dataType="double" '
                'optype="continuous"/>' for i, c in enumerate(zoo.classes)]
     text = zoo.paths["forest"].read_text().replace(
         '<Segmentation', "<Output>" + "".join(fields) + "</Output><Segmentation", 1)
-    import_model(repo, _write(tmp_path, "own_output.pmml", text), "forest")
-    _check_against_sklearn(repo, "forest", zoo, "forest")
+    manifest = import_model(repo, _write(tmp_path, "own_output.pmml", text), "forest")
+    assert manifest.source_names == {n: n for n in ("species", "p0", "p1", "p2")}
+    x, want = zoo.expected("forest")
+    got = served(repo, "forest", x)
+    np.testing.assert_array_equal(got["label"], want["label"])
+    np.testing.assert_array_equal(got["species"], want["label"])
+    assert np.max(np.abs(got["probabilities"] - want["probabilities"])) <= TOLERANCE
+    for i in range(len(zoo.classes)):
+        assert np.max(np.abs(got[f"p{i}"] - want["probabilities"][:, i])) <= TOLERANCE
 
 
 @pytest.mark.parametrize(("name", "text", "hidden", "extra"), [

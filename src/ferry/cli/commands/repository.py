@@ -92,10 +92,13 @@ def _print_manifest(m: Manifest, *, verified: bool) -> None:
       f"{m.source.framework or ''}", highlight=False)
     if m.converter:
         p(f"  converter {m.converter}", highlight=False)
-    table = Table("", "name", "datatype", "shape", box=None, pad_edge=False)
+    columns = ("", "name", "datatype", "shape") + (("source name",) if m.source_names else ())
+    table = Table(*columns, box=None, pad_edge=False)
     for role, specs in (("input", m.signature.inputs), ("output", m.signature.outputs)):
         for spec in specs:
-            table.add_row(role, spec.name, spec.datatype, str(list(spec.shape)))
+            source = m.source_names.get(spec.name)
+            extra = (escape(source) if source is not None else "",) if m.source_names else ()
+            table.add_row(role, escape(spec.name), spec.datatype, str(list(spec.shape)), *extra)
     p(table)
     if m.parity:
         diffs = ", ".join(f"{k} {v:.3g}" for k, v in m.parity.max_abs_diff.items()) or "-"
