@@ -40,7 +40,7 @@ from ferry.errors import ConfigError, FerryError
 from ferry.observability.logging import configure_logging
 from ferry.policy import Policy
 from ferry.repository import Repository, TrustedKeys
-from ferry.settings import SecuritySettings, ServerSettings
+from ferry.settings import RateLimitSettings, RateRule, SecuritySettings, ServerSettings
 
 if TYPE_CHECKING:
     from ferry.security.audit import AuditLog
@@ -94,6 +94,7 @@ async def serve(settings: ServerSettings, *,
     from ferry.protocols.grpc.server import GrpcLimits, bind, build_server
     from ferry.protocols.rest.app import create_app
     from ferry.protocols.rest.http11 import http_protocol
+    from ferry.protocols.rest.limits import HttpLimits
     from ferry.protocols.rest.uvicorn_seam import check_uvicorn
 
     # The REST protocol relies on uvicorn internals: an untested uvicorn fails here, in
@@ -106,11 +107,12 @@ async def serve(settings: ServerSettings, *,
         raise ConfigError(f"repository {str(repository.root)!r} does not exist",
                           hint="import a model first (ferry import FILE --name NAME), or "
                           "run `ferry demo`")
-    policies, audit = security_policies(settings.security, host=settings.host)
+    policies, audit = security_policies(settings.security, host=settings.host,
+                                        rate_limit=settings.rate_limit)
     tls = _server_tls(settings.security)
     engine = Engine(repository, models=settings.models, defaults=settings.model_defaults,
                     default_model=settings.default_model, drain_timeout=settings.drain_timeout,
-                    policies=policies)
+                    policies=policies, max_request_elements=settings.max_request_elements)
     await engine.start()
     loop = asyncio.get_running_loop()
     grpc_server = None
@@ -120,16 +122,21 @@ async def serve(settings: ServerSettings, *,
                                    limits=GrpcLimits(
                                        max_concurrent_streams=settings.grpc_max_concurrent_streams,
                                        max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
-                                       max_connection_idle=settings.grpc_max_connection_idle),
+                                       max_connection_idle=settings.grpc_max_connection_idle,
+                                       handshake_timeout=settings.grpc_handshake_timeout),
                                    client_certificates=tls is not None and tls.client_auth)
         grpc_port = bind(grpc_server, settings.host, settings.grpc_port, tls)
         await grpc_server.start()
-        app = create_app(engine, max_body_bytes=settings.max_body_bytes)
+        limits = HttpLimits(max_connections=settings.http_max_connections,
+                            head_timeout=settings.http_head_timeout)
+        app = create_app(engine, max_body_bytes=settings.max_body_bytes, limits=limits)
         # Every connection is ferry's HTTP/1.1 protocol (http11.py): llhttp parses, plain
         # inference requests are answered without ASGI, the rest go to the app.
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,
-                                http=http_protocol(app.state.rest_context),
-                                timeout_keep_alive=30, backlog=4096,
+                                http=http_protocol(app.state.rest_context, limits),
+                                # The protocol reads it as a float (seconds).
+                                timeout_keep_alive=settings.http_keep_alive,  # type: ignore[arg-type]
+                                backlog=4096,
                                 ssl_context_factory=_ssl_context_factory(tls))
         http = _Uvicorn(config)
         stopping = stop or asyncio.Event()
@@ -178,13 +185,15 @@ def trusted_keys(security: SecuritySettings) -> TrustedKeys | None:
     return keys
 
 
-def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1"
+def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1",
+                      rate_limit: RateLimitSettings | None = None
                       ) -> tuple[list[Policy], AuditLog | None]:
     """The policies ``[security]`` asks for, and the audit log they write to (or None).
 
     Authentication and authorization when a keys file or a JWT key is configured (none:
     every caller may do everything, as in ``ferry demo``); the audit policy when
-    ``audit_log`` is set. The same chain holds on every door (REST lane, ASGI app, gRPC).
+    ``audit_log`` is set; the rate limit when ``rate_limit`` (``[rate_limit]``) has a
+    rate. The same chain holds on every door (REST lane, ASGI app, gRPC).
 
     Raises:
         ConfigError: a JWT key file cannot be read or is unusable.
@@ -234,7 +243,26 @@ def security_policies(security: SecuritySettings, *, host: str = "127.0.0.1"
         log.warning("authentication is off and the server listens on %s: every caller may "
                     "infer, load and unload; set [security] api_keys_file or a JWT key "
                     "(docs/serving.md)", host)
+    if rate_limit is not None and rate_limit.enabled:
+        policies.append(rate_limit_policy(rate_limit))
     return policies, audit
+
+
+def rate_limit_policy(settings: RateLimitSettings) -> Policy:
+    """The :class:`~ferry.limits.RateLimit` policy ``[rate_limit]`` describes (rate set)."""
+    from ferry.limits import Rate, RateLimit
+    from ferry.policy import Kind
+
+    assert settings.rate is not None
+    default = RateRule(rate=settings.rate, burst=settings.burst)
+    kinds = list(Kind) if settings.calls == "all" else [Kind.INFER]
+    policy = RateLimit(Rate(default.rate, default.bucket),
+                       overrides={key: Rate(rule.rate, rule.bucket)
+                                  for key, rule in settings.principals.items()},
+                       kinds=kinds, max_callers=settings.max_callers)
+    log.info("rate limit on: %g calls/s per caller, %d at once (%s calls; %d override(s))",
+             default.rate, default.bucket, settings.calls, len(settings.principals))
+    return policy
 
 
 def _server_tls(security: SecuritySettings) -> ServerTls | None:

@@ -30,6 +30,7 @@ Environment: ``FERRY_HTTP_PORT=9000``, ``FERRY_MODELS=digits,fraud:3``,
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,7 +54,8 @@ from pydantic_settings import (
 from ferry.engine.config import ModelConfig, config_error
 from ferry.errors import ConfigError
 
-__all__ = ["SecuritySettings", "ServerSettings", "load_settings"]
+__all__ = ["RateLimitSettings", "RateRule", "SecuritySettings", "ServerSettings",
+           "load_settings"]
 
 _MIB = 1 << 20
 
@@ -127,6 +129,59 @@ class SecuritySettings(BaseModel):
         return self
 
 
+class RateRule(BaseModel):
+    """One caller's token bucket: ``rate`` calls a second, ``burst`` at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate: float = Field(gt=0.0, description="calls a second (the bucket's refill)")
+    burst: int | None = Field(
+        None, ge=1, description="calls at once (the bucket's size); default: one second's "
+        "worth of rate, at least 1")
+
+    @property
+    def bucket(self) -> int:
+        """The bucket's size: ``burst``, or one second's worth of ``rate`` (at least 1)."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.rate))
+
+
+class RateLimitSettings(BaseModel):
+    """``[rate_limit]``: a token bucket per caller (principal, or host when anonymous).
+
+    Off unless ``rate`` is set. Refused calls get 429 with ``Retry-After`` (gRPC
+    ``RESOURCE_EXHAUSTED`` with ``retry-after`` metadata); health calls are never counted.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate: float | None = Field(
+        None, gt=0.0, description="calls a second each caller may make; off when unset")
+    burst: int | None = Field(
+        None, ge=1, description="calls a caller may make at once (the bucket's size); "
+        "default: one second's worth of rate, at least 1")
+    calls: Literal["infer", "all"] = Field(
+        "infer", description="which calls take a token: 'infer' (inference only) or 'all' "
+        "(every call but liveness and readiness)")
+    max_callers: int = Field(
+        65_536, ge=1, description="most callers' buckets kept; the least recently used is "
+        "dropped past it")
+    principals: dict[str, RateRule] = Field(
+        default_factory=dict, description="rules for particular callers, keyed as the "
+        "audit log names them: 'key:NAME', 'jwt:SUB', 'cert:CN', or 'ip:HOST' for "
+        "anonymous callers")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether calls are counted at all (``rate`` is set)."""
+        return self.rate is not None
+
+    @model_validator(mode="after")
+    def _burst_needs_a_rate(self) -> RateLimitSettings:
+        if self.rate is None and (self.burst is not None or self.principals):
+            raise ValueError("burst and principals need a rate: set [rate_limit] rate")
+        return self
+
+
 class ServerSettings(BaseSettings):
     """Everything ``ferry serve`` can be told (flags, ``ferry.toml`` or ``FERRY_*``)."""
 
@@ -144,6 +199,17 @@ class ServerSettings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="server processes sharing the ports")
     max_body_bytes: int = Field(64 * _MIB, ge=1024, description="largest REST request body")
     max_message_bytes: int = Field(64 * _MIB, ge=1024, description="largest gRPC message")
+    max_request_elements: int = Field(
+        16 * _MIB, ge=1, description="most tensor elements in one inference request, all "
+        "inputs together, on every door (413 / INVALID_ARGUMENT past it)")
+    http_max_connections: int = Field(
+        4096, ge=1, description="REST connections open at once; a connection past it is "
+        "closed as soon as it is accepted")
+    http_keep_alive: float = Field(
+        30.0, gt=0.0, description="seconds an idle keep-alive REST connection stays open")
+    http_head_timeout: float = Field(
+        10.0, gt=0.0, description="seconds a REST request head may take to arrive (408 "
+        "after)")
     grpc_max_concurrent_streams: int = Field(
         100, ge=1, description="gRPC calls open at once on one connection (announced to "
         "clients as SETTINGS_MAX_CONCURRENT_STREAMS)")
@@ -152,6 +218,9 @@ class ServerSettings(BaseSettings):
         "past it")
     grpc_max_connection_idle: float = Field(
         300.0, gt=0.0, description="seconds a gRPC connection with no call open stays open")
+    grpc_handshake_timeout: float = Field(
+        10.0, gt=0.0, description="seconds a new gRPC connection may take to complete its "
+        "handshake (TLS and the HTTP/2 preface); closed after")
     drain_timeout: float = Field(
         30.0, ge=0.0, description="seconds a stopping server or a retired version waits "
         "for in-flight requests")
@@ -164,6 +233,9 @@ class ServerSettings(BaseSettings):
     security: SecuritySettings = Field(
         default_factory=SecuritySettings,
         description="authentication, authorization, audit log; off unless configured")
+    rate_limit: RateLimitSettings = Field(
+        default_factory=RateLimitSettings,
+        description="a token bucket per caller; off unless [rate_limit] rate is set")
 
     @field_validator("models", mode="before")
     @classmethod

@@ -223,6 +223,18 @@ def array_from_json(data: Any, name: str, datatype: str,
         InputError: as ``as_array``, and for numbers too large for a float datatype
             (1e6 in FP16 would silently become infinity).
     """
+    # JSON nesting: orjson parses at most 1024 levels; a tensor's data nests at most
+    # MAX_RANK (64) lists deep. Deeper data is named here, before numpy walks it (numpy
+    # would refuse it too, as "not a rectangular array"). The first element of each level
+    # is enough: deeper nesting elsewhere is ragged, which numpy refuses.
+    depth, probe = 0, data
+    while type(probe) is list and probe:
+        probe = probe[0]
+        depth += 1
+    if depth > MAX_RANK:
+        raise InputError(
+            f"{role} {quote_name(name)}: 'data' nests {depth} lists deep; a tensor has at "
+            f"most {MAX_RANK} dimensions")
     if datatype == "UINT64":
         return _uint64(data, name, role)
     try:

@@ -94,6 +94,17 @@ def _version_number(text: str) -> int | None:
     return None
 
 
+def _check_elements(arrays: Arrays, limit: int) -> None:
+    """Refuse a request whose inputs hold more than ``limit`` elements in all."""
+    total = sum(array.size for array in arrays.values())
+    if total > limit:
+        from ferry.errors import PayloadTooLargeError
+
+        raise PayloadTooLargeError(
+            f"the request's inputs hold {total} elements, more than this server's limit of "
+            f"{limit} (max_request_elements)", hint="send fewer rows per request")
+
+
 def _refuse_classification(request: InferRequest) -> None:
     """Refuse the ``classification`` output parameter rather than silently ignore it.
 
@@ -143,6 +154,9 @@ class Engine:
         drain_timeout: how long a retiring version waits for its in-flight requests.
         policies: the policy chain every public call passes (:mod:`ferry.policy`),
             in their stage order; none by default.
+        max_request_elements: the most tensor elements one inference request may carry,
+            all inputs together (413 / INVALID_ARGUMENT past it, before it is queued);
+            no bound when None.
 
     Every public call takes the caller's :class:`~ferry.call.CallContext` first and passes
     the policy chain before anything else; below this facade nothing sees the context.
@@ -151,8 +165,10 @@ class Engine:
     def __init__(self, repository: Repository, *, models: Sequence[str] | None = None,
                  defaults: ModelConfig | None = None, default_model: str | None = None,
                  metrics: Metrics | None = None, drain_timeout: float = 30.0,
-                 policies: Iterable[Policy] = ()) -> None:
+                 policies: Iterable[Policy] = (),
+                 max_request_elements: int | None = None) -> None:
         self.repository = repository
+        self._max_elements = max_request_elements
         self.policies = PolicyChain(policies)
         self.metrics = metrics if metrics is not None else Metrics()
         self._selection = parse_selection(models)
@@ -335,6 +351,8 @@ class Engine:
             if tensor.name in arrays:
                 raise InputError(f"input {quote_name(tensor.name)} is given twice")
             arrays[tensor.name] = tensor.data
+        if self._max_elements is not None:
+            _check_elements(arrays, self._max_elements)
         signature.check_inputs(arrays)
         outputs: tuple[str, ...] | None = None
         types = served.output_types

@@ -72,10 +72,16 @@ class GrpcLimits:
     #: Seconds a connection with no call open stays open; then the server sends ``GOAWAY``
     #: and closes it (a grpc channel reconnects by itself on its next call).
     max_connection_idle: float = 300.0
+    #: Seconds a new connection may take to complete its handshake (TLS, then HTTP/2's
+    #: preface and settings); a connection that is still silent or half-way then is closed,
+    #: so clients that connect and send nothing, or trickle, hold a socket only that long
+    #: (grpc's default is 120 s).
+    handshake_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         """Refuse a limit that would stop every call (``ConfigError``: not positive)."""
-        for name in ("max_concurrent_streams", "max_concurrent_rpcs", "max_connection_idle"):
+        for name in ("max_concurrent_streams", "max_concurrent_rpcs", "max_connection_idle",
+                     "handshake_timeout"):
             value = getattr(self, name)
             if value <= 0:
                 raise ConfigError(f"gRPC limit {name} must be positive, got {value}")
@@ -132,6 +138,7 @@ def _options(max_message_bytes: int, limits: GrpcLimits) -> list[tuple[str, Any]
         # the count is HTTP/2's, as clients keep it.
         ("grpc.http.overload_protection", 0),
         ("grpc.max_connection_idle_ms", round(limits.max_connection_idle * 1000)),
+        ("grpc.server_handshake_timeout_ms", round(limits.handshake_timeout * 1000)),
         # gzip turns 63 KiB on the wire into a 63 MiB message; refusing compression keeps
         # what a client makes the server hold and parse to what it sends.
         ("grpc.compression_enabled_algorithms_bitset", _IDENTITY_ONLY),

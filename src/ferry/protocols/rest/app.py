@@ -35,6 +35,7 @@ from ferry.protocols.rest.exchange import (
 )
 from ferry.protocols.rest.head import read_head
 from ferry.protocols.rest.hot import HotRoutes
+from ferry.protocols.rest.limits import HttpLimits, head_refusal
 from ferry.protocols.rest.openapi import DOCS_HTML
 
 if TYPE_CHECKING:
@@ -46,13 +47,16 @@ _log = logging.getLogger("ferry.rest")
 _HEADER = b"x-request-id"
 
 
-def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
+def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20,
+               limits: HttpLimits | None = None) -> Starlette:
     """Build the REST app over ``engine``.
 
     Args:
         engine: the started (or starting) engine; health routes report its state.
         max_body_bytes: the largest request body accepted (413 above it), after inflating
             a compressed body.
+        limits: the head bounds (size and count of header fields, 431 past them) the app
+            checks itself, for ASGI servers that do not (ferry's protocol checks them first).
     """
     ctx = RestContext(engine=engine, metrics=engine.metrics, max_body_bytes=max_body_bytes)
     document = routes.document(engine.server_metadata(INTERNAL).version)
@@ -77,7 +81,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20) -> Starlette:
     app.add_middleware(HotRoutes, ctx=ctx, predict=handlers["simple.predict"],
                        infer=handlers["v2.infer"])
     # Outermost, so that even Starlette's own 404/405 answers carry the request id.
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, limits=limits or HttpLimits())
     # For ferry's HTTP/1.1 protocol (http11.py), whose inference lane answers the same routes.
     app.state.rest_context = ctx
     return app
@@ -115,8 +119,9 @@ class RequestIdMiddleware:
     has started), and the traceback is logged under that id.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limits: HttpLimits | None = None) -> None:
         self.app = app
+        self.limits = limits or HttpLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -138,6 +143,11 @@ class RequestIdMiddleware:
             certificate = common_name(tls["client_cert_name"])
         state["call"] = rest_call(rid, "asgi", peer_of(scope.get("client")), head,
                                   certificate)
+        refused = head_refusal(scope["headers"], self.limits)
+        if refused is not None:  # only under a server with looser bounds than ferry's
+            await error_response(refused, 431, {"x-request-id": rid.decode("ascii")})(
+                scope, receive, send)
+            return
         # Every log line written while this request is handled carries its id.
         token = log_request_id.set(rid.decode("ascii"))
         started = False

@@ -218,6 +218,10 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        if len(self.connections) >= self.limits.max_connections:
+            # Past the cap: closed before a byte is read, the cheapest refusal (limits.py).
+            transport.abort()  # type: ignore[attr-defined]
+            return
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
         self._peer = peer_of(transport.get_extra_info("peername"))
