@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from ferry.repository import Repository
 # TensorFlow is quiet and deterministic in tests; set before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Hypothesis (schemathesis' engine) keeps its caches in ./.hypothesis, the checkout's root,
+# unless told otherwise: tests write nothing there.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      str(Path(tempfile.gettempdir()) / "ferry-tests-hypothesis"))
 
 _TESTS = Path(__file__).parent
 

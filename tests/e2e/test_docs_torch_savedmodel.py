@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "formats-torch-savedmodel.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -30,6 +32,10 @@ def _sections(text: str) -> list[tuple[str, list[str], list[str]]]:
     return sections
 
 
+# Long by nature: each example of the doc trains and exports a torch or TensorFlow model in a
+# subprocess of its own (~35 s on two cores, more when they are busy): twice the
+# suite's default.
+@pytest.mark.timeout(600)
 def test_every_example_of_the_doc_runs(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     ran = []

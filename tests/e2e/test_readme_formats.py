@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -23,6 +25,9 @@ def _formats_section() -> str:
     return text[start:text.index("\n## ", start + 1)]
 
 
+# Long by nature: every framework's example trains, exports and imports in a subprocess of its
+# own (~40 s on two cores, more when they are busy): twice the suite's default.
+@pytest.mark.timeout(600)
 def test_every_format_example_in_the_readme_runs_and_imports(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("FERRY_REPOSITORY", None)

@@ -98,6 +98,9 @@ CONVERTED = [
 ]
 
 
+# Long by nature: the first case builds the module's zoo (trains and exports every model with
+# torch.export, ~45 s on two busy cores) before its own import.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(("file", "module", "data", "classifier", "converter"), CONVERTED,
                          ids=["pt2-iris-classifier", "torchscript-traced-iris",
                               "pt2-digits-two-outputs", "pt2-diabetes-regressor"])
