@@ -275,7 +275,8 @@ def tensor_names(fields: Iterable[str], reserved: Iterable[str] = OWN_OUTPUTS) -
     2. Any other name has each run of other characters replaced by one ``_``, and ``_`` at
        either end dropped: ``probability(0)`` -> ``probability_0``, ``probability(Iris
        setosa)`` -> ``probability_Iris_setosa``, ``p.1`` -> ``p_1``. A result that is empty
-       or starts with a digit gets ``field_`` in front (``(1)`` -> ``field_1``).
+       or starts with a digit gets ``field_`` in front (``(1)`` -> ``field_1``; ``()`` ->
+       ``field``).
     3. Collisions: the names of step 1 are claimed first, then those of step 2 in the
        order given (document order); a name already claimed or reserved gets the smallest
        free suffix ``_2``, ``_3``, ...: ``p(1)`` and ``p[1]`` -> ``p_1`` and ``p_1_2``;

@@ -26,6 +26,7 @@ import pmml_sklearn2pmml as s2p
 from extras import require
 from ferry.errors import ArtifactError
 from ferry.formats import import_model
+from ferry.repository import Repository
 from ferry.runtimes import load_runtime
 from ferry.runtimes.pmml import read_document
 from ferry.signature import Signature, TensorSpec
@@ -255,3 +256,34 @@ def test_a_version_stored_before_source_names_still_serves(repo, cases):
         got = runtime.predict({"input": _inputs(case)})
     assert set(got) == {"probabilities", "label"}
     assert np.max(np.abs(got["probabilities"] - case.model.predict_proba(case.x))) <= TOLERANCE
+
+
+def test_mapped_outputs_are_served_over_rest_by_their_tensor_names(tmp_path, cases):
+    """The real engine and REST server: metadata lists the mapped names, a request asks for
+    one by name and gets scikit-learn's probabilities of that class."""
+    import httpx
+
+    from rest_server import make_engine, serve
+
+    case = cases["gbc-iris"]
+    repo = Repository(tmp_path / "repo")
+    import_model(repo, case.path, "gbc")
+    rows = _inputs(case)[:9]
+    body = {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP64",
+                        "data": rows.ravel().tolist()}],
+            "outputs": [{"name": "probability_virginica"}, {"name": "label"}]}
+    with serve(make_engine(repo), repo) as served, httpx.Client(base_url=served.url,
+                                                               timeout=60) as http:
+        metadata = http.get("/v2/models/gbc").json()
+        response = http.post("/v2/models/gbc/infer", json=body)
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "probabilities", "label", "probability_setosa", "probability_versicolor",
+        "probability_virginica"]
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert set(outputs) == {"probability_virginica", "label"}
+    want = case.model.predict_proba(case.x[:9])[:, case.classes.index("virginica")]
+    got = np.asarray(outputs["probability_virginica"]["data"], dtype=np.float64)
+    assert outputs["probability_virginica"]["shape"] == [9]
+    assert np.max(np.abs(got - want)) <= TOLERANCE
+    assert outputs["label"]["data"] == [str(c) for c in case.model.predict(case.x[:9])]
