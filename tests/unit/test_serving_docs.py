@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from ferry.engine.config import BatchingConfig, ModelConfig
+from ferry.engine.config import BatchingConfig, BreakerConfig, ModelConfig
 from ferry.runtimes import RuntimeOptions
 from ferry.settings import SecuritySettings, ServerSettings
 
@@ -15,7 +15,7 @@ DOC = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
 
 
 @pytest.mark.parametrize("cls", [ServerSettings, SecuritySettings, ModelConfig, BatchingConfig,
-                                 RuntimeOptions],
+                                 BreakerConfig, RuntimeOptions],
                          ids=lambda c: c.__name__)
 def test_every_setting_has_a_row_in_docs_serving(cls: type[BaseModel]):
     forms = ("`{}`", "] {}`", "`[{}]")  # a key, a key of a table, a table

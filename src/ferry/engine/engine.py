@@ -18,10 +18,19 @@ from dataclasses import dataclass, field
 
 from ferry import __version__
 from ferry.call import CallContext
-from ferry.engine.config import ModelConfig, read_model_config
+from ferry.engine.breaker import Breaker, BreakerState
+from ferry.engine.config import PREVIOUS, ModelConfig, read_model_config
 from ferry.engine.policy import PolicyChain
 from ferry.engine.served import ServedVersion
-from ferry.errors import ConfigError, InputError, NotFoundError, UnavailableError, quote_name
+from ferry.errors import (
+    ConfigError,
+    InputError,
+    InternalError,
+    NotFoundError,
+    RateLimitedError,
+    UnavailableError,
+    quote_name,
+)
 from ferry.inference import (
     InferRequest,
     InferResponse,
@@ -50,10 +59,13 @@ class Snapshot:
     here rather than per request.
     """
 
-    __slots__ = ("_labels", "_metadata", "latest", "versions")
+    __slots__ = ("_labels", "_metadata", "guards", "latest", "versions")
 
-    def __init__(self, versions: dict[int, ServedVersion]) -> None:
+    def __init__(self, versions: dict[int, ServedVersion],
+                 guards: dict[int, _Guard] | None = None) -> None:
         self.versions = versions
+        #: Version -> its breaker and fallback; empty for a model with neither configured.
+        self.guards = guards or {}
         #: The highest served version: the target of a request without a version.
         self.latest = versions[max(versions)]
         self._labels = [str(v) for v in sorted(versions)]
@@ -72,6 +84,24 @@ class Snapshot:
                 name=name, versions=list(self._labels), platform=m.platform,
                 inputs=m.signature.inputs, outputs=m.signature.outputs, labels=m.labels)
         return meta
+
+
+@dataclass(slots=True)
+class _Guard:
+    """What stands in front of one served version: its breaker and where it falls back to.
+
+    ``fallback`` is ``(model, version)`` (version None: that model's latest), resolved from
+    the model's ``fallback`` setting when the version was loaded.
+    """
+
+    served: ServedVersion
+    breaker: Breaker | None
+    fallback: tuple[str, int | None] | None
+
+    def fallback_label(self) -> str:
+        assert self.fallback is not None
+        name, version = self.fallback
+        return name if version is None else f"{name}:{version}"
 
 
 @dataclass
@@ -204,6 +234,10 @@ class Engine:
             self._states[name] = _State("LOADING", pinned=self._selection.get(name))
         for name in names:
             await self._load_model(name)
+        for snap in self._table.values():  # fallbacks to models that loaded after theirs
+            for guard in snap.guards.values():
+                if guard.fallback is not None and guard.fallback[0] != guard.served.name:
+                    self._check_fallback(guard, None, pending=False)
         self._started = True
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -304,7 +338,8 @@ class Engine:
             NotFoundError: unknown model, version or output.
             InputError: an input is missing, unknown, repeated, or of the wrong type/shape.
             RateLimitedError: the model's queue is full (``retry_after`` set).
-            UnavailableError: the server is stopping or the version was retired.
+            UnavailableError: the server is stopping, the version was retired, or its
+                circuit breaker is open and no fallback answers (``retry_after`` set).
             DeadlineExceededError: the request's deadline passed.
         """
         if self.policies:
@@ -313,6 +348,8 @@ class Engine:
         self._check_serving()
         snap = self._snapshot(request.model_name)
         served = self._version(snap, request.model_name, request.model_version)
+        if snap.guards:
+            return await self._guarded(call, request, snap.guards[served.version])
         return await self._infer(call, request, served)
 
     async def infer_built(self, call: CallContext, model: str, version: str | None,
@@ -334,6 +371,8 @@ class Engine:
         snap = self._snapshot(model)
         served = self._version(snap, model, version)
         meta = snap.metadata(model, served)
+        if snap.guards:
+            return await self._guarded(call, build(meta), snap.guards[served.version]), meta
         return await self._infer(call, build(meta), served), meta
 
     def _check_serving(self) -> None:
@@ -368,6 +407,215 @@ class Engine:
             outputs=[Tensor(name, types[name], array.shape, array)
                      for name, array in results.items()],
         )
+
+    # ------------------------------------------------------------------ breakers, fallbacks
+
+    async def _guarded(self, call: CallContext, request: InferRequest, guard: _Guard
+                       ) -> InferResponse:
+        """Run ``request`` on a version with a breaker or a fallback (docs/serving.md).
+
+        The version answers while its breaker lets it; while the breaker is open, or when
+        the version's queue is full, the fallback answers if one is configured, and the
+        request is refused otherwise (503 with the cool-down left, or the 429 as it was).
+        A request that fails is not retried on the fallback: it ran, and counts.
+        """
+        served = guard.served
+        try:
+            response = await self._attempt(call, request, served, guard.breaker)
+        except RateLimitedError as exc:
+            if guard.fallback is None:
+                raise
+            return await self._fall_back(call, request, guard, "its queue is full",
+                                         exc.retry_after)
+        if response is not None:
+            return response
+        assert guard.breaker is not None
+        wait = guard.breaker.retry_after()
+        if guard.fallback is None:
+            raise UnavailableError(
+                f"model {quote_name(served.name)} version {served.label} is unavailable: "
+                "its circuit breaker is open after repeated failures",
+                hint="retry after its cool-down; a fallback (config.toml) would answer "
+                "meanwhile", retry_after=wait)
+        return await self._fall_back(call, request, guard, "its circuit breaker is open",
+                                     wait)
+
+    async def _attempt(self, call: CallContext, request: InferRequest, served: ServedVersion,
+                       breaker: Breaker | None) -> InferResponse | None:
+        """Run on ``served`` through ``breaker``: the answer, or None when it refuses.
+
+        A runtime failure (InternalError) or an answer over the latency bound counts
+        against the version; a client's error, a full queue, a passed deadline or a
+        cancelled call says nothing about it.
+        """
+        if breaker is None:
+            return await self._infer(call, request, served)
+        ticket = breaker.admit()
+        if ticket is None:
+            return None
+        start = time.perf_counter()
+        try:
+            response = await self._infer(call, request, served)
+        except InternalError:
+            breaker.failed(ticket)
+            raise
+        except BaseException:
+            breaker.released(ticket)
+            raise
+        breaker.succeeded(ticket, time.perf_counter() - start)
+        return response
+
+    async def _fall_back(self, call: CallContext, request: InferRequest, guard: _Guard,
+                         why: str, retry_after: float) -> InferResponse:
+        """Answer with the guard's fallback, or refuse naming why neither can answer."""
+        served = guard.served
+        assert guard.fallback is not None
+        name, version = guard.fallback
+        refused = (f"model {quote_name(served.name)} version {served.label} is unavailable "
+                   f"({why})")
+        snap = self._table.get(name)
+        target = None
+        if snap is not None:
+            target = snap.latest if version is None else snap.versions.get(version)
+        if target is None:
+            raise UnavailableError(f"{refused} and its fallback {guard.fallback_label()} is "
+                                   "not served", retry_after=max(retry_after, 0.1))
+        other = snap.guards.get(target.version) if snap is not None else None
+        response = await self._attempt(call, request, target,
+                                       other.breaker if other is not None else None)
+        if response is None:
+            assert other is not None and other.breaker is not None
+            raise UnavailableError(
+                f"{refused} and the circuit breaker of its fallback {name}:{target.label} is "
+                "open too", retry_after=max(min(retry_after, other.breaker.retry_after()), 0.1))
+        response.model_name = target.name
+        call.fallback = f"{target.name}:{target.label}"
+        self.metrics.fell_back(served.name)
+        return response
+
+    def _guards(self, name: str, loaded: dict[int, ServedVersion], config: ModelConfig
+                ) -> dict[int, _Guard]:
+        """The breakers and fallbacks of a model's versions about to be served.
+
+        A version kept from the current snapshot keeps its breaker (a reload does not
+        close an open one). A fallback must be served: one of these versions, or a version
+        of another model served now (checked again once every model has loaded, when the
+        server starts), taking the same inputs.
+
+        Raises:
+            ConfigError: the configured fallback is not served, or takes other inputs.
+        """
+        if config.breaker is None and config.fallback is None:
+            return {}
+        current = self._table.get(name)
+        before = current.guards if current is not None else {}
+        guards: dict[int, _Guard] = {}
+        for version, served in loaded.items():
+            kept = before.get(version)
+            breaker = None
+            if kept is not None and kept.served is served:
+                breaker = kept.breaker
+            elif config.breaker is not None:
+                breaker = self._breaker(served, config)
+            guards[version] = _Guard(served, breaker,
+                                     self._fallback_of(name, version, loaded, config))
+        for guard in guards.values():
+            self._check_fallback(guard, loaded if guard.fallback and
+                                 guard.fallback[0] == name else None)
+        return guards
+
+    def _breaker(self, served: ServedVersion, config: ModelConfig) -> Breaker:
+        settings = config.breaker
+        assert settings is not None
+        metrics, model, label = self.metrics, served.name, served.label
+
+        def changed(state: BreakerState) -> None:
+            snap = self._table.get(model)
+            guard = snap.guards.get(served.version) if snap is not None else None
+            if guard is not None and guard.served is served:  # not a retired version's
+                metrics.breaker_changed(model, label, state)
+            level = logging.INFO if state is BreakerState.CLOSED else logging.WARNING
+            log.log(level, "circuit breaker of %s:%s is %s", model, label,
+                    state.name.lower().replace("_", "-"))
+
+        return Breaker(
+            failures=settings.failures, window=settings.window_s,
+            cooldown=settings.cooldown_s, half_open_calls=settings.half_open_calls,
+            latency=None if settings.latency_ms is None else settings.latency_ms / 1000.0,
+            on_change=changed)
+
+    @staticmethod
+    def _fallback_of(name: str, version: int, loaded: dict[int, ServedVersion],
+                     config: ModelConfig) -> tuple[str, int | None] | None:
+        """Where ``name:version`` falls back to; None for the fallback itself (no chains)."""
+        text = config.fallback
+        if text is None:
+            return None
+        if text == PREVIOUS:
+            older = [v for v in loaded if v < version]
+            if not older and len(loaded) < 2:
+                raise ConfigError(
+                    f"model {quote_name(name)}: fallback = 'previous' needs an older served "
+                    f"version, and only version {version} is served",
+                    hint="serve two versions (version_policy = 'latest:2') or name the "
+                    "fallback")
+            return (name, max(older)) if older else None
+        if text.isdigit():
+            number = int(text)
+            return None if number == version else (name, number)
+        ref = ModelRef.parse(text)
+        if ref.name == name and ref.version in (version, None):
+            if ref.version is None and version != max(loaded):
+                return name, max(loaded)  # this model's latest
+            return None
+        return ref.name, ref.version
+
+    def _check_fallback(self, guard: _Guard, loaded: dict[int, ServedVersion] | None,
+                        *, pending: bool = True) -> None:
+        """Raise ConfigError unless ``guard``'s fallback is served and takes its inputs.
+
+        ``loaded``: the versions being loaded when the fallback is of the same model
+        (None: another model, looked up in the table; while the server starts and that
+        model is still to load, the check waits for :meth:`start`).
+        """
+        if guard.fallback is None:
+            return
+        served = guard.served
+        name, version = guard.fallback
+        label = guard.fallback_label()
+        where = f"model {quote_name(served.name)} version {served.label}"
+        if loaded is not None:
+            target = loaded.get(version) if version is not None else None
+            if target is None:
+                raise ConfigError(
+                    f"{where}: its fallback {label} is not served (served versions: "
+                    f"{', '.join(map(str, sorted(loaded)))})",
+                    hint="serve it too, e.g. version_policy = 'all' or 'latest:2' in the "
+                    "model's config.toml")
+        else:
+            snap = self._table.get(name)
+            if snap is None and pending and not self._started and name in self._states:
+                return  # loads later in start(), which checks again
+            target = None
+            if snap is not None:
+                target = snap.latest if version is None else snap.versions.get(version)
+            if target is None:
+                served_now = (", ".join(snap.labels()) if snap is not None
+                              else "the model is not served")
+                raise ConfigError(f"{where}: its fallback {label} is not served "
+                                  f"({served_now})",
+                                  hint="serve that model and version as well")
+        if target.signature.inputs != served.signature.inputs:
+            raise ConfigError(f"{where}: its fallback {label} takes other inputs",
+                              hint="a fallback must take the same inputs (names, datatypes, "
+                              "shapes)")
+        theirs = {s.name: s.datatype for s in target.signature.outputs}
+        missing = [s.name for s in served.signature.outputs
+                   if theirs.get(s.name) != s.datatype]
+        if missing:
+            raise ConfigError(f"{where}: its fallback {label} lacks output "
+                              f"{quote_name(missing[0])} (or gives it another datatype)",
+                              hint="a fallback must give the same outputs")
 
     # ------------------------------------------------------------------ repository
 
@@ -419,8 +667,21 @@ class Engine:
                                        if have.get(v) is not served))
                 raise UnavailableError(
                     f"cannot load {quote_name(name)}: the server is shutting down")
-            self._table[name] = snap = Snapshot(loaded)
+            try:
+                guards = self._guards(name, loaded, config)
+            except ConfigError as exc:
+                await asyncio.gather(*(served.retire(0.0) for v, served in loaded.items()
+                                       if have.get(v) is not served))
+                if name not in self._table:
+                    state.state, state.reason = "UNAVAILABLE", str(exc)
+                raise
+            self._table[name] = snap = Snapshot(loaded, guards)
             self.metrics.served(name, snap.labels())
+            for version, served in loaded.items():
+                guard = guards.get(version)
+                breaker = guard.breaker if guard is not None else None
+                self.metrics.breaker_changed(name, served.label,
+                                             None if breaker is None else breaker.state)
             state.state, state.reason = "READY", ""
             for version, served in have.items():
                 if loaded.get(version) is not served:

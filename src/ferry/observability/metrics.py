@@ -12,6 +12,8 @@ batch_size                         histogram  model (rows per runtime call)
 queue_depth                        gauge      model (requests waiting for an instance)
 inflight_requests                  gauge      model (admitted and not yet answered)
 model_load_seconds                 gauge      model, version (load + warm-up time)
+breaker_state                      gauge      model, version (0 closed, 1 half-open, 2 open)
+fallbacks_total                    counter    model (requests a fallback answered instead)
 =================================  =========  ==============================================
 
 Label values come only from what the server serves, never from what a client sent: the
@@ -34,6 +36,7 @@ processes, so a scrape of any worker reports the whole server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -258,10 +261,23 @@ class Metrics:
             "gauge", "ferry_model_load_seconds", "Time to load and warm up a model version.",
             ["model", "version"], multiprocess_mode="max",
         )
+        # Only versions with a breaker have a series; with --workers the worst worker shows.
+        self.breaker_state = make(
+            "gauge", "ferry_breaker_state",
+            "Circuit breaker of a served version: 0 closed, 1 half-open, 2 open.",
+            ["model", "version"], multiprocess_mode="livemax",
+        )
+        self.fallbacks = make(
+            "counter", "ferry_fallbacks",
+            "Requests answered by a model's configured fallback instead of the version asked "
+            "for (its breaker open or its queue full).",
+            ["model"],
+        )
         if self.lean:
             self.registry.register(_LeanCollector([
                 self.requests, self.request_seconds, self.stage_seconds, self.batch_size,
-                self.queue_depth, self.inflight, self.load_seconds]))
+                self.queue_depth, self.inflight, self.load_seconds, self.breaker_state,
+                self.fallbacks]))
         self._request_children: dict[tuple[str, str, str, str], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
         self._stage_children: dict[tuple[str, str], Any] = {}
@@ -277,10 +293,13 @@ class Metrics:
         and versions appear as label values of what the adapters report.
         """
         labels = frozenset(versions)
+        before = self._served.get(model, frozenset())
         if labels:
             self._served[model] = labels
         else:
             self._served.pop(model, None)
+        for gone in before - labels:  # a breaker of a version no longer served
+            self.breaker_changed(model, gone, None)
 
     # ------------------------------------------------------------------ counting, scraping
 
@@ -368,3 +387,17 @@ class Metrics:
     def model_loaded(self, model: str, version: str, seconds: float) -> None:
         """Record how long a version took to load and warm up."""
         self.load_seconds.labels(model, version).set(seconds)
+
+    def breaker_changed(self, model: str, version: str, state: int | None) -> None:
+        """Show the breaker state of a served version (None: it has no breaker any more)."""
+        if state is not None:
+            self.breaker_state.labels(model, version).set(state)
+        elif isinstance(self.breaker_state, _LeanFamily):
+            self.breaker_state.children.pop((model, version), None)
+        else:
+            with contextlib.suppress(KeyError):
+                self.breaker_state.remove(model, version)
+
+    def fell_back(self, model: str) -> None:
+        """Count one request of ``model`` (a served name) answered by its fallback."""
+        self.fallbacks.labels(model).inc()

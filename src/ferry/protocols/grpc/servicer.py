@@ -31,7 +31,7 @@ from ferry.protocols.grpc.call import call_context
 from ferry.protocols.grpc.convert import decode_request, encode_response
 from ferry.protocols.grpc.errors import status_of
 
-__all__ = ["InferenceServicer"]
+__all__ = ["FALLBACK_METADATA", "InferenceServicer"]
 
 logger = logging.getLogger("ferry.protocols.grpc")
 
@@ -41,6 +41,10 @@ Context: TypeAlias = grpc.aio.ServicerContext
 #: Load/unload parameters ferry understands; Triton's others (``config``, ``file:...``)
 #: would replace a model's files or configuration, which in ferry goes through the repository.
 _UNLOAD_PARAMETERS = frozenset({"unload_dependents"})  # no ensembles: nothing depends on a model
+
+#: Trailing metadata naming the fallback (``model:version``) that answered a ModelInfer in
+#: place of the version asked for; the response's model_name and model_version say it too.
+FALLBACK_METADATA = "x-ferry-fallback"
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -121,6 +125,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             metrics.stage("decode", model=model, seconds=decoded - start)
             response = await self._engine.infer(call, infer_request)
             version = response.model_version
+            if call.fallback is not None:  # a configured fallback answered (docs/serving.md)
+                context.set_trailing_metadata(((FALLBACK_METADATA, call.fallback),))
             computed = time.perf_counter()
             # Answer in the representation the client used: raw for raw (Triton's client
             # reads nothing else), typed for typed.

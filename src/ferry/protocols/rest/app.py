@@ -5,9 +5,11 @@
 no per-request model classes, no middleware beyond the request id.
 
 Every answer carries ``X-Request-ID``: the client's own (if it is short printable ASCII) or
-a fresh one. Every error is ``{"error": ...}`` with a 4xx status for anything the client can
-fix; an unexpected exception becomes a 500 naming the request id, and its traceback goes to
-the log, never to the client.
+a fresh one; an inference answer given by a model's configured fallback carries
+``X-Ferry-Fallback: <model>:<version>`` (docs/serving.md, circuit breakers). Every error
+is ``{"error": ...}`` with a 4xx status for anything the client can fix; an unexpected
+exception becomes a 500 naming the request id, and its traceback goes to the log, never to
+the client.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ferry.protocols.rest.exchange import (
     rest_call,
 )
 from ferry.protocols.rest.head import read_head
-from ferry.protocols.rest.hot import HotRoutes
+from ferry.protocols.rest.hot import FALLBACK_HEADER, HotRoutes
 from ferry.protocols.rest.limits import HttpLimits, head_refusal
 from ferry.protocols.rest.openapi import DOCS_HTML
 
@@ -141,8 +143,8 @@ class RequestIdMiddleware:
             from ferry.security.tls import common_name
 
             certificate = common_name(tls["client_cert_name"])
-        state["call"] = rest_call(rid, "asgi", peer_of(scope.get("client")), head,
-                                  certificate)
+        state["call"] = call = rest_call(rid, "asgi", peer_of(scope.get("client")), head,
+                                         certificate)
         refused = head_refusal(scope["headers"], self.limits)
         if refused is not None:  # only under a server with looser bounds than ferry's
             await error_response(refused, 431, {"x-request-id": rid.decode("ascii")})(
@@ -157,6 +159,8 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 message["headers"] = [*message.get("headers", ()), (_HEADER, rid)]
+                if call.fallback is not None:  # set by the engine (served names only)
+                    message["headers"].append((FALLBACK_HEADER, call.fallback.encode()))
             await send(message)
 
         try:

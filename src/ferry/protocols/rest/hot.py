@@ -37,11 +37,16 @@ from ferry.protocols.rest.routes import Endpoint, Lane, lane_match
 from ferry.protocols.rest.simple import predict_body
 from ferry.protocols.rest.v2 import infer_body
 
-__all__ = ["HotRoutes", "answer", "answer_logged", "match"]
+__all__ = ["FALLBACK_HEADER", "HotRoutes", "answer", "answer_logged", "match"]
 
 _log = logging.getLogger("ferry.rest")
 
 Headers = list[tuple[bytes, bytes]]
+
+#: Names the fallback (``model:version``) that answered in place of the version asked for
+#: (the engine sets ``CallContext.fallback``): added here for ferry's HTTP/1.1 lane, by
+#: the request-id middleware (app.py) for every answer of the ASGI app.
+FALLBACK_HEADER = b"x-ferry-fallback"
 
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
@@ -125,7 +130,10 @@ async def answer_logged(ctx: RestContext, call: CallContext, route: Lane,
     text = call.request_id
     token = log_request_id.set(text)
     try:
-        return await answer(ctx, call, route, params, body, binary)
+        status, headers, payload = await answer(ctx, call, route, params, body, binary)
+        if call.fallback is not None:
+            headers = [*headers, (FALLBACK_HEADER, call.fallback.encode())]
+        return status, headers, payload
     except Exception:
         _log.exception("unhandled error in request %s", text)
         response = internal_error_response(text)
