@@ -171,13 +171,18 @@ def test_issue_document_gives_the_fields_the_issue_quotes_and_imports(repo, case
                                      "probability_1": "probability(1)"}
 
 
+def _import_and_show(capsys, root: Path, case: Case, name: str) -> str:
+    """``ferry import`` then ``ferry show``, as a user would; show's output."""
+    code, _, err = cli(capsys, "--repo", root, "import", case.path, "--name", name)
+    assert code == 0, err
+    code, out, err = cli(capsys, "--repo", root, "show", name)
+    assert code == 0, err
+    return out
+
+
 def test_show_names_the_original_fields(capsys, tmp_path, cases):
     root = tmp_path / "repo"
-    code, out, err = cli(capsys, "--repo", root, "import", cases["gbc-binary-wine"].path,
-                         "--name", "gbc")
-    assert code == 0, err
-    code, out, err = cli(capsys, "--repo", root, "show", "gbc")
-    assert code == 0, err
+    out = _import_and_show(capsys, root, cases["gbc-binary-wine"], "gbc")
     assert "source name" in out
     rows = {line.split()[1]: line.split() for line in out.splitlines()
             if line.strip().startswith("output")}
@@ -192,11 +197,7 @@ def test_show_names_the_original_fields(capsys, tmp_path, cases):
 
 def test_show_of_a_model_without_source_names_has_no_such_column(capsys, tmp_path, cases):
     root = tmp_path / "repo"
-    code, _, err = cli(capsys, "--repo", root, "import", cases["linear-diabetes"].path,
-                       "--name", "linear")
-    assert code == 0, err
-    code, out, _ = cli(capsys, "--repo", root, "show", "linear")
-    assert code == 0 and "source name" not in out
+    assert "source name" not in _import_and_show(capsys, root, cases["linear-diabetes"], "linear")
     manifest_text = (root / "linear" / "1" / "manifest.json").read_text()
     assert "source_names" not in manifest_text  # unchanged for models that have none
 
