@@ -224,6 +224,10 @@ class ServerSettings(BaseSettings):
     drain_timeout: float = Field(
         30.0, ge=0.0, description="seconds a stopping server or a retired version waits "
         "for in-flight requests")
+    request_timeout: float | None = Field(
+        None, gt=0.0, description="seconds an inference request without a deadline of its "
+        "own may take (X-Ferry-Timeout-Ms, the V2 'timeout' parameter, gRPC's deadline): "
+        "past it, queued work is dropped and answered 504 / DEADLINE_EXCEEDED; unset: none")
     watch: bool = Field(False, description="poll the repository and hot-swap new versions")
     watch_interval: float = Field(2.0, gt=0.0, description="seconds between repository polls")
     log_format: Literal["json", "text"] = Field("json", description="log lines as JSON or text")
