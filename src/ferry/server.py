@@ -5,14 +5,21 @@ ports open, so a client (or a Kubernetes readiness probe) never reaches a half-l
 server. uvicorn (REST) and ``grpc.aio`` (gRPC) share the event loop the engine runs on,
 so a request never crosses threads except for the model computation itself.
 
-Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to
-``drain_timeout``) and exit; SIGHUP reloads every served model (hot swap). ``--watch``
-polls the repository and hot-swaps a model whenever its versions change.
+Signals: SIGTERM/SIGINT stop the server gracefully (:func:`_stop_on`): readiness turns
+false at once while requests are still answered for ``shutdown_grace`` seconds (so load
+balancers stop sending), then the ports close, each keep-alive connection's next request
+is answered with ``Connection: close``, in-flight requests finish, and the process exits
+within ``drain_timeout``. A second SIGINT (Ctrl-C again) stops at once. SIGHUP reloads
+every served model (hot swap). ``--watch`` polls the repository and hot-swaps a model
+whenever its versions change.
 
 ``--workers N`` starts N such processes (spawned, not forked: ONNX Runtime and gRPC hold
 threads that do not survive a fork) that listen on the same ports with ``SO_REUSEPORT``;
-the kernel spreads connections among them. Their Prometheus metrics are kept in a shared
-directory so that a scrape of any worker reports the whole server.
+the kernel spreads connections among them. The parent supervises them
+(:func:`_run_workers`): a worker that dies is started again after a backoff, while the
+others go on serving; one that dies :data:`START_FAILURES` times in a row before it is
+ready stops the server. Their Prometheus metrics are kept in a shared directory so that a
+scrape of any worker reports the whole server.
 """
 
 from __future__ import annotations
@@ -24,11 +31,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import queue
 import shutil
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,14 +50,25 @@ from ferry.repository import Repository, TrustedKeys
 from ferry.settings import RateLimitSettings, RateRule, SecuritySettings, ServerSettings
 
 if TYPE_CHECKING:
+    from ferry.protocols.grpc.health import ReadinessHealthServicer
     from ferry.security.audit import AuditLog
     from ferry.security.tls import ServerTls
 
-__all__ = ["Endpoints", "run", "security_policies", "serve", "trusted_keys"]
+__all__ = ["RESTART_DELAY", "RESTART_DELAY_MAX", "STABLE_AFTER", "START_FAILURES", "Endpoints",
+           "run", "security_policies", "serve", "trusted_keys"]
 
 log = logging.getLogger("ferry.server")
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Seconds before a dead worker is started again; doubled after each death, up to
+#: :data:`RESTART_DELAY_MAX`, and back to this after a worker served :data:`STABLE_AFTER` s.
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
+STABLE_AFTER = 60.0
+#: Deaths in a row before a worker reports ready (a crash at load, a repository that broke
+#: since the server started) that stop the server instead of restarting it again.
+START_FAILURES = 5
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,8 @@ async def serve(settings: ServerSettings, *,
     # Imported here: `ferry --help` and the other verbs should not pay for web servers.
     import uvicorn
 
-    from ferry.protocols.grpc.server import GrpcLimits, bind, build_server
+    from ferry.protocols.grpc.health import ReadinessHealthServicer
+    from ferry.protocols.grpc.server import SERVICE_NAME, GrpcLimits, bind, build_server
     from ferry.protocols.rest.app import create_app
     from ferry.protocols.rest.http11 import http_protocol
     from ferry.protocols.rest.limits import HttpLimits
@@ -112,20 +131,23 @@ async def serve(settings: ServerSettings, *,
     tls = _server_tls(settings.security)
     engine = Engine(repository, models=settings.models, defaults=settings.model_defaults,
                     default_model=settings.default_model, drain_timeout=settings.drain_timeout,
-                    policies=policies, max_request_elements=settings.max_request_elements,
-                    default_timeout=settings.request_timeout)
+                    policies=policies, max_request_elements=settings.max_request_elements)
     await engine.start()
     loop = asyncio.get_running_loop()
     grpc_server = None
+    grpc_stop: list[asyncio.Task[None]] = []  # the gRPC stop, once _stop_on began it
     try:
         http_sock = _listen(settings.host, settings.http_port, reuse_port=settings.workers > 1)
+        client_certificates = tls is not None and tls.client_auth
+        health = ReadinessHealthServicer(engine, [SERVICE_NAME],
+                                         client_certificates=client_certificates)
         grpc_server = build_server(engine, max_message_bytes=settings.max_message_bytes,
                                    limits=GrpcLimits(
                                        max_concurrent_streams=settings.grpc_max_concurrent_streams,
                                        max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
                                        max_connection_idle=settings.grpc_max_connection_idle,
                                        handshake_timeout=settings.grpc_handshake_timeout),
-                                   client_certificates=tls is not None and tls.client_auth)
+                                   client_certificates=client_certificates, health=health)
         grpc_port = bind(grpc_server, settings.host, settings.grpc_port, tls)
         await grpc_server.start()
         limits = HttpLimits(max_connections=settings.http_max_connections,
@@ -138,13 +160,17 @@ async def serve(settings: ServerSettings, *,
                                 # The protocol reads it as a float (seconds).
                                 timeout_keep_alive=settings.http_keep_alive,  # type: ignore[arg-type]
                                 backlog=4096,
+                                # uvicorn hands it to asyncio.wait_for: a float works.
+                                timeout_graceful_shutdown=settings.drain_timeout,  # type: ignore[arg-type]
                                 ssl_context_factory=_ssl_context_factory(tls))
         http = _Uvicorn(config)
         stopping = stop or asyncio.Event()
+        force = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
+            loop.add_signal_handler(sig, _on_stop_signal, sig, stopping, force)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(engine, tls)))
-        tasks = [loop.create_task(_stop_when(stopping, http))]
+        tasks = [loop.create_task(_stop_on(stopping, force, engine, http,
+                                           (grpc_server, health), settings, grpc_stop))]
         if settings.watch:
             tasks.append(loop.create_task(_watch(engine, settings)))
         _freeze_startup_objects()
@@ -164,7 +190,9 @@ async def serve(settings: ServerSettings, *,
                 loop.remove_signal_handler(sig)
             http_sock.close()
     finally:
-        if grpc_server is not None:
+        if grpc_stop:  # begun with the REST drain (_stop_on): wait for its end
+            await asyncio.gather(*grpc_stop, return_exceptions=True)
+        elif grpc_server is not None:
             await grpc_server.stop(grace=settings.drain_timeout)
         await engine.stop(timeout=settings.drain_timeout)
         if audit is not None:
@@ -312,15 +340,70 @@ class _Uvicorn:
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         await self.server.serve(sockets=sockets)
+        # uvicorn waited for the connections up to its timeout_graceful_shutdown (the drain
+        # bound); any still open (a request past the bound) are closed now.
+        for connection in list(self.server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.close()
 
-    def exit(self) -> None:
+    def exit(self, *, force: bool = False) -> None:
         self.server.should_exit = True
+        if force:
+            self.server.force_exit = True
 
 
-async def _stop_when(event: asyncio.Event, http: _Uvicorn) -> None:
-    await event.wait()
-    log.info("stopping: draining in-flight requests")
-    http.exit()
+def _on_stop_signal(sig: int, stopping: asyncio.Event, force: asyncio.Event) -> None:
+    """SIGTERM/SIGINT: stop gracefully; SIGINT once stopping (Ctrl-C again): stop now.
+
+    A repeated SIGTERM changes nothing: systemd sends it to every process of the unit, so a
+    worker gets it from the supervisor and from systemd alike.
+    """
+    if not stopping.is_set():
+        stopping.set()
+    elif sig == signal.SIGINT and not force.is_set():
+        force.set()
+
+
+async def _stop_on(stopping: asyncio.Event, force: asyncio.Event, engine: Engine,
+                   http: _Uvicorn, grpc: tuple[Any, ReadinessHealthServicer],
+                   settings: ServerSettings, grpc_stop: list[asyncio.Task[None]]) -> None:
+    """The graceful stop, once ``stopping`` is set.
+
+    1. Readiness turns false (REST ``/v2/health/ready`` 503, gRPC ``ServerReady`` false,
+       ``grpc.health`` NOT_SERVING) while every request is still answered, for
+       ``shutdown_grace`` seconds: time for load balancers and probes to stop sending.
+    2. The ports close. On REST each keep-alive connection's next request is answered with
+       ``Connection: close`` (http11.py ``HttpProtocol.shutdown``); gRPC ends its health
+       ``Watch`` streams, sends GOAWAY and lets the calls in flight finish; both within
+       ``drain_timeout``.
+
+    ``force`` (a second Ctrl-C) skips what is left of the grace and of the drain.
+    """
+    await stopping.wait()
+    engine.withdraw()
+    grpc_server, health = grpc
+    loop = asyncio.get_running_loop()
+    forced = loop.create_task(force.wait())
+    try:
+        if settings.shutdown_grace > 0:
+            log.info("stopping: readiness is false; still answering for %.1f s "
+                     "(shutdown_grace) before the ports close", settings.shutdown_grace)
+            await asyncio.wait([forced], timeout=settings.shutdown_grace)
+        log.info("stopping: closing the ports; draining in-flight requests (up to %.1f s)",
+                 settings.drain_timeout)
+        http.exit(force=force.is_set())
+        with contextlib.suppress(FerryError):  # a policy refusing the check: streams end
+            await health.finish()
+        grace = 0.0 if force.is_set() else settings.drain_timeout
+        grpc_stop.append(loop.create_task(grpc_server.stop(grace=grace)))
+        if not force.is_set():
+            await forced
+            log.warning("stopping now: in-flight requests are cut")
+            http.exit(force=True)
+            grpc_stop.append(loop.create_task(grpc_server.stop(grace=None)))
+    finally:
+        forced.cancel()
 
 
 async def _reload(engine: Engine, tls: ServerTls | None = None) -> None:
@@ -412,104 +495,288 @@ def _event_loop_run(coro: Any) -> None:
 
 def _run_workers(settings: ServerSettings, on_ready: Callable[[Endpoints], None] | None
                  ) -> int:
-    """Start ``settings.workers`` server processes and supervise them.
+    """Start ``settings.workers`` server processes and supervise them until stopped.
 
-    The server stands or falls as a whole: when a worker dies on its own (a crash, the OOM
-    killer) the others are stopped too and the exit code says so, so that the supervisor
-    above (systemd, Kubernetes) restarts a complete server instead of one quietly serving
-    with fewer processes than it was given.
+    A worker that dies (a crash, the OOM killer) is started again after a backoff
+    (:data:`RESTART_DELAY` doubling to :data:`RESTART_DELAY_MAX`) while the others go on
+    serving on the shared ports; one that dies :data:`START_FAILURES` times in a row before
+    it is ready stops the server, exit status 1, with one line naming it and how it died.
+    A worker that reports a start error (a ``FerryError``) before the server was ever ready
+    stops it at once: the error is raised as one process would raise it (exit 2).
+
+    Returns:
+        0 after a requested stop (SIGTERM/SIGINT) that every worker survived; else 1, or the
+        exit code of a worker that failed while stopping.
     """
     if settings.http_port == 0 or settings.grpc_port == 0:
         raise ConfigError("--workers needs fixed ports: give --http-port and --grpc-port")
     configure_logging(settings.log_format, settings.log_level)
     metrics_dir = tempfile.mkdtemp(prefix="ferry-metrics-")
     os.environ[_MULTIPROC_ENV] = metrics_dir
-    context = multiprocessing.get_context("spawn")
-    ready = context.Queue()
-    payload = settings.model_dump(mode="json")
-    workers = [context.Process(target=_worker_main, args=(payload, i, ready),
-                               name=f"ferry-worker-{i}") for i in range(settings.workers)]
+    supervisor = _Supervisor(settings, on_ready, metrics_dir)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
                                                        signal.SIGHUP)}
-    stopping = False
-
-    def forward(sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = stopping or sig != signal.SIGHUP
-        _signal_all(workers, sig)
-
     try:
         for sig in previous:
-            signal.signal(sig, forward)
-        for worker in workers:
-            worker.start()
-        ended: list[Any] = []
-        if _await_workers(workers, ready, on_ready):
-            # Sleeps until some worker exits: all of them after SIGTERM, or one by accident.
-            ended = multiprocessing.connection.wait([w.sentinel for w in workers])
-        if not stopping:
-            _stop_survivors(workers, ended)
-        for worker in workers:
-            worker.join()
-        return _exit_code(workers, stopping=stopping)
+            signal.signal(sig, supervisor.on_signal)
+        return supervisor.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-                worker.join(10)
+        supervisor.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.environ.pop(_MULTIPROC_ENV, None)
 
 
-def _stop_survivors(workers: list[Any], ended: list[Any]) -> None:
-    """A worker exited unasked: say which, and stop the others."""
-    for worker in workers:
-        if worker.sentinel in ended or worker.exitcode is not None:
-            # Its sentinel closes a moment before the process can be reaped: join it.
-            worker.join(5)
-            log.error("worker %s exited with code %s; stopping the others", worker.name,
-                      worker.exitcode)
-    _signal_all(workers, signal.SIGTERM)
+@dataclass
+class _Worker:
+    """One worker slot: the process in it now, and what its restarts have taught."""
+
+    index: int
+    process: Any = None  # multiprocessing's Process, None between a death and its restart
+    reports: Any = None  # the pipe end its ready report (or start error) arrives on
+    ready: bool = False  # the process now in the slot reported ready
+    ready_at: float = 0.0
+    failures: int = 0  # deaths before ready, in a row
+    delay: float = 0.0  # before the next restart (RESTART_DELAY to begin with)
+    restart_at: float | None = None
+    error: dict[str, Any] | None = None  # the start error its process reported
+
+    @property
+    def name(self) -> str:
+        return f"ferry-worker-{self.index}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
 
 
-def _exit_code(workers: list[Any], *, stopping: bool) -> int:
-    """0 after a requested stop that every worker survived; else the first failure's code."""
-    codes = [w.exitcode for w in workers if w.exitcode]
-    if stopping and not codes:
-        return 0
-    return codes[0] if codes and codes[0] > 0 else 1  # killed by a signal: negative
+class _Supervisor:
+    """The parent of ``--workers N``: starts, watches and restarts the workers.
 
-
-def _signal_all(workers: list[Any], sig: int) -> None:
-    for worker in workers:
-        if worker.pid is not None and worker.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, sig)
-
-
-def _await_workers(workers: list[Any], ready: Any,
-                   on_ready: Callable[[Endpoints], None] | None) -> bool:
-    """Wait until every worker reported ready, then call ``on_ready`` once.
-
-    Returns False as soon as a worker exits before that (it failed to start, or a signal
-    stopped the server while it started).
+    One loop waits on every worker's sentinel (it ends), its report pipe (it is ready) and a
+    wake-up pipe the signal handler writes to, with the nearest restart as its timeout.
     """
-    started = 0
-    while started < len(workers):
-        if any(w.exitcode is not None for w in workers):
-            return False
+
+    def __init__(self, settings: ServerSettings,
+                 on_ready: Callable[[Endpoints], None] | None, metrics_dir: str) -> None:
+        self.settings = settings
+        self.on_ready = on_ready
+        self.metrics_dir = metrics_dir
+        self.context = multiprocessing.get_context("spawn")
+        self.payload = settings.model_dump(mode="json")
+        self.workers = [_Worker(i, delay=RESTART_DELAY) for i in range(settings.workers)]
+        self.stopping = False  # a stop was asked for (a signal) or decided (failed)
+        self.stop_at = 0.0
+        self.failed = False  # the server stops because a worker kept dying at start
+        self.announced = False  # every worker was ready once: on_ready was called
+        self.stop_codes: list[int] = []  # unexpected exit codes of workers while stopping
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        for worker in self.workers:
+            self.start(worker)
+        while not (self.stopping and all(w.process is None for w in self.workers)):
+            waits: list[Any] = [self.wake_read]
+            waits += [w.process.sentinel for w in self.workers if w.process is not None]
+            waits += [w.reports for w in self.workers if w.reports is not None]
+            self.handle(multiprocessing.connection.wait(waits, self.timeout()))
+            now = time.monotonic()
+            if self.stopping:
+                if now >= self.stop_at + self.stop_bound():
+                    self.kill_stragglers()
+                continue
+            for worker in self.workers:
+                if worker.restart_at is not None and worker.restart_at <= now:
+                    self.start(worker)
+        if self.failed:
+            return 1
+        if self.stop_codes:
+            return self.stop_codes[0] if self.stop_codes[0] > 0 else 1
+        return 0
+
+    def handle(self, woke: list[Any]) -> None:
+        """Read the reports, then the deaths, that ``wait`` returned."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake_read, 512)
+        for worker in self.workers:
+            if worker.reports is not None and worker.reports in woke:
+                self.read_report(worker)
+        for worker in self.workers:
+            if worker.process is not None and worker.process.sentinel in woke:
+                self.ended(worker)
+
+    def timeout(self) -> float | None:
+        now = time.monotonic()
+        if self.stopping:
+            return max(0.0, self.stop_at + self.stop_bound() - now)
+        restarts = [w.restart_at for w in self.workers if w.restart_at is not None]
+        return max(0.0, min(restarts) - now) if restarts else None
+
+    def stop_bound(self) -> float:
+        """How long stopping workers get before they are killed: their own bound, and 10 s."""
+        return self.settings.shutdown_grace + self.settings.drain_timeout + 10.0
+
+    # ------------------------------------------------------------------ events
+
+    def start(self, worker: _Worker) -> None:
+        reports, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker_main,
+                                       args=(self.payload, worker.index, writer),
+                                       name=worker.name)
+        process.start()
+        writer.close()  # the child holds its own end: the pipe ends when the child does
+        worker.process, worker.reports = process, reports
+        worker.ready, worker.restart_at, worker.error = False, None, None
+
+    def read_report(self, worker: _Worker) -> None:
         try:
-            endpoints = ready.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if "error" in endpoints:
-            raise _worker_error(endpoints)
-        started += 1
-        if started == len(workers) and on_ready is not None:
-            on_ready(Endpoints(**endpoints))
-    return True
+            report = worker.reports.recv()
+        except (EOFError, OSError):  # the worker is gone; its sentinel tells the rest
+            worker.reports.close()
+            worker.reports = None
+            return
+        if "error" in report:
+            worker.error = report
+            return
+        worker.ready, worker.ready_at, worker.failures = True, time.monotonic(), 0
+        if not self.announced and all(w.ready for w in self.workers):
+            self.announced = True
+            if self.on_ready is not None and not self.stopping:
+                self.on_ready(Endpoints(**report))
+
+    def ended(self, worker: _Worker) -> None:
+        """A worker's process ended: restart it, or stop the server when it keeps failing.
+
+        Raises:
+            FerryError: it reported a start error before the server was ever ready.
+        """
+        process = worker.process
+        process.join(5)  # its sentinel closes a moment before it can be reaped
+        while worker.reports is not None and worker.reports.poll():
+            self.read_report(worker)  # a start error sent just before it exited
+        if worker.reports is not None:
+            worker.reports.close()
+            worker.reports = None
+        worker.process = None
+        code = process.exitcode
+        self.forget_metrics(process.pid)
+        how = _how_it_ended(code)
+        if self.stopping:
+            if code not in (0, -signal.SIGTERM, -signal.SIGINT, None):
+                self.stop_codes.append(code)
+                log.error("worker %s (pid %s) %s while stopping", worker.name, process.pid,
+                          how, extra={"worker": worker.name, "pid": process.pid,
+                                      "exitcode": code})
+            return
+        now = time.monotonic()
+        error = worker.error
+        if not worker.ready:
+            if error is not None and not self.announced:
+                raise _worker_error(error)
+            worker.failures += 1
+            why = f" before it was ready: {error['error']}" if error else \
+                " before it was ready"
+            if worker.failures >= START_FAILURES:
+                self.fail(f"worker {worker.name} {how}{why} ({worker.failures} times in a "
+                          f"row); stopping the server", worker, code)
+                return
+            count = f" (start failure {worker.failures} of {START_FAILURES})"
+        else:
+            why = count = ""
+            if now - worker.ready_at >= STABLE_AFTER:
+                worker.delay = RESTART_DELAY
+        delay = worker.delay
+        worker.delay = min(delay * 2, RESTART_DELAY_MAX)
+        worker.ready = False
+        worker.restart_at = now + delay
+        log.warning("worker %s (pid %s) %s%s; restarting it in %.1f s%s", worker.name,
+                    process.pid, how, why, delay, count,
+                    extra={"worker": worker.name, "pid": process.pid, "exitcode": code,
+                           "restart_in": delay})
+
+    def fail(self, message: str, worker: _Worker, code: int | None) -> None:
+        """Stop the server on its own: one line saying why, then stop every worker."""
+        log.error(message, extra={"worker": worker.name, "exitcode": code})
+        self.failed = True
+        self.begin_stop()
+
+    def on_signal(self, sig: int, _frame: object) -> None:
+        """SIGTERM/SIGINT: stop every worker gracefully (Ctrl-C again: at once); SIGHUP: reload.
+
+        SIGHUP goes only to ready workers: one still starting loads the models as they are
+        now anyway, and a signal it has no handler for yet would kill it.
+        """
+        if sig == signal.SIGHUP:
+            self.signal_all(signal.SIGHUP, ready_only=True)
+        elif not self.stopping:
+            self.begin_stop()
+        elif sig == signal.SIGINT:
+            self.signal_all(signal.SIGINT)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_write, b"\0")
+
+    def begin_stop(self) -> None:
+        self.stopping = True
+        self.stop_at = time.monotonic()
+        for worker in self.workers:
+            worker.restart_at = None
+        # SIGTERM, not SIGINT, even for Ctrl-C: the terminal sent the workers SIGINT
+        # already, and a second SIGINT tells a worker to stop at once.
+        self.signal_all(signal.SIGTERM)
+
+    # ------------------------------------------------------------------ helpers
+
+    def signal_all(self, sig: int, *, ready_only: bool = False) -> None:
+        for worker in self.workers:
+            pid = worker.pid
+            if pid is not None and (worker.ready or not ready_only):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+    def kill_stragglers(self) -> None:
+        for worker in self.workers:
+            if worker.pid is not None:
+                log.error("worker %s (pid %s) did not stop within %.0f s; killing it",
+                          worker.name, worker.pid, self.stop_bound())
+                worker.process.kill()
+        self.stop_at = time.monotonic()  # their sentinels end the loop
+
+    def forget_metrics(self, pid: int | None) -> None:
+        """Drop a dead worker's live gauges (in-flight, queue depth) from the shared dir."""
+        if pid is None:
+            return
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Leave no worker behind (after an error: SIGTERM, then SIGKILL after 10 s)."""
+        self.signal_all(signal.SIGTERM)
+        for worker in self.workers:
+            if worker.process is not None:
+                worker.process.join(10)
+                if worker.process.exitcode is None:
+                    worker.process.kill()
+                    worker.process.join(5)
+            if worker.reports is not None:
+                worker.reports.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+
+
+def _how_it_ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def _worker_error(report: dict[str, Any]) -> FerryError:
@@ -523,22 +790,29 @@ def _worker_error(report: dict[str, Any]) -> FerryError:
     return ConfigError(f"a worker failed to start: {report['error']}", hint=report.get("hint"))
 
 
-def _worker_main(payload: dict[str, Any], index: int, ready: Any) -> None:
-    """One worker process: the same server, told to share its ports."""
-    settings = ServerSettings.model_validate({**payload, "workers": payload["workers"]})
+def _worker_main(payload: dict[str, Any], index: int, reports: Any) -> None:
+    """One worker process: the same server, told to share its ports.
+
+    It sends one report on ``reports``: its endpoints once ready, or the error it could not
+    start with.
+    """
+    settings = ServerSettings.model_validate(payload)
 
     def report(endpoints: Endpoints) -> None:
-        ready.put({"host": endpoints.host, "http_port": endpoints.http_port,
-                   "grpc_port": endpoints.grpc_port, "models": endpoints.models,
-                   "default_model": endpoints.default_model, "tls": endpoints.tls})
+        reports.send({"host": endpoints.host, "http_port": endpoints.http_port,
+                      "grpc_port": endpoints.grpc_port, "models": endpoints.models,
+                      "default_model": endpoints.default_model, "tls": endpoints.tls})
 
     try:
         _event_loop_run(serve(settings, on_ready=report))
     except FerryError as exc:
         # Before it is ready this reaches the parent, which reports it once as a one-line
-        # error (exit 2), as a single-process server would.
-        ready.put({"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__})
+        # error (exit 2) when the server never started, as a single-process server would.
+        with contextlib.suppress(OSError):
+            reports.send({"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__})
         raise SystemExit(1) from None
     except Exception as exc:
         log.error("worker %d failed", index, exc_info=exc)
         raise SystemExit(1) from None
+    finally:
+        reports.close()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,7 +21,8 @@ import pytest
 from builders import mlp_onnx
 from ferry.formats import import_model
 from ferry.repository import Repository
-from serving import ROOT, ferry_serve, free_port
+from loadclients import CUT, LOST, OK, WRONG, RestLoad, owner_pid
+from serving import ROOT, Server, ferry_serve, free_port
 
 ROW = [0.5, -1.0, 2.0, 0.25]
 
@@ -188,28 +192,130 @@ def test_json_logs_carry_the_request_id_of_a_refused_request(tmp_path):
     assert any(entry.get("request_id") == generated.headers["X-Request-ID"] for entry in lines)
 
 
-def test_a_worker_that_dies_stops_the_whole_server(tmp_path):
-    import re
+def _worker_pids(server: Server, count: int, timeout: float = 60.0) -> list[int]:
+    """The PIDs of the first ``count`` worker starts, in order, waiting (bounded) for them.
 
+    Each worker logs its own start line, and the banner can come before the last one
+    reaches the log file: never read the output once and hope.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.output())]
+        if len(pids) >= count:
+            return pids[:count]
+        assert time.monotonic() < deadline, f"{len(pids)} of {count} workers:\n{server.output()}"
+        time.sleep(0.05)
+
+
+def _gone(pid: int, timeout: float = 30.0) -> None:
+    """Wait (bounded) until ``pid`` is dead and reaped by its parent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, f"process {pid} still there after {timeout} s"
+        time.sleep(0.05)
+
+
+def _json_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_a_killed_worker_is_replaced_while_the_others_keep_serving(tmp_path: Path) -> None:
     repo = _repository(tmp_path)
-    with ferry_serve(repo.root, "--workers", "2", timeout=120) as server:
-        # Each worker logs its own start line; the banner can come before the second one
-        # reaches the log file, so wait (bounded) for both.
-        deadline = time.monotonic() + 10
-        while True:
-            pids = [int(p) for p in
-                    re.findall(r"Started server process \[(\d+)\]", server.output())]
-            if len(pids) >= 2 or time.monotonic() > deadline:
-                break
+    with ferry_serve(repo.root, "--workers", "2", timeout=120, log_format="json") as server:
+        first, second = _worker_pids(server, 2)
+        expected = httpx.post(f"{server.url}/predict", json={"data": [ROW]}).json()
+        port = int(server.url.rsplit(":", 1)[1])
+        load = RestLoad(port, "/predict", json.dumps({"data": [ROW]}).encode(), expected,
+                        clients=16).start()
+        try:
+            load.wait_for(OK, 200)
+            # Which worker holds each client's keep-alive connection (read from /proc).
+            owners = {index: owner_pid(sock, [first, second])
+                      for index, sock in enumerate(load.sockets) if sock is not None}
+            assert set(owners.values()) == {first, second}, owners
+            before = [Counter(counts) for counts in load.per_client]
+            os.kill(first, signal.SIGKILL)  # a crash, or the OOM killer
+            replacement = _worker_pids(server, 3)[2]
+            settled = load.counts[OK]
+            load.wait_for(OK, settled + 200)  # the load goes on, on survivor and replacement
+        finally:
+            load.stop()
+        after = [counts - before[index] for index, counts in enumerate(load.per_client)]
+        for index, owner in owners.items():
+            if owner == second:  # the survivor's clients never noticed
+                assert after[index][LOST] == after[index][CUT] == 0, (index, after[index])
+            else:  # the killed worker's connection may fail once, then the client reconnects
+                assert after[index][LOST] + after[index][CUT] <= 1, (index, after[index])
+            assert after[index][WRONG] == 0 and after[index][OK] > 0, (index, after[index])
+        restarts = [line for line in _json_lines(server.output())
+                    if "restarting it in" in line["message"]]
+        assert len(restarts) == 1, server.output()
+        assert restarts[0]["level"] == "warning" and restarts[0]["pid"] == first
+        assert restarts[0]["exitcode"] == -9 and restarts[0]["restart_in"] == 0.5
+        assert "was killed by SIGKILL; restarting it in 0.5 s" in restarts[0]["message"]
+        # The replacement serves: with the other original worker gone too, a new
+        # connection can only be answered by a replacement.
+        os.kill(second, signal.SIGKILL)
+        _gone(first)
+        _gone(second)
+        answer = httpx.post(f"{server.url}/predict", json={"data": [ROW]}, timeout=30)
+        assert answer.status_code == 200 and answer.json() == expected
+        os.kill(replacement, 0)  # still there
+    assert server.process.returncode == 0, server.output()
+
+
+def test_a_worker_that_keeps_dying_at_start_stops_the_server_with_one_line(
+        tmp_path: Path) -> None:
+    repo = _repository(tmp_path)
+    http_port, grpc_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    # The real `ferry serve`, with the restart backoff shortened (the supervisor's delays
+    # are module constants of ferry.server, read in this parent process).
+    script = ("import sys, ferry.server as s; s.RESTART_DELAY = 0.1; "
+              "from ferry.cli import main; sys.exit(main(sys.argv[1:]))")
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, "serve", str(repo.root), "--workers", "2",
+             "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+             "--log-format", "text"],
+            stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            start_new_session=True)
+    server = Server(process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", log)
+    try:
+        deadline = time.monotonic() + 120
+        while "ferry is serving" not in server.output():
+            assert process.poll() is None and time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        first, second = _worker_pids(server, 2)
+        # The stored model changes under the server: a worker started now fails its hash
+        # check, while the running ones keep the version they loaded.
+        with (repo.root / "mlp" / "1" / "model.onnx").open("ab") as model:
+            model.write(b"\0")
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "start failure 1 of" not in server.output():
+            assert time.monotonic() < deadline, server.output()
             time.sleep(0.05)
-        assert len(pids) == 2, server.output()
-        os.kill(pids[0], signal.SIGKILL)  # a crash, or the OOM killer
-        # The survivor drains and exits, and the exit code says the server failed, so a
-        # supervisor restarts all of it instead of leaving one worker serving alone.
-        assert server.process.wait(30) == 1
-        assert "exited with code -9; stopping the others" in server.output()
-        with pytest.raises(ProcessLookupError):
-            os.kill(pids[1], 0)
+        # Meanwhile the survivor answers.
+        answer = httpx.post(f"{server.url}/predict", json={"data": [ROW]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert process.wait(120) == 1
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    output = server.output()
+    stops = [line for line in output.splitlines() if "stopping the server" in line]
+    assert len(stops) == 1, output
+    assert re.search(r"worker ferry-worker-\d exited with code 1 before it was ready: .*"
+                     r"\(5 times in a row\); stopping the server", stops[0]), stops[0]
+    assert "mlp" in stops[0] and "Traceback" not in output
+    assert output.count("restarting it in") == 5  # the kill, then 4 failed starts
+    _gone(second)
 
 
 def test_workers_that_cannot_start_are_one_line_and_exit_2(tmp_path):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ferry.cli.app import app, state
-from ferry.cli.console import err_console, out_console
+from ferry.cli.console import out_console
 
 
 @app.command("serve")
@@ -37,7 +37,8 @@ def serve(
     )] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", "-w", help="Server processes sharing the ports (SO_REUSEPORT), to use "
-        "more cores (default: 1). If one dies, the server stops with exit code 1.",
+        "more cores (default: 1). One that dies is restarted; one that keeps dying at start "
+        "stops the server (exit code 1).",
         show_default=False,
     )] = None,
     config: Annotated[Path | None, typer.Option(
@@ -141,8 +142,7 @@ def serve(
         )
 
     code = run(settings, on_ready=ready)
-    if code:
-        err_console.print(f"a worker exited with code {code}")
+    if code:  # the server logged why, in one line (ferry.server's worker supervisor)
         raise typer.Exit(code)
 
 

@@ -4,7 +4,9 @@ Load balancers and Kubernetes' gRPC probes ask ``Check`` (or ``Watch``) for the 
 server (service ``""``) or for ``inference.GRPCInferenceService``. Both report SERVING
 exactly when the engine is ready, so a server that is still warming up, or draining before
 shutdown, is taken out of rotation. ``Check`` asks the engine each time; ``Watch`` streams
-are fed by a poller that runs only while someone watches.
+are fed by a poller that runs only while someone watches. A stopping server ends its
+``Watch`` streams (:meth:`ReadinessHealthServicer.finish`) once they have seen NOT_SERVING,
+so that an open stream does not hold grpc's stop until its grace runs out.
 
 ``Watch`` is ferry's own: grpcio-health-checking's keeps one condition per service name and
 deletes it when any of its watchers leaves, after which the others never hear of a change.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
@@ -54,6 +56,7 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         self._poll_interval = poll_interval
         self._poller: asyncio.Task[None] | None = None
         self._watchers = 0
+        self._finished = False  # finish(): Watch streams end after their current status
         # Set (and replaced by a fresh one) whenever a reported status changes.
         self._changed = asyncio.Event()
         for service in self._services:
@@ -72,6 +75,19 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
             await self.set(service, status)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def finish(self) -> None:
+        """End every ``Watch`` stream, and any that starts later, after its current status.
+
+        Called by a stopping server just before grpc's own stop, when the engine has been
+        withdrawn: each watcher's last message is NOT_SERVING, then its call ends (OK).
+        """
+        self._finished = True
+        try:
+            await self.refresh()
+        finally:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def Check(self, request: Any, context: Any) -> Any:
         """Answer the current status (NOT_FOUND for a service this server lacks)."""
@@ -103,7 +119,7 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
             status = status_of(error)
             await context.abort(status.code, status.details, status.trailing_metadata)
 
-    async def _stream(self, service: str, context: Any) -> NoReturn:
+    async def _stream(self, service: str, context: Any) -> None:
         last = None
         while True:
             changed = self._changed  # taken first: a change during the write is not missed
@@ -111,6 +127,8 @@ class ReadinessHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
+            if self._finished:
+                return
             await changed.wait()
 
     async def _poll(self) -> None:

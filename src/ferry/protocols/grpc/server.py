@@ -92,7 +92,8 @@ _DEFAULT_LIMITS = GrpcLimits()
 
 def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  limits: GrpcLimits = _DEFAULT_LIMITS,
-                 client_certificates: bool = False) -> grpc.aio.Server:
+                 client_certificates: bool = False,
+                 health: ReadinessHealthServicer | None = None) -> grpc.aio.Server:
     """Build the server with its three services but no port (see :func:`bind`).
 
     Args:
@@ -102,6 +103,8 @@ def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE
         limits: streams per connection, calls in total and the idle time of a connection.
         client_certificates: the port will require client certificates (``bind`` with a
             client CA): each call context then carries the certificate's common name.
+        health: the ``grpc.health.v1`` servicer to serve (one over ``engine`` by default);
+            given, its caller can end its ``Watch`` streams on a stop (``finish()``).
 
     Raises:
         ConfigError: ``max_message_bytes`` is not positive.
@@ -112,8 +115,10 @@ def build_server(engine: Engine, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE
                              maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
     _add_service(server, pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], pb,
                  InferenceServicer(engine, client_certificates=client_certificates))
-    _add_service(server, _HEALTH, health_pb2, ReadinessHealthServicer(
-        engine, [SERVICE_NAME], client_certificates=client_certificates))
+    if health is None:
+        health = ReadinessHealthServicer(engine, [SERVICE_NAME],
+                                         client_certificates=client_certificates)
+    _add_service(server, _HEALTH, health_pb2, health)
     names = [SERVICE_NAME, _HEALTH.full_name, reflection.SERVICE_NAME]
     _add_service(server, _REFLECTION, reflection_pb2,
                  reflection.aio.ReflectionServicer(names, pool=_reflection_pool()))

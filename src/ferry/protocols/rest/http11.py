@@ -63,7 +63,7 @@ from ferry.protocols.rest.wire import (
     unsafe_header,
 )
 
-__all__ = ["HttpProtocol", "http_protocol"]
+__all__ = ["LAST_CALL", "HttpProtocol", "http_protocol"]
 
 _log = logging.getLogger("ferry.rest")
 
@@ -71,6 +71,10 @@ _POST = b"POST"
 _NO_HEADERS: Headers = []  # between heads: _headers is only read while one is being read
 _NO_PARSER = httptools.HttpRequestParser(object())  # a lost connection's: no callbacks
 _HEAD = "HEAD"
+
+#: Seconds an idle keep-alive connection of a stopping server waits for one last request
+#: (answered with ``connection: close``) before it closes (:meth:`HttpProtocol.shutdown`).
+LAST_CALL = 1.0
 
 
 def http_protocol(ctx: RestContext, limits: HttpLimits | None = None) -> type[HttpProtocol]:
@@ -200,10 +204,6 @@ class HttpProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._gone: asyncio.Event | None = None  # the running ASGI call's disconnect event
-        # What the running request waits for: the lane's future, or the app's task; a lost
-        # connection cancels it, so its queued work is dropped instead of computed for
-        # nobody.
-        self._pending: asyncio.Future[Any] | None = None
         # The head being read.
         self._in_head = False
         self._url = b""
@@ -251,22 +251,11 @@ class HttpProtocol(asyncio.Protocol):
         self._receiving = None
         if self._gone is not None:
             self._gone.set()
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
 
     def eof_received(self) -> bool | None:
-        """The client closed its sending side: answer what it sent, then close.
-
-        Except an inference request of the lane still waiting for its model (queued, or on
-        a thread): a client that closes then has given up on it (nginx and uvicorn read a
-        close the same way), so the connection closes and the waiting work is dropped
-        (connection_lost cancels it) instead of computed for nobody.
-        """
+        """The client closed its sending side: answer what it sent, then close."""
         self._eof = True
         if self._lingering:
-            return None
-        if self._pending is not None and not isinstance(self._pending, asyncio.Task):
             return None
         if self._busy or (self._queue and self._queue[0].complete):
             return True  # keep the transport open for the answers
@@ -315,10 +304,13 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ uvicorn's server
 
     def shutdown(self) -> None:
-        """Called by uvicorn's server on a graceful stop: close now, or after one answer.
+        """Called by uvicorn's server on a graceful stop: close after one more answer.
 
-        The request being answered, or whose body is arriving, is answered first (with
-        ``connection: close``); requests pipelined behind it are not.
+        The request being answered, or whose body or head is arriving, is answered first
+        (with ``connection: close``); requests pipelined behind it are not. An idle
+        keep-alive connection is not cut (its client may be sending right now): its next
+        request is answered with ``connection: close``, and it closes if none begins
+        within :data:`LAST_CALL` seconds.
         """
         self._closing = True
         queue = self._queue
@@ -329,8 +321,14 @@ class HttpProtocol(asyncio.Protocol):
             if queue and queue[-1] is not self._receiving:
                 self._receiving = None
             return
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if queue or self._dead:  # a refusal closes it anyway
             self.transport.close()
+            return
+        self.keep_alive_seconds = min(self.keep_alive_seconds, LAST_CALL)
+        self._last_active = self.loop.time()
+        self._arm(self._last_active + self.keep_alive_seconds)
 
     # ------------------------------------------------------------------ parser callbacks
 
@@ -592,16 +590,11 @@ class HttpProtocol(asyncio.Protocol):
         scheduling its first step) cost about as much as decoding the request. The exchange
         awaits only plain futures (its batch, a thread's result), which need no task: the
         future's done-callback resumes the coroutine, and ``await`` reads the outcome.
-        Only a lost connection cancels an exchange (its future: the queued work is dropped);
-        a stopping server lets it finish (shutdown()).
+        Nothing cancels an exchange; a stopping server lets it finish (shutdown()).
         """
-        self._pending = None
         try:
             waiting = context.run(exchange.send, None)
         except StopIteration:
-            return
-        except asyncio.CancelledError:  # the connection was lost (connection_lost)
-            self._busy = False
             return
         except BaseException:  # _exchange answers every Exception itself; this is the rest
             _log.exception("request aborted")
@@ -615,8 +608,6 @@ class HttpProtocol(asyncio.Protocol):
         # it takes the future over, as this does.
         waiting._asyncio_future_blocking = False
         waiting.add_done_callback(functools.partial(self._step, exchange, context))
-        if not self._lost:
-            self._pending = waiting
 
     async def _exchange(self, request: _Request) -> None:
         rid = request.rid or fresh_id()
@@ -633,7 +624,6 @@ class HttpProtocol(asyncio.Protocol):
     def _answer_app(self, request: _Request) -> None:
         gone = self._gone = asyncio.Event()
         task = self.loop.create_task(self._call_app(request, gone))
-        self._pending = task
         tasks: set[asyncio.Task[None]] = self.server_state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)

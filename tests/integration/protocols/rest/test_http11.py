@@ -618,7 +618,7 @@ def test_a_stopping_server_finishes_the_answers_in_flight_then_closes(
         time.sleep(0.3)
         assert served.server is not None
         served.server.should_exit = True
-        assert _closed(Reader(idle), timeout=5)  # an idle connection closes at once
+        assert _closed(Reader(idle), timeout=5)  # an idle one closes after LAST_CALL s
         partial.sendall(raw[-10:])
         time.sleep(0.3)
         gate.set()
