@@ -283,6 +283,19 @@ def test_a_head_past_the_size_limit_is_refused_on_every_rest_door(doors, which):
     assert response.status_code in ((431,) if which == "ferry" else (400, 431))
 
 
+def test_grpc_metadata_past_grpcs_bound_is_resource_exhausted(doors):
+    # gRPC's head is grpc's to bound (8 KiB soft, 16 KiB hard): refused before ferry runs.
+    with grpc.insecure_channel(doors.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(_infer_message(1), timeout=30,
+                            metadata=[("authorization", "Bearer free"),
+                                      ("x-big", "v" * 20_000)])
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        stub.ModelInfer(_infer_message(1), timeout=30,
+                        metadata=[("authorization", "Bearer free"), ("x-fine", "v" * 1000)])
+
+
 # ----------------------------------------------------------------- connections
 
 
@@ -354,7 +367,7 @@ def test_ferry_serve_takes_the_limits_from_its_settings(tmp_path):
     repo = build_repository(tmp_path)
     config = tmp_path / "ferry.toml"
     config.write_text('max_request_elements = 40\n[rate_limit]\nrate = 0.01\nburst = 3\n')
-    env = {"FERRY_HTTP_MAX_CONNECTIONS": "64"}
+    env = {"FERRY_HTTP_MAX_CONNECTIONS": "16", "FERRY_HTTP_KEEP_ALIVE": "1.0"}
     with ferry_serve(repo.root, "--config", str(config), env=env) as server:
         with httpx.Client(base_url=server.url, timeout=30, headers=JSON) as client:
             # Health is never counted: ferry_serve polled readiness many times already.
@@ -371,5 +384,31 @@ def test_ferry_serve_takes_the_limits_from_its_settings(tmp_path):
             assert refused.status_code == 429
             assert refused.headers["retry-after"] == "100"
             assert client.get("/v2/health/ready").status_code == 200
+        port = int(server.url.rsplit(":", 1)[1])
+        # http_keep_alive: an idle keep-alive connection is closed after 1 s, not 30.
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.settimeout(15)
+        began, received = time.monotonic(), b""
+        while chunk := idle.recv(4096):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200 ")
+        assert 0.5 < time.monotonic() - began < 5
+        idle.close()
+        # http_max_connections: the 17th connection is closed unanswered.
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+        try:
+            time.sleep(0.3)
+            extra = socket.create_connection(("127.0.0.1", port))
+            extra.settimeout(5)
+            try:
+                extra.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert extra.recv(100) == b""
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            extra.close()
+        finally:
+            for sock in held:
+                sock.close()
         output = server.output()
     assert "rate limit on: 0.01 calls/s per caller, 3 at once (infer calls" in output
