@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ferry.formats import ImportOptions, import_model
 from ferry.repository import Repository
@@ -71,3 +72,25 @@ def import_all(repo: Repository, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for build in (alltypes, half, pair):
         import_model(repo, build(folder), build.__name__, options=ImportOptions(sample_count=4))
+
+
+def slow(folder: Path, *, width: int = 512, layers: int = 30) -> Path:
+    """A deliberately slow model: ``layers`` x (width x width MatMul + Tanh) on input x.
+
+    A few hundred rows take a good fraction of a second on one thread: long enough for
+    requests to queue behind it (admission, deadlines, cancellation tests).
+    """
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(
+        (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w")
+    nodes, last = [], "x"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [last, "w"], [f"m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"]))
+        last = f"t{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[weight])
+    return _save(graph, folder / "slow.onnx")

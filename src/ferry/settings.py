@@ -227,6 +227,10 @@ class ServerSettings(BaseSettings):
     shutdown_grace: float = Field(
         0.0, ge=0.0, description="seconds a stopping server keeps serving with readiness "
         "false (so load balancers stop sending) before it closes its ports and drains")
+    request_timeout: float | None = Field(
+        None, gt=0.0, description="seconds an inference request without a deadline of its "
+        "own may take (X-Ferry-Timeout-Ms, the V2 'timeout' parameter, gRPC's deadline): "
+        "past it, queued work is dropped and answered 504 / DEADLINE_EXCEEDED; unset: none")
     watch: bool = Field(False, description="poll the repository and hot-swap new versions")
     watch_interval: float = Field(2.0, gt=0.0, description="seconds between repository polls")
     log_format: Literal["json", "text"] = Field("json", description="log lines as JSON or text")

@@ -135,6 +135,34 @@ def _check_elements(arrays: Arrays, limit: int) -> None:
             f"{limit} (max_request_elements)", hint="send fewer rows per request")
 
 
+#: The longest V2 ``timeout`` parameter accepted: a day, in microseconds.
+_MAX_TIMEOUT_US = 86_400_000_000
+
+
+def _timeout_parameter(value: object) -> float | None:
+    """The deadline a V2 ``timeout`` request parameter asks for (None for 0: no timeout).
+
+    Microseconds from now, as Triton reads the same parameter (its ``schedule_policy``
+    extension), so a tritonclient user's ``timeout=`` means the same here.
+
+    Raises:
+        InputError: not a whole number of microseconds between 0 and a day.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 <= value <= _MAX_TIMEOUT_US or value != int(value):
+        raise InputError(f"parameter 'timeout' must be a whole number of microseconds "
+                         f"between 0 and {_MAX_TIMEOUT_US} (a day), got {value!r:.40}")
+    if not value:
+        return None
+    return time.monotonic() + value / 1e6
+
+
+def _earlier(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
 def _refuse_classification(request: InferRequest) -> None:
     """Refuse the ``classification`` output parameter rather than silently ignore it.
 
@@ -196,8 +224,11 @@ class Engine:
                  defaults: ModelConfig | None = None, default_model: str | None = None,
                  metrics: Metrics | None = None, drain_timeout: float = 30.0,
                  policies: Iterable[Policy] = (),
-                 max_request_elements: int | None = None) -> None:
+                 max_request_elements: int | None = None,
+                 default_timeout: float | None = None) -> None:
         self.repository = repository
+        #: Seconds a request without a deadline of its own may take (None: no bound).
+        self._default_timeout = default_timeout
         self._max_elements = max_request_elements
         self.policies = PolicyChain(policies)
         self.metrics = metrics if metrics is not None else Metrics()
@@ -356,6 +387,8 @@ class Engine:
         if self.policies:
             self.policies.check(call, Action(Kind.INFER, request.model_name,
                                              request.model_version))
+        if call.problem is not None:
+            raise call.problem
         self._check_serving()
         snap = self._snapshot(request.model_name)
         served = self._version(snap, request.model_name, request.model_version)
@@ -378,6 +411,8 @@ class Engine:
         """
         if self.policies:
             self.policies.check(call, Action(Kind.INFER, model, version))
+        if call.problem is not None:
+            raise call.problem
         self._check_serving()
         snap = self._snapshot(model)
         served = self._version(snap, model, version)
@@ -412,7 +447,12 @@ class Engine:
             for name in outputs:
                 if name not in types:
                     signature.output(name)  # NotFoundError naming the outputs there are
-        results = await served.infer(arrays, outputs, call.deadline)
+        deadline = call.deadline
+        if request.parameters and "timeout" in request.parameters:
+            deadline = _earlier(deadline, _timeout_parameter(request.parameters["timeout"]))
+        if deadline is None and self._default_timeout is not None:
+            deadline = time.monotonic() + self._default_timeout
+        results = await served.infer(arrays, outputs, deadline)
         return InferResponse(
             model_name=request.model_name, model_version=served.label, id=request.id,
             outputs=[Tensor(name, types[name], array.shape, array)

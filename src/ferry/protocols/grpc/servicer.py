@@ -23,7 +23,7 @@ import grpc
 from ferry.engine import Engine
 from ferry.errors import FerryError, InputError, InternalError, quote_name
 from ferry.inference import ModelMetadata
-from ferry.observability.logging import FIELD_MAX, clip
+from ferry.observability.logging import FIELD_MAX, LineBudget, clip
 from ferry.observability.logging import request_id as log_request_id
 from ferry.protocols.grpc._generated import inference_pb2 as pb
 from ferry.protocols.grpc._generated import inference_pb2_grpc as pb_grpc
@@ -34,6 +34,8 @@ from ferry.protocols.grpc.errors import status_of
 __all__ = ["FALLBACK_METADATA", "InferenceServicer"]
 
 logger = logging.getLogger("ferry.protocols.grpc")
+#: Refusals are logged one line each, up to this budget a second (the rest are counted).
+_refusal_lines = LineBudget(logger, "refused gRPC calls")
 
 T = TypeVar("T")
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -148,10 +150,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         status = status_of(error)
         # The name and the message carry what the client sent: clipped, so a client cannot
         # write more log than it sends.
-        model = clip(request.model_name)
-        logger.info("refused %s with %s: %s", model or "(no model)", status.code.name,
-                    clip(error.message, 2 * FIELD_MAX),
-                    extra={"model": model, "status": status.code.name})
+        if _refusal_lines.allow():
+            model = clip(request.model_name)
+            logger.info("refused %s with %s: %s", model or "(no model)", status.code.name,
+                        clip(error.message, 2 * FIELD_MAX),
+                        extra={"model": model, "status": status.code.name})
         self._metrics.request(model=request.model_name, version=version, protocol="grpc",
                               status=status.code.name, seconds=time.perf_counter() - start)
         await context.abort(status.code, status.details, status.trailing_metadata)

@@ -204,6 +204,10 @@ class HttpProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._gone: asyncio.Event | None = None  # the running ASGI call's disconnect event
+        # What the running request waits for: the lane's future, or the app's task; a lost
+        # connection cancels it, so its queued work is dropped instead of computed for
+        # nobody.
+        self._pending: asyncio.Future[Any] | None = None
         # The head being read.
         self._in_head = False
         self._url = b""
@@ -251,11 +255,22 @@ class HttpProtocol(asyncio.Protocol):
         self._receiving = None
         if self._gone is not None:
             self._gone.set()
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
     def eof_received(self) -> bool | None:
-        """The client closed its sending side: answer what it sent, then close."""
+        """The client closed its sending side: answer what it sent, then close.
+
+        Except an inference request of the lane still waiting for its model (queued, or on
+        a thread): a client that closes then has given up on it (nginx and uvicorn read a
+        close the same way), so the connection closes and the waiting work is dropped
+        (connection_lost cancels it) instead of computed for nobody.
+        """
         self._eof = True
         if self._lingering:
+            return None
+        if self._pending is not None and not isinstance(self._pending, asyncio.Task):
             return None
         if self._busy or (self._queue and self._queue[0].complete):
             return True  # keep the transport open for the answers
@@ -590,11 +605,16 @@ class HttpProtocol(asyncio.Protocol):
         scheduling its first step) cost about as much as decoding the request. The exchange
         awaits only plain futures (its batch, a thread's result), which need no task: the
         future's done-callback resumes the coroutine, and ``await`` reads the outcome.
-        Nothing cancels an exchange; a stopping server lets it finish (shutdown()).
+        Only a lost connection cancels an exchange (its future: the queued work is dropped);
+        a stopping server lets it finish (shutdown()).
         """
+        self._pending = None
         try:
             waiting = context.run(exchange.send, None)
         except StopIteration:
+            return
+        except asyncio.CancelledError:  # the connection was lost (connection_lost)
+            self._busy = False
             return
         except BaseException:  # _exchange answers every Exception itself; this is the rest
             _log.exception("request aborted")
@@ -608,6 +628,8 @@ class HttpProtocol(asyncio.Protocol):
         # it takes the future over, as this does.
         waiting._asyncio_future_blocking = False
         waiting.add_done_callback(functools.partial(self._step, exchange, context))
+        if not self._lost:
+            self._pending = waiting
 
     async def _exchange(self, request: _Request) -> None:
         rid = request.rid or fresh_id()
@@ -624,6 +646,7 @@ class HttpProtocol(asyncio.Protocol):
     def _answer_app(self, request: _Request) -> None:
         gone = self._gone = asyncio.Event()
         task = self.loop.create_task(self._call_app(request, gone))
+        self._pending = task
         tasks: set[asyncio.Task[None]] = self.server_state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
