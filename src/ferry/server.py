@@ -132,7 +132,8 @@ async def serve(settings: ServerSettings, *,
     engine = Engine(repository, models=settings.models, defaults=settings.model_defaults,
                     default_model=settings.default_model, drain_timeout=settings.drain_timeout,
                     policies=policies, max_request_elements=settings.max_request_elements,
-                    default_timeout=settings.request_timeout)
+                    default_timeout=settings.request_timeout,
+                    max_backlog=settings.max_backlog)
     await engine.start()
     loop = asyncio.get_running_loop()
     grpc_server = None

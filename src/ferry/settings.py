@@ -227,6 +227,10 @@ class ServerSettings(BaseSettings):
     shutdown_grace: float = Field(
         0.0, ge=0.0, description="seconds a stopping server keeps serving with readiness "
         "false (so load balancers stop sending) before it closes its ports and drains")
+    max_backlog: int | None = Field(
+        None, ge=1, description="requests waiting in all models' queues together past which "
+        "the server is overloaded: then models of lower priority (config.toml 'priority') "
+        "than one with waiting work are refused (429); unset: models never give way")
     request_timeout: float | None = Field(
         None, gt=0.0, description="seconds an inference request without a deadline of its "
         "own may take (X-Ferry-Timeout-Ms, the V2 'timeout' parameter, gRPC's deadline): "

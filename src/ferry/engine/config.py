@@ -154,6 +154,13 @@ class ModelConfig(BaseModel):
         description="how long a request in that line may wait for room before it is "
         "refused with 429 (its own deadline, if sooner, answers 504)",
     )
+    priority: int = Field(
+        0, ge=-1000, le=1000,
+        description="under global overload (more requests waiting in all models' queues "
+        "together than the server's max_backlog), requests for a model of lower priority "
+        "than a model with waiting work are refused (429) so that the higher one keeps "
+        "its capacity",
+    )
     warmup: bool = Field(True, description="run each instance before it becomes ready")
     inline_below_ms: float = Field(
         0.1, ge=0.0, le=10.0,

@@ -225,8 +225,11 @@ class Engine:
                  metrics: Metrics | None = None, drain_timeout: float = 30.0,
                  policies: Iterable[Policy] = (),
                  max_request_elements: int | None = None,
-                 default_timeout: float | None = None) -> None:
+                 default_timeout: float | None = None,
+                 max_backlog: int | None = None) -> None:
         self.repository = repository
+        #: Requests waiting in all queues together past which lower priorities give way.
+        self._max_backlog = max_backlog
         #: Seconds a request without a deadline of its own may take (None: no bound).
         self._default_timeout = default_timeout
         self._max_elements = max_request_elements
@@ -452,12 +455,40 @@ class Engine:
             deadline = _earlier(deadline, _timeout_parameter(request.parameters["timeout"]))
         if deadline is None and self._default_timeout is not None:
             deadline = time.monotonic() + self._default_timeout
+        if self._max_backlog is not None:
+            self._give_way(served)
         results = await served.infer(arrays, outputs, deadline)
         return InferResponse(
             model_name=request.model_name, model_version=served.label, id=request.id,
             outputs=[Tensor(name, types[name], array.shape, array)
                      for name, array in results.items()],
         )
+
+    def _give_way(self, served: ServedVersion) -> None:
+        """Refuse ``served``'s request if the server is overloaded and it ranks lower.
+
+        Overloaded: at least ``max_backlog`` requests wait in all queues together. Then a
+        model whose ``priority`` is below that of a model with waiting work is refused
+        (429), so the capacity left goes to the higher one; the highest priority with
+        waiting work is admitted as usual (its own queue bounds it). Counting walks the
+        served versions: only done when ``max_backlog`` is set.
+        """
+        total, top = 0, None
+        for snap in self._table.values():
+            for version in snap.versions.values():
+                waiting = version.queued
+                if waiting:
+                    total += waiting
+                    rank = version.config.priority
+                    top = rank if top is None else max(top, rank)
+        mine = served.config.priority
+        if top is not None and total >= self._max_backlog and mine < top:  # type: ignore[operator]
+            raise RateLimitedError(
+                f"the server is overloaded ({total} requests are waiting in all queues; "
+                f"max_backlog is {self._max_backlog}): model {quote_name(served.name)} "
+                f"(priority {mine}) gives way to models of priority {top}",
+                retry_after=1.0,
+                hint="retry later; raise this model's priority or the server's max_backlog")
 
     # ------------------------------------------------------------------ breakers, fallbacks
 
