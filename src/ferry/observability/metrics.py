@@ -36,7 +36,6 @@ processes, so a scrape of any worker reports the whole server.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -283,6 +282,8 @@ class Metrics:
         self._stage_children: dict[tuple[str, str], Any] = {}
         #: Model name -> the version labels served now (see served()); nothing else is a label.
         self._served: dict[str, frozenset[str]] = {}
+        #: (model, version) of the breakers that have a ferry_breaker_state series.
+        self._breakers: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ what is served
 
@@ -389,14 +390,26 @@ class Metrics:
         self.load_seconds.labels(model, version).set(seconds)
 
     def breaker_changed(self, model: str, version: str, state: int | None) -> None:
-        """Show the breaker state of a served version (None: it has no breaker any more)."""
+        """Show the breaker state of a served version (None: it has no breaker any more).
+
+        A version without a breaker has no series. prometheus-client cannot remove a
+        series in its multi-process mode (``--workers``): there a breaker that is gone
+        shows 0 (closed) until the worker restarts.
+        """
+        key = (model, version)
         if state is not None:
+            self._breakers.add(key)
             self.breaker_state.labels(model, version).set(state)
-        elif isinstance(self.breaker_state, _LeanFamily):
-            self.breaker_state.children.pop((model, version), None)
+            return
+        if key not in self._breakers:
+            return
+        self._breakers.discard(key)
+        if isinstance(self.breaker_state, _LeanFamily):
+            self.breaker_state.children.pop(key, None)
+        elif os.environ.get(_MULTIPROC_ENV):
+            self.breaker_state.labels(model, version).set(0)
         else:
-            with contextlib.suppress(KeyError):
-                self.breaker_state.remove(model, version)
+            self.breaker_state.remove(model, version)
 
     def fell_back(self, model: str) -> None:
         """Count one request of ``model`` (a served name) answered by its fallback."""

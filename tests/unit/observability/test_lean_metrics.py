@@ -3,7 +3,10 @@ prometheus-client's own metrics expose for the same observations."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -107,3 +110,40 @@ def test_a_model_no_longer_served_is_counted_as_unknown() -> None:
         (("model", "mlp"), ("protocol", "rest"), ("status", "200"), ("version", "1")): 1.0,
         (("model", ""), ("protocol", "rest"), ("status", "404"), ("version", "")): 1.0,
     }
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "client"])
+def test_breaker_series_exist_only_for_served_versions_with_a_breaker(lean: bool) -> None:
+    metrics = Metrics(lean=lean)
+    metrics.served("digits", ["1", "2"])
+    metrics.breaker_changed("digits", "2", 2)
+    metrics.breaker_changed("digits", "1", None)  # no breaker: no series, nothing to remove
+    metrics.fell_back("digits")
+    got = _samples(metrics)
+    assert got[("ferry_breaker_state", (("model", "digits"), ("version", "2")))] == 2
+    assert ("ferry_breaker_state", (("model", "digits"), ("version", "1"))) not in got
+    assert got[("ferry_fallbacks_total", (("model", "digits"),))] == 1
+    metrics.served("digits", ["1"])  # version 2 retired: its breaker's series goes
+    assert not [key for key in _samples(metrics) if key[0] == "ferry_breaker_state"]
+
+
+def test_under_workers_a_breaker_that_is_gone_shows_closed(tmp_path) -> None:
+    # prometheus-client picks its file-backed values when it is imported: a fresh process.
+    script = """
+import warnings
+warnings.simplefilter("error")  # removing a series would warn in this mode
+from ferry.observability.metrics import Metrics
+metrics = Metrics()
+metrics.served("digits", ["1", "2"])
+metrics.breaker_changed("digits", "2", 2)
+metrics.breaker_changed("digits", "1", None)  # never had one: nothing to remove
+metrics.served("digits", ["1"])  # prometheus-client cannot remove it here: it shows 0
+print(metrics.render()[0].decode())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    states = {tuple(sorted(s.labels.items())): s.value
+              for family in text_string_to_metric_families(done.stdout)
+              if family.name == "ferry_breaker_state" for s in family.samples}
+    assert states == {(("model", "digits"), ("version", "2")): 0.0}
