@@ -3,7 +3,9 @@
 Both frameworks save gradient-boosted trees in their own native files and both are
 converted by onnxmltools into an ONNX ``TreeEnsembleClassifier``/``TreeEnsembleRegressor``.
 This module holds the framework-free parts, so each importer keeps only what reads its own
-file format.
+file format and hands a :class:`Booster` to :func:`import_booster`, which converts, rounds
+the thresholds, and lets :mod:`ferry.formats.conversion` probe the result and fall back to
+the booster's own runtime.
 
 Outputs follow the scikit-learn importer: classifiers expose ``probabilities``
 (``[-1, classes]``, first, so ``/predict`` can add class labels) and ``label`` (INT64 class
@@ -33,28 +35,27 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ferry.errors import ConversionError, FerryError, InputError
-from ferry.formats.base import Converted, ImportOptions
-from ferry.formats.fallback import discard, fallback_note, probe_onnx, probe_tolerance
+from ferry.errors import ConversionError
+from ferry.formats.base import Converted, ImportOptions, Reference
+from ferry.formats.conversion import ARTIFACT, Fallback, convert_or_fall_back
 from ferry.formats.parity import Split, make_samples, split_samples
-from ferry.formats.pipeline import parity_samples
 from ferry.runtimes import Arrays
 from ferry.runtimes.boosters import booster_outputs
 from ferry.signature import Signature, TensorSpec
 
 __all__ = [
-    "Attempt",
+    "Booster",
     "Task",
     "first_line",
-    "native",
-    "onnx_or_native",
+    "import_booster",
     "onnxmltools_version",
     "reference_outputs",
     "snap_thresholds",
@@ -65,8 +66,6 @@ __all__ = [
 ]
 
 INPUT = "input"
-#: How parity messages name the rows at the split thresholds.
-AT_SPLITS = "rows at the trees' split thresholds and their float32 neighbours"
 # XGBoost prefixes its errors with "[00:46:22] /workspace/src/common/json.cc:409: ".
 _CPP_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 #: |Δ| accepted for probabilities: both sides sum float32 leaf values (LightGBM in float64).
@@ -221,56 +220,88 @@ def task_signature(task: Task) -> Signature:
 
 
 @dataclass(frozen=True)
-class Attempt:
-    """How a booster's conversion ended.
+class Booster:
+    """What an XGBoost or LightGBM importer read from a booster file.
 
     Attributes:
-        signature: the ONNX model's signature when it is kept, else None.
-        note: why the booster is served natively instead (None when the ONNX is kept).
-        threshold_rows: the rows at every split threshold and its float32 neighbours,
-            which the final parity check runs too.
-        snapped: thresholds :func:`snap_thresholds` moved.
+        task: what the booster predicts.
+        splits: its numeric splits, thresholds as the framework compares them.
+        framework: ``lightgbm 4.7.0`` and the like.
+        reference: the booster's own predict, named like the artifact's outputs.
+        model: the loaded booster, which onnxmltools converts.
+        converter: the onnxmltools function (``convert_xgboost``).
+        converter_options: its keyword arguments beyond the input type and the opset.
+        runtime: the native runtime's name (``xgboost``, ``lightgbm``).
+        artifact: the file name the booster is stored under when served natively.
+        notes: what the manifest says of the booster.
     """
 
-    signature: Signature | None
-    note: str | None
-    threshold_rows: Arrays
-    snapped: int = 0
+    task: Task
+    splits: list[Split]
+    framework: str
+    reference: Reference
+    model: Any
+    converter: str
+    converter_options: dict[str, Any]
+    runtime: str
+    artifact: str
+    notes: list[str]
 
 
-def onnx_or_native(workdir: Path, task: Task, convert: Callable[[], Any], *,
-                   reference: Callable[[Arrays], Arrays], samples: Arrays,
-                   splits: Sequence[Split], options: ImportOptions, runtime: str) -> Attempt:
-    """Convert, snap the thresholds, and probe; the signature when the ONNX file is kept.
+def import_booster(source: Path, workdir: Path, options: ImportOptions,
+                   booster: Booster) -> Converted:
+    """Convert with onnxmltools, round the thresholds, and probe; else keep the booster file."""
+    task, splits = booster.task, booster.splits
+    samples = make_samples(task_signature(task), max(options.sample_count, 64), options.seed,
+                           splits=splits)
+    classifier = task.kind == "classifier"
+    options_text = ", ".join(f"{k}={v}" for k, v in booster.converter_options.items())
+    base = Converted(
+        artifact=ARTIFACT, signature=task_signature(task),
+        converter=f"{onnxmltools_version()} {booster.converter}"
+        + (f" ({options_text})" if options_text else ""), framework=booster.framework,
+        reference=booster.reference, reference_name=f"{booster.framework} Booster.predict",
+        tolerance=PROBABILITY_TOLERANCE if classifier else REGRESSION_TOLERANCE,
+        rtol=0.0 if classifier else REGRESSION_RTOL, notes=booster.notes, samples=samples,
+        samples_origin=f"{len(samples[INPUT])} rows drawn between the trees' split "
+        f"thresholds (seed {options.seed})",
+        threshold_rows={INPUT: split_samples(splits, task.features, options.seed)},
+    )
 
-    Otherwise the staging directory is emptied and the note says why the booster is served
-    by its native ``runtime``: ``--native``, a conversion error, or a probe (the parity
-    rows, the rows at the split thresholds, and one row alone) that missed the tolerance.
-    """
-    at_splits = {INPUT: split_samples(splits, task.features, options.seed)}
-    if options.native:
-        return Attempt(None, f"served natively by {runtime}: --native was given", at_splits)
-    given = options.samples is not None
-    rows = parity_samples(options, task_signature(task))[0] if given else samples
-    batches = [rows, {name: array[:1] for name, array in rows.items()}]
-    if len(at_splits[INPUT]):
-        batches.insert(1, at_splits)
-    expected = [reference(batch) for batch in batches]
-    try:
-        onnx_model = convert()
+    def export(path: Path) -> Converted:
+        onnx_model = _convert(booster, options.opset)
         snapped, _ = snap_thresholds(onnx_model, splits)
-        signature = write_onnx(onnx_model, task, workdir / "model.onnx")
-        tolerance = PROBABILITY_TOLERANCE if task.kind == "classifier" else REGRESSION_TOLERANCE
-        probe_onnx(workdir / "model.onnx", signature, batches, expected,
-                   tolerance=probe_tolerance(options, tolerance),
-                   rtol=0.0 if task.kind == "classifier" else REGRESSION_RTOL,
-                   origins={1: AT_SPLITS} if len(batches) == 3 else None)
-    except InputError:
-        raise
-    except FerryError as exc:
-        discard(workdir)
-        return Attempt(None, fallback_note(runtime, exc), at_splits)
-    return Attempt(signature, None, at_splits, snapped)
+        signature = write_onnx(onnx_model, task, path)
+        return dataclasses.replace(base, signature=signature,
+                                   notes=[*base.notes, *snapped_note(snapped)])
+
+    def store(workdir: Path, note: str) -> Converted:
+        shutil.copyfile(source, workdir / booster.artifact)
+        return dataclasses.replace(base, artifact=booster.artifact, runtime=booster.runtime,
+                                   platform=booster.runtime, converter=None,
+                                   notes=[*base.notes, note])
+
+    fallback = Fallback(f"{booster.runtime} ({booster.framework})", store)
+    return convert_or_fall_back(workdir, options, export, fallback)
+
+
+def _convert(booster: Booster, opset: int | None) -> Any:
+    """Onnxmltools' ONNX model of the booster; any failure is a ConversionError."""
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    task = booster.task
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # onnxmltools warns about its own opset choices
+            return getattr(onnxmltools, booster.converter)(
+                booster.model, initial_types=[(INPUT, FloatTensorType([None, task.features]))],
+                target_opset=opset, **booster.converter_options,
+            )
+    except Exception as exc:  # onnxmltools raises RuntimeError, ValueError, AttributeError...
+        raise ConversionError(
+            f"onnxmltools cannot convert this {task.describe()}: {first_line(exc)}"
+        ) from None
 
 
 def snapped_note(snapped: int) -> list[str]:
@@ -279,15 +310,6 @@ def snapped_note(snapped: int) -> list[str]:
         return []
     return [f"{snapped} split thresholds rounded to the float32 on the framework's side "
             "(the framework compares float32 inputs with double thresholds)"]
-
-
-def native(source: Path, workdir: Path, artifact: str, task: Task, base: Converted,
-           note: str, runtime: str) -> Converted:
-    """``base`` (the ONNX-shaped Converted) turned into the booster file served natively."""
-    shutil.copyfile(source, workdir / artifact)
-    return dataclasses.replace(base, artifact=artifact, runtime=runtime, platform=runtime,
-                               converter=None, signature=task_signature(task),
-                               notes=[*base.notes, note])
 
 
 def write_onnx(onnx_model: Any, task: Task, path: Path) -> Signature:

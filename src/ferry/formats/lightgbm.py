@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,14 +32,13 @@ import numpy as np
 from ferry.errors import ArtifactError, ConversionError
 from ferry.formats import _trees
 from ferry.formats.base import Converted, Importer, ImportOptions
+from ferry.formats.conversion import guarded
 from ferry.formats.detect import read_head
-from ferry.formats.fallback import guarded
-from ferry.formats.parity import Split, make_samples
+from ferry.formats.parity import Split
 from ferry.runtimes import Arrays
 
 __all__ = ["LightGBMImporter", "looks_like_lightgbm"]
 
-ARTIFACT = "model.onnx"
 _PROBE_TIMEOUT_S = 120
 # Loads the file given as argv[1]; any failure (exception or crash) is a non-zero exit.
 _PROBE = "import sys, lightgbm; lightgbm.Booster(model_file=sys.argv[1])"
@@ -79,33 +77,16 @@ class LightGBMImporter(Importer):
         booster = _load(lgb, source)
         dump = booster.dump_model()
         task = _task(booster, dump, source.name)
-        splits = list(_splits(dump))
-        samples = make_samples(_trees.task_signature(task), max(options.sample_count, 64),
-                               options.seed, splits=splits)
-        framework = f"lightgbm {lgb.__version__}"
-        reference = guarded(_reference(booster, task))
-        attempt = _trees.onnx_or_native(
-            workdir, task, lambda: _convert(booster, task, options), reference=reference,
-            samples=samples, splits=splits, options=options, runtime=f"lightgbm ({framework})")
-        fallback = attempt.note
         note = task.describe()
         if task.kind == "classifier":
             note += f"; labels are class indices 0..{task.classes - 1}"
-        converted = Converted(
-            artifact=ARTIFACT, signature=attempt.signature or _trees.task_signature(task),
-            converter=f"{_trees.onnxmltools_version()} convert_lightgbm (zipmap=False)",
-            framework=framework, reference=reference,
-            reference_name=f"{framework} Booster.predict",
-            tolerance=(_trees.PROBABILITY_TOLERANCE if task.kind == "classifier"
-                       else _trees.REGRESSION_TOLERANCE),
-            rtol=0.0 if task.kind == "classifier" else _trees.REGRESSION_RTOL,
-            notes=[note, *_trees.snapped_note(attempt.snapped)], samples=samples,
-            samples_origin=f"{len(samples[_trees.INPUT])} rows drawn between the trees' split "
-            f"thresholds (seed {options.seed})", threshold_rows=attempt.threshold_rows,
-        )
-        if fallback is None:
-            return converted
-        return _trees.native(source, workdir, "model.txt", task, converted, fallback, "lightgbm")
+        return _trees.import_booster(source, workdir, options, _trees.Booster(
+            task=task, splits=list(_splits(dump)), framework=f"lightgbm {lgb.__version__}",
+            reference=guarded(_reference(booster, task)),
+            model=booster, converter="convert_lightgbm", converter_options={"zipmap": False},
+            runtime="lightgbm",
+            artifact="model.txt", notes=[note],
+        ))
 
 
 def _probe(source: Path) -> None:
@@ -157,23 +138,6 @@ def _task(booster: Any, dump: dict[str, Any], filename: str) -> _trees.Task:
         f"{filename}: LightGBM objective {objective!r} is not supported; ferry converts "
         f"{', '.join(_CLASSIFIERS + _REGRESSORS)}",
     )
-
-
-def _convert(booster: Any, task: _trees.Task, options: ImportOptions) -> Any:
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # onnxmltools warns about its own opset choices
-            return onnxmltools.convert_lightgbm(
-                booster, initial_types=[(_trees.INPUT, FloatTensorType([None, task.features]))],
-                target_opset=options.opset, zipmap=False,
-            )
-    except Exception as exc:  # onnxmltools raises RuntimeError, ValueError, ...
-        raise ConversionError(
-            f"onnxmltools cannot convert this {task.describe()}: {_trees.first_line(exc)}"
-        ) from None
 
 
 def _splits(dump: dict[str, Any]) -> Iterator[Split]:

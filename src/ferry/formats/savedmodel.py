@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from ferry.errors import ArtifactError, ConversionError, FerryError
 from ferry.formats.base import Converted, Importer, ImportOptions
-from ferry.formats.fallback import attempt_onnx, guarded
+from ferry.formats.conversion import ARTIFACT, Fallback, convert_or_fall_back, guarded
 from ferry.runtimes import Arrays
 from ferry.runtimes.tensorflow import (
     SERVING_SIGNATURE,
@@ -42,7 +42,6 @@ from ferry.signature import Signature, TensorSpec, datatype_of
 
 __all__ = ["SavedModelImporter"]
 
-ARTIFACT = "model.onnx"
 #: max |Δ| accepted between the source and its ONNX conversion (float32 outputs), as Keras.
 TOLERANCE = 1e-4
 NATIVE_DIR = "saved_model"
@@ -88,25 +87,27 @@ class SavedModelImporter(Importer):
             return call_serving(tf, loaded.signatures[SERVING_SIGNATURE], samples)
 
         framework = f"tensorflow {tf.__version__}"
-        attempt = attempt_onnx(
-            workdir, ARTIFACT, lambda path: _convert(source, path, options.opset),
-            signature=signature, reference=reference, options=options,
-            runtime=f"tensorflow ({framework})", tolerance=TOLERANCE,
-        )
-        notes = [attempt.note] if attempt.note else []
-        if attempt.converter:
+
+        def export(path: Path) -> Converted:
             return Converted(
-                artifact=ARTIFACT, signature=signature, converter=attempt.converter,
-                framework=framework, reference=reference,
-                reference_name=f"{framework} serving_default", tolerance=TOLERANCE,
+                artifact=ARTIFACT, signature=signature,
+                converter=_convert(source, path, options.opset), framework=framework,
+                reference=reference, reference_name=f"{framework} serving_default",
+                tolerance=TOLERANCE,
             )
-        shutil.copytree(source, workdir / NATIVE_DIR)
-        return Converted(
-            artifact=f"{NATIVE_DIR}/saved_model.pb", signature=signature, runtime="tensorflow",
-            platform="tensorflow_savedmodel", converter=None, framework=framework,
-            reference=reference, reference_name=f"{framework} serving_default (source)",
-            tolerance=1e-5, notes=notes,
-        )
+
+        def store(workdir: Path, note: str) -> Converted:
+            shutil.copytree(source, workdir / NATIVE_DIR)
+            return Converted(
+                artifact=f"{NATIVE_DIR}/saved_model.pb", signature=signature,
+                runtime="tensorflow", platform="tensorflow_savedmodel", converter=None,
+                framework=framework, reference=reference,
+                reference_name=f"{framework} serving_default (source)", tolerance=1e-5,
+                notes=[note],
+            )
+
+        fallback = Fallback(f"tensorflow ({framework})", store)
+        return convert_or_fall_back(workdir, options, export, fallback)
 
 
 def _refuse_links(source: Path) -> None:

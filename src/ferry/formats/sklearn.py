@@ -46,21 +46,13 @@ import numpy as np
 from ferry.errors import (
     ArtifactError,
     ConversionError,
-    FerryError,
     InputError,
     UntrustedArtifactError,
 )
-from ferry.formats._trees import AT_SPLITS, snap_thresholds, snapped_note
+from ferry.formats._trees import snap_thresholds, snapped_note
 from ferry.formats.base import Converted, Importer, ImportOptions
+from ferry.formats.conversion import ARTIFACT, Fallback, convert_or_fall_back
 from ferry.formats.detect import read_head, zip_names
-from ferry.formats.fallback import (
-    discard,
-    fallback_note,
-    probe_batches,
-    probe_onnx,
-    probe_tolerance,
-    run_reference,
-)
 from ferry.formats.parity import Split, make_samples, split_samples
 from ferry.repository.hashing import hash_file
 from ferry.runtimes import Arrays
@@ -74,8 +66,6 @@ from ferry.runtimes.sklearn import (
 from ferry.signature import Signature, TensorSpec
 
 __all__ = ["DENIED_PARTS", "TRUSTED_PREFIXES", "SklearnImporter", "is_allowed"]
-
-ARTIFACT = "model.onnx"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RESAVE = ('re-save it with skops: skops.io.dump(model, "model.skops"), then import '
@@ -123,68 +113,71 @@ class SklearnImporter(Importer):
         notes = []
         if kind == "classifier" and not has_proba:
             notes.append("the classifier has no predict_proba: only 'label' is exposed")
-        native = _Native(source, workdir, model, kind, has_proba, notes)
         if options.native:
-            return native.converted(_check_matrix(columns, "--native"))
-        try:
-            onnx_model = _to_onnx(model, columns, has_proba, options.opset)
-        except ConversionError as exc:
-            if columns is not None:
-                raise
-            return native.converted(fallback_note(native.label, exc))
-        input_names = [value.name for value in onnx_model.graph.input]
+            _check_matrix(columns)
         splits = _splits(model) if columns is None else None
         at_splits = None
         if splits is not None:
-            snapped, _ = snap_thresholds(onnx_model, splits, input_names[0])
-            notes.extend(snapped_note(snapped))
-            at_splits = {input_names[0]: split_samples(splits, int(model.n_features_in_),
-                                                       options.seed)}
-            native.threshold_rows = at_splits
-        signature = _finish(onnx_model, kind, has_proba, workdir / ARTIFACT)
-        if columns is None:
-            note = _probe(workdir, signature, _reference(model, kind, has_proba, signature,
-                                                         None), options, kind, at_splits)
-            if note is not None:
-                return native.converted(fallback_note(native.label, note))
-        if columns is not None and len(columns) != len(input_names):
-            raise ConversionError(
-                f"skl2onnx made {len(input_names)} inputs for the {len(columns)} columns the "
-                "model was fitted on; ferry cannot tell which column each input is"
-            )
-        # skl2onnx keeps the initial_types order and only makes the names identifiers.
-        column_inputs = (
-            dict(zip(input_names, columns, strict=True)) if columns is not None else None
-        )
-        reference = _reference(model, kind, has_proba, signature, column_inputs)
-        samples = None
-        origin = None
-        categorical = columns is not None and any(c.datatype != "FP32" for c in columns)
-        if categorical and options.samples is None:
-            samples = _column_samples(signature, column_inputs or {}, options)
-            origin = (f"{options.sample_count} generated (seed {options.seed}); categorical "
-                      "columns drawn from the fitted encoder's categories")
-        import skl2onnx
-        import sklearn
+            at_splits = {"input": split_samples(splits, int(model.n_features_in_),
+                                                options.seed)}
 
-        labels = [str(c) for c in model.classes_] if kind == "classifier" else None
-        regressor = kind == "regressor"
-        return Converted(
-            artifact=ARTIFACT,
-            signature=signature,
-            converter=f"skl2onnx {skl2onnx.__version__}",
-            framework=f"scikit-learn {sklearn.__version__} ({type(model).__name__})",
-            reference=reference,
-            reference_name=f"scikit-learn {sklearn.__version__} "
-            + ("predict" if not has_proba else "predict/predict_proba"),
-            labels=labels,
-            tolerance=1e-4,
-            rtol=1e-4 if regressor else 0.0,
-            notes=notes,
-            samples=samples,
-            samples_origin=origin,
-            threshold_rows=at_splits,
+        def export(path: Path) -> Converted:
+            onnx_model = _to_onnx(model, columns, has_proba, options.opset)
+            snapped = snap_thresholds(onnx_model, splits)[0] if splits is not None else 0
+            signature = _finish(onnx_model, kind, has_proba, path)
+            return _converted(model, kind, has_proba, signature, columns, options,
+                              [*notes, *snapped_note(snapped)], at_splits)
+
+        native = _Native(source, model, kind, has_proba, notes, at_splits)
+        fallback = None
+        if columns is None:  # the native runtime serves one feature matrix
+            fallback = Fallback(native.label, native.store, asked_runtime="sklearn")
+        return convert_or_fall_back(workdir, options, export, fallback)
+
+
+def _converted(model: Any, kind: str, has_proba: bool, signature: Signature,
+               columns: list[_Column] | None, options: ImportOptions, notes: list[str],
+               at_splits: Arrays | None) -> Converted:
+    """What skl2onnx wrote (its signature given), with the estimator's own predict."""
+    input_names = signature.input_names
+    if columns is not None and len(columns) != len(input_names):
+        raise ConversionError(
+            f"skl2onnx made {len(input_names)} inputs for the {len(columns)} columns the "
+            "model was fitted on; ferry cannot tell which column each input is"
         )
+    # skl2onnx keeps the initial_types order and only makes the names identifiers.
+    column_inputs = (
+        dict(zip(input_names, columns, strict=True)) if columns is not None else None
+    )
+    reference = _reference(model, kind, has_proba, signature, column_inputs)
+    samples = None
+    origin = None
+    categorical = columns is not None and any(c.datatype != "FP32" for c in columns)
+    if categorical and options.samples is None:
+        samples = _column_samples(signature, column_inputs or {}, options)
+        origin = (f"{options.sample_count} generated (seed {options.seed}); categorical "
+                  "columns drawn from the fitted encoder's categories")
+    import skl2onnx
+    import sklearn
+
+    labels = [str(c) for c in model.classes_] if kind == "classifier" else None
+    regressor = kind == "regressor"
+    return Converted(
+        artifact=ARTIFACT,
+        signature=signature,
+        converter=f"skl2onnx {skl2onnx.__version__}",
+        framework=f"scikit-learn {sklearn.__version__} ({type(model).__name__})",
+        reference=reference,
+        reference_name=f"scikit-learn {sklearn.__version__} "
+        + ("predict" if not has_proba else "predict/predict_proba"),
+        labels=labels,
+        tolerance=1e-4,
+        rtol=1e-4 if regressor else 0.0,
+        notes=notes,
+        samples=samples,
+        samples_origin=origin,
+        threshold_rows=at_splits,
+    )
 
 
 # -- the native runtime ------------------------------------------------------------------
@@ -193,21 +186,21 @@ class SklearnImporter(Importer):
 class _Native:
     """The source file kept as it is, served by the ``sklearn`` runtime (a feature matrix)."""
 
-    def __init__(self, source: Path, workdir: Path, model: Any, kind: str, has_proba: bool,
-                 notes: list[str]) -> None:
+    def __init__(self, source: Path, model: Any, kind: str, has_proba: bool,
+                 notes: list[str], threshold_rows: Arrays | None) -> None:
         import sklearn
 
-        self.source, self.workdir, self.model = source, workdir, model
+        self.source, self.model = source, model
         self.kind, self.has_proba, self.notes = kind, has_proba, notes
+        self.threshold_rows = threshold_rows
         self.framework = f"scikit-learn {sklearn.__version__} ({type(model).__name__})"
         self.label = f"sklearn ({self.framework})"
-        self.threshold_rows: Arrays | None = None
 
-    def converted(self, note: str) -> Converted:
-        discard(self.workdir)
+    def store(self, workdir: Path, note: str) -> Converted:
+        """Copy the source file into ``workdir``; the Converted that serves it natively."""
         pickled = read_head(self.source, 1) == b"\x80"
         artifact = "model.pkl" if pickled else "model.skops"
-        shutil.copyfile(self.source, self.workdir / artifact)
+        shutil.copyfile(self.source, workdir / artifact)
         signature = _matrix_signature(self.model, self.kind, self.has_proba)
         regressor = self.kind == "regressor"
         return Converted(
@@ -233,14 +226,14 @@ def _as_float32(reference: Any) -> Any:
     return run
 
 
-def _check_matrix(columns: list[_Column] | None, why: str) -> str:
+def _check_matrix(columns: list[_Column] | None) -> None:
+    """``--native`` is refused for a model that takes per-column inputs."""
     if columns is not None:
         raise InputError(
-            f"{why}: the native scikit-learn runtime serves models fitted on one feature "
+            "--native: the native scikit-learn runtime serves models fitted on one feature "
             "matrix; this one takes per-column inputs (a ColumnTransformer or string columns)",
             hint="import it without --native (skl2onnx converts column models)",
         )
-    return "served natively by sklearn: --native was given"
 
 
 def _matrix_signature(model: Any, kind: str, has_proba: bool) -> Signature:
@@ -257,30 +250,6 @@ def _matrix_signature(model: Any, kind: str, has_proba: bool) -> Signature:
         outputs.insert(0, TensorSpec(name="probabilities", datatype="FP32",
                                      shape=(-1, len(classes))))
     return Signature(inputs=inputs, outputs=tuple(outputs))
-
-
-def _probe(workdir: Path, signature: Signature, reference: Any, options: ImportOptions,
-           kind: str, at_splits: Arrays | None) -> FerryError | None:
-    """Probe the ONNX model at two batch sizes, and a tree model at its split thresholds.
-
-    Returns the error when it misses, else None.
-    """
-    batches = probe_batches(signature, options)
-    origins = None
-    if at_splits is not None and len(next(iter(at_splits.values()))):
-        batches.insert(1, at_splits)
-        origins = {1: AT_SPLITS}
-    expected = [run_reference(reference, batch) for batch in batches]
-    try:
-        probe_onnx(workdir / ARTIFACT, signature, batches, expected,
-                   tolerance=probe_tolerance(options, 1e-4),
-                   rtol=1e-4 if kind == "regressor" else 0.0,
-                   origins=origins)
-    except InputError:
-        raise
-    except FerryError as exc:
-        return exc
-    return None
 
 
 # -- loading -----------------------------------------------------------------------------

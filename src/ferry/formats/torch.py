@@ -42,8 +42,8 @@ from ferry.errors import (
     UntrustedArtifactError,
 )
 from ferry.formats.base import Converted, Importer, ImportOptions
+from ferry.formats.conversion import ARTIFACT, Fallback, convert_or_fall_back, guarded
 from ferry.formats.detect import read_head, zip_names
-from ferry.formats.fallback import attempt_onnx, guarded
 from ferry.runtimes import Arrays
 from ferry.runtimes.torch import (
     flatten_outputs,
@@ -56,7 +56,6 @@ from ferry.signature import Signature, TensorSpec, datatype_of
 
 __all__ = ["SAVE_HINT", "TorchImporter", "archive_kind"]
 
-ARTIFACT = "model.onnx"
 #: max |Δ| accepted between the source and its ONNX conversion (float32 outputs), as Keras.
 TOLERANCE = 1e-4
 #: What to save instead of a state_dict or a pickled module: the exact calls.
@@ -154,25 +153,26 @@ class TorchImporter(Importer):
         reference = guarded(_reference(torch, loaded))
         framework = f"torch {torch.__version__}"
         file_name, runtime, platform = _NATIVE[loaded.kind]
-        attempt = attempt_onnx(
-            workdir, ARTIFACT, lambda path: loaded.export(path, options.opset),
-            signature=loaded.signature, reference=reference, options=options,
-            runtime=f"{runtime} ({framework})", tolerance=TOLERANCE,
-        )
-        notes = [*loaded.notes, *([attempt.note] if attempt.note else [])]
-        if attempt.converter:
+
+        def export(path: Path) -> Converted:
             return Converted(
-                artifact=ARTIFACT, signature=loaded.signature, converter=attempt.converter,
-                framework=framework, reference=reference,
-                reference_name=f"{framework} module", tolerance=TOLERANCE, notes=notes,
+                artifact=ARTIFACT, signature=loaded.signature,
+                converter=loaded.export(path, options.opset), framework=framework,
+                reference=reference, reference_name=f"{framework} module",
+                tolerance=TOLERANCE, notes=loaded.notes,
             )
-        shutil.copyfile(source, workdir / file_name)
-        return Converted(
-            artifact=file_name, signature=loaded.signature, runtime=runtime, platform=platform,
-            converter=None, framework=framework, reference=reference,
-            reference_name=f"{framework} module (in memory, from the source file)",
-            tolerance=1e-5, notes=notes,
-        )
+
+        def store(workdir: Path, note: str) -> Converted:
+            shutil.copyfile(source, workdir / file_name)
+            return Converted(
+                artifact=file_name, signature=loaded.signature, runtime=runtime,
+                platform=platform, converter=None, framework=framework, reference=reference,
+                reference_name=f"{framework} module (in memory, from the source file)",
+                tolerance=1e-5, notes=[*loaded.notes, note],
+            )
+
+        fallback = Fallback(f"{runtime} ({framework})", store)
+        return convert_or_fall_back(workdir, options, export, fallback)
 
 
 # --------------------------------------------------------------- refusals

@@ -20,7 +20,6 @@ XGBoost compares float32 inputs with float32 thresholds (``x < t``), which ONNX'
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,14 +29,13 @@ import numpy as np
 from ferry.errors import ArtifactError, ConversionError
 from ferry.formats import _trees
 from ferry.formats.base import Converted, Importer, ImportOptions
+from ferry.formats.conversion import guarded
 from ferry.formats.detect import read_head
-from ferry.formats.fallback import guarded
-from ferry.formats.parity import Split, make_samples
+from ferry.formats.parity import Split
 from ferry.runtimes import Arrays
 
 __all__ = ["XGBoostImporter", "looks_like_xgboost"]
 
-ARTIFACT = "model.onnx"
 # UBJSON integer markers and their sizes: the length of the first key ("learner") follows.
 _UBJ_INT_SIZES = {ord("i"): 1, ord("U"): 1, ord("I"): 2, ord("l"): 4, ord("L"): 8}
 #: objective -> (kind, probabilities are real). Anything else is refused by name.
@@ -88,35 +86,18 @@ class XGBoostImporter(Importer):
         booster = _load(xgb, source)
         config = _learner_config(booster, source.name)
         task = _task(booster, config, source.name)
-        splits = list(_splits(booster))
-        samples = make_samples(_trees.task_signature(task), max(options.sample_count, 64),
-                               options.seed, splits=splits)
-        framework = f"xgboost {xgb.__version__}"
-        reference = guarded(_reference(xgb, booster, task))
-        attempt = _trees.onnx_or_native(
-            workdir, task, lambda: _convert(booster, task, options), reference=reference,
-            samples=samples, splits=splits, options=options, runtime=f"xgboost ({framework})")
-        fallback = attempt.note
         notes = [f"{task.describe()}; labels are class indices 0..{task.classes - 1}"
                  if task.kind == "classifier" else task.describe()]
         if not task.probabilities:
             notes.append(f"objective {task.objective} predicts classes only: no probabilities")
-        converted = Converted(
-            artifact=ARTIFACT, signature=attempt.signature or _trees.task_signature(task),
-            converter=f"{_trees.onnxmltools_version()} convert_xgboost",
-            framework=framework, reference=reference,
-            reference_name=f"{framework} Booster.predict",
-            tolerance=(_trees.PROBABILITY_TOLERANCE if task.kind == "classifier"
-                       else _trees.REGRESSION_TOLERANCE),
-            rtol=0.0 if task.kind == "classifier" else _trees.REGRESSION_RTOL,
-            notes=[*notes, *_trees.snapped_note(attempt.snapped)], samples=samples,
-            samples_origin=f"{len(samples[_trees.INPUT])} rows drawn between the trees' split "
-            f"thresholds (seed {options.seed})", threshold_rows=attempt.threshold_rows,
-        )
-        if fallback is None:
-            return converted
-        artifact = "model.json" if read_head(source, 2) == b'{"' else "model.ubj"
-        return _trees.native(source, workdir, artifact, task, converted, fallback, "xgboost")
+        return _trees.import_booster(source, workdir, options, _trees.Booster(
+            task=task, splits=list(_splits(booster)), framework=f"xgboost {xgb.__version__}",
+            reference=guarded(_reference(xgb, booster, task)),
+            model=booster, converter="convert_xgboost", converter_options={},
+            runtime="xgboost",
+            artifact="model.json" if read_head(source, 2) == b'{"' else "model.ubj",
+            notes=notes,
+        ))
 
 
 def _load(xgb: Any, source: Path) -> Any:
@@ -161,23 +142,6 @@ def _task(booster: Any, config: dict[str, Any], filename: str) -> _trees.Task:
     kind, probabilities = _OBJECTIVES[objective]
     classes = max(int(params.get("num_class", "0")), 2) if kind == "classifier" else 0
     return _trees.Task(kind, classes, int(booster.num_features()), objective, probabilities)
-
-
-def _convert(booster: Any, task: _trees.Task, options: ImportOptions) -> Any:
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # onnxmltools warns about its own opset choices
-            return onnxmltools.convert_xgboost(
-                booster, initial_types=[(_trees.INPUT, FloatTensorType([None, task.features]))],
-                target_opset=options.opset,
-            )
-    except Exception as exc:  # onnxmltools raises RuntimeError, AttributeError, ...
-        raise ConversionError(
-            f"onnxmltools cannot convert this {task.describe()}: {_trees.first_line(exc)}"
-        ) from None
 
 
 def _splits(booster: Any) -> Iterator[Split]:
