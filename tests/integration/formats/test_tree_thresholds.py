@@ -23,7 +23,7 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
 from ferry.formats import import_model
 from ferry.repository import Repository
-from tree_builders import served
+from tree_builders import cli, served
 
 #: How close the served probabilities must be to the framework's on every row.
 WITHIN = 1e-6
@@ -100,7 +100,8 @@ def test_tree_models_answer_like_their_framework_on_every_row(repo, tmp_path, fr
     _check_every_row(repo, "trees", data, predict)
 
 
-def test_wine_lightgbm_rows_at_rounded_thresholds_take_lightgbm_branch(repo, tmp_path):
+def test_wine_lightgbm_rows_at_rounded_thresholds_take_lightgbm_branch(repo, tmp_path,
+                                                                        capsys):
     """The issue's model: without the rounding, ONNX misses LightGBM by far more than 1e-6."""
     import onnxmltools
     import onnxruntime
@@ -122,6 +123,10 @@ def test_wine_lightgbm_rows_at_rounded_thresholds_take_lightgbm_branch(repo, tmp
                for note in manifest.notes), manifest.notes
     assert manifest.parity.threshold_rows > 100
     _check_every_row(repo, "wine", "wine", predict)
+    code, out, _ = cli(capsys, "--repo", repo.root, "show", "wine")
+    assert code == 0
+    assert (f"thresholds {manifest.parity.threshold_rows} rows at the trees' split thresholds"
+            in out)
 
 
 def test_a_conversion_that_still_branches_differently_is_served_natively(

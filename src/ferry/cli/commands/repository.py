@@ -104,6 +104,9 @@ def _print_manifest(m: Manifest, *, verified: bool) -> None:
         diffs = ", ".join(f"{k} {v:.3g}" for k, v in m.parity.max_abs_diff.items()) or "-"
         p(f"  parity    {m.parity.method}: max |Δ| {diffs} on {m.parity.samples} samples "
           f"({m.parity.inputs}), tolerance {m.parity.tolerance:g}", highlight=False)
+        if m.parity.threshold_rows:
+            p(f"  thresholds {m.parity.threshold_rows} rows at the trees' split thresholds "
+              "and their float32 neighbours agree too", highlight=False)
     if m.labels:
         p(f"  labels    {', '.join(m.labels[:20])}{' ...' if len(m.labels) > 20 else ''}",
           highlight=False)
