@@ -392,6 +392,8 @@ async def _stop_on(stopping: asyncio.Event, force: asyncio.Event, engine: Engine
             log.info("stopping: readiness is false; still answering for %.1f s "
                      "(shutdown_grace) before the ports close", settings.shutdown_grace)
             await asyncio.wait([forced], timeout=settings.shutdown_grace)
+        if force.is_set():
+            log.warning("stopping now: in-flight requests are cut")
         log.info("stopping: closing the ports; draining in-flight requests (up to %.1f s)",
                  settings.drain_timeout)
         http.exit(force=force.is_set())

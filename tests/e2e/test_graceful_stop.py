@@ -188,3 +188,25 @@ def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
     # ... and the process was gone well within shutdown_grace + drain_timeout.
     assert stopped - signaled < GRACE + 5, stopped - signaled
     assert "readiness is false; still answering for 1.5 s (shutdown_grace)" in output
+
+
+def test_a_second_ctrl_c_skips_the_grace_and_stops_at_once(tmp_path: Path) -> None:
+    repo = _repository(tmp_path)
+    with ferry_serve(repo.root, env={"FERRY_SHUTDOWN_GRACE": "60"}) as server:
+        server.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/v2/health/ready").status_code != 503:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.02)
+        # Unready, and still answering during the grace.
+        answer = httpx.post(f"{server.url}/predict", json={"data": [ROW]})
+        assert answer.status_code == 200, answer.text
+        server.process.send_signal(signal.SIGTERM)  # systemd's repeat: changes nothing
+        time.sleep(0.5)
+        assert server.process.poll() is None
+        pressed = time.monotonic()
+        server.process.send_signal(signal.SIGINT)  # Ctrl-C again
+        assert server.process.wait(30) == 0
+        assert time.monotonic() - pressed < 20  # far from the 60 s grace
+    assert "still answering for 60.0 s" in server.output()
+    assert "stopping now: in-flight requests are cut" in server.output()
