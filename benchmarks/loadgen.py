@@ -39,17 +39,37 @@ class LoadResult:
     p99_ms: float | None
     errors: int
     detail: str = ""
+    #: Answers by HTTP status, (status, count) sorted by status (wrk only; empty for h2load).
+    statuses: tuple[tuple[int, int], ...] = ()
+    #: Connect, read and write errors and timeouts (wrk only).
+    socket_errors: int = 0
 
     @property
     def rps(self) -> float:
         """Completed requests per second."""
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
+    def answered(self, low: int, high: int | None = None) -> int:
+        """Answers whose status is ``low`` (or within ``low``..``high``), from ``statuses``."""
+        top = low if high is None else high
+        return sum(n for status, n in self.statuses if low <= status <= top)
+
+    @property
+    def good_rps(self) -> float:
+        """2xx answers per second (goodput): refusals and errors left out."""
+        return self.answered(200, 299) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def refused_rps(self) -> float:
+        """429 answers (refusals) per second."""
+        return self.answered(429) / self.seconds if self.seconds > 0 else 0.0
+
     def with_errors(self, extra: int, note: str) -> LoadResult:
         """The same result with errors counted elsewhere (e.g. gRPC statuses on the server)."""
         detail = f"{self.detail}; {note}" if self.detail else note
         return LoadResult(self.tool, self.connections, self.requests, self.seconds,
-                          self.p50_ms, self.p99_ms, self.errors + extra, detail)
+                          self.p50_ms, self.p99_ms, self.errors + extra, detail,
+                          self.statuses, self.socket_errors)
 
 
 # ---------------------------------------------------------------------------------- wrk
@@ -103,6 +123,7 @@ def parse_wrk(output: str, connections: int) -> LoadResult:
         seconds=int(doc["duration_us"]) / 1e6,
         p50_ms=int(doc["p50_us"]) / 1000, p99_ms=int(doc["p99_us"]) / 1000,
         errors=int(doc["non2xx"]) + socket_errors, detail=detail,
+        statuses=tuple(sorted(statuses.items())), socket_errors=socket_errors,
     )
 
 

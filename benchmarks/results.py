@@ -11,6 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from benchmarks.loadgen import LoadResult
+from benchmarks.overload import (
+    MULTIPLES,
+    PROBE_CONNECTIONS,
+    REFUSE_MAX_QUEUE,
+    REFUSE_MULTIPLES,
+    SATURATION_SHARE,
+    OverloadPlan,
+)
 
 FERRY = "ferry"
 FASTAPI = "FastAPI + ORT (async def, no access log)"
@@ -33,6 +41,15 @@ V2_JSON_TLS = "V2 JSON infer, TLS"
 V2_JSON_CONTROL = "V2 JSON infer, beside the secured runs"
 GRPC = "gRPC raw contents"
 NOOP_ROUTE = "POST /noop"
+#: Issue 16: W1's V2 JSON on a ``ferry serve`` with default settings (past ``max_queue``,
+#: requests wait in line: back-pressure), and on one in refusal mode (429 at once).
+OVERLOAD_WAIT = "ferry, overload: defaults (back-pressure)"
+OVERLOAD_REFUSE = f"ferry, overload: max_waiting 0, max_queue {REFUSE_MAX_QUEUE} (refuse)"
+#: The short runs that find the saturating connection count (server OVERLOAD_WAIT).
+OVERLOAD_PROBE = "V2 JSON infer, saturation probe"
+#: Issue 16's goals: goodput past saturation, and how fast refusals are answered.
+GOODPUT_GOAL = 0.9
+REFUSAL_P99_GOAL_MS = 10.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,7 @@ class Ratio:
     name: str
     value: float | None
     goal: float | None
-    unit: str  # "x" (times) or "%"
+    unit: str  # "x" (times), "%", or "ms" (a latency: the goal is an upper bound)
     basis: str = ""
     #: Errors (non-2xx answers, socket errors) of the measured side over every round: any
     #: makes the target not met, so that a flood of fast refusals never passes.
@@ -73,6 +90,8 @@ class Ratio:
         """True/False against the goal; None when not measured or when there is no goal."""
         if self.value is None or self.goal is None:
             return None
+        if self.unit == "ms":
+            return self.value <= self.goal and not self.errors
         return self.value >= self.goal and not self.errors
 
     def shown(self) -> str:
@@ -82,13 +101,16 @@ class Ratio:
             if len(why) > 100:
                 why = why[:99] + "…"
             return f"not measured: {why}" if why else "not measured"
-        shown = f"{self.value * 100:.0f} %" if self.unit == "%" else f"{self.value:.2f}x"
+        shown = {"%": f"{self.value * 100:.0f} %",
+                 "ms": f"{self.value:.2f} ms"}.get(self.unit, f"{self.value:.2f}x")
         return f"{shown} ({self.errors} errors)" if self.errors else shown
 
     def goal_shown(self) -> str:
         """The goal as the table prints it."""
         if self.goal is None:
             return "(reported)"
+        if self.unit == "ms":
+            return f"<= {self.goal:g} ms"
         return f">= {self.goal * 100:.0f} %" if self.unit == "%" else f">= {self.goal:g}x"
 
 
@@ -103,6 +125,10 @@ class Report:
     cold_start_s: list[float] = field(default_factory=list)
     cold_start_note: str = ""
     notes: list[str] = field(default_factory=list)
+    #: Issue 16: the saturation the probe found and the counts measured past it.
+    overload: OverloadPlan | None = None
+    #: Why the overload rows have no figures (when ``overload`` is None).
+    overload_note: str = ""
 
     def find(self, workload: str, server: str, route: str, connections: int) -> LoadResult | None:
         """The best result (most requests/s) of one configuration over the rounds, if it ran."""
@@ -208,6 +234,7 @@ def ratios(report: Report) -> list[Ratio]:
                          goal, "%", "requests/s",
             errors=report.errors("W1", FERRY, route, 64),
             why=report.why("W1", FERRY, route, 64)))
+    out += overload_ratios(report)
     for conns in (64, 1):
         out.append(Ratio(f"W1, {conns} conn{'s' if conns > 1 else ''}: ferry /predict / "
                          "FastAPI, typical form", _div(report.rps("W1", FERRY, PREDICT, conns),
@@ -219,6 +246,62 @@ def ratios(report: Report) -> list[Ratio]:
                          "Flask seed", _div(report.rps("W1", FERRY, PREDICT, conns),
                                             report.rps("W1", FLASK, PREDICT, conns)),
                          None, "x", "requests/s"))
+    return out
+
+
+_MODES = {OVERLOAD_WAIT: "back-pressure", OVERLOAD_REFUSE: "refuse"}
+
+
+def overload_result(report: Report, server: str, multiple: int
+                    ) -> tuple[int | None, LoadResult | None, str]:
+    """(connections, result, why none) of issue 16's run at ``multiple`` x saturating."""
+    plan = report.overload
+    if plan is None:
+        return None, None, report.overload_note
+    conns = plan.connections(multiple)
+    if conns is None:
+        return None, None, f"{multiple} x is not in the plan"
+    result = report.find("W1", server, V2_JSON, conns)
+    return conns, result, "" if result is not None else report.why("W1", server, V2_JSON, conns)
+
+
+def _failures(result: LoadResult | None) -> int:
+    """Errors other than refusals: socket errors and statuses outside 2xx and 429."""
+    return result.errors - result.answered(429) if result is not None else 0
+
+
+def overload_ratios(report: Report) -> list[Ratio]:
+    """Issue 16: goodput past the saturating count over the probe's peak, refusal latency.
+
+    Goodput (2xx answers/s) at 1 x, 4 x and 16 x the saturating count with default settings
+    (back-pressure, the documented choice), whose 4 x and 16 x goal is 90 % of the peak; the
+    same at 4 x and 16 x in refusal mode, reported. Refusals' latency: wrk's p99 over every
+    answer of the refusal-mode runs (nearly all are 429s there; their share is in the
+    Overload table), goal 10 ms ("within a few milliseconds"); a run that refused nothing
+    has no refusal latency. 429s are no failure here; socket errors and other statuses are.
+    """
+    peak = report.overload.saturation.peak if report.overload is not None else None
+    out: list[Ratio] = []
+    for server, mode, multiples in ((OVERLOAD_WAIT, "defaults: back-pressure", MULTIPLES),
+                                    (OVERLOAD_REFUSE, "refusal mode", REFUSE_MULTIPLES)):
+        for multiple in multiples:
+            _, result, why = overload_result(report, server, multiple)
+            goal = GOODPUT_GOAL if server == OVERLOAD_WAIT and multiple > 1 else None
+            out.append(Ratio(
+                f"W1, {multiple} x saturating conns: ferry goodput / peak ({mode})",
+                _div(result.good_rps, peak) if result is not None else None, goal, "%",
+                "2xx answers/s", errors=_failures(result), why=why))
+    for multiple in REFUSE_MULTIPLES:
+        _, result, why = overload_result(report, OVERLOAD_REFUSE, multiple)
+        value = None
+        if result is not None and not result.answered(429):
+            why = "the refusal-mode run refused nothing (no 429)"
+        elif result is not None:
+            value = result.p99_ms
+        out.append(Ratio(
+            f"W1, {multiple} x saturating conns: refusal-mode p99 latency, mostly 429s",
+            value, REFUSAL_P99_GOAL_MS, "ms", "wrk, every answer of the run",
+            errors=_failures(result), why=why))
     return out
 
 
@@ -255,6 +338,7 @@ def render(report: Report) -> str:
              "Written by `make bench` (`python -m benchmarks`); do not edit by hand.", ""]
     lines += _machine_section(report)
     lines += _targets_section(report)
+    lines += _overload_section(report)
     lines += _runs_section(report.measurements)
     lines += _raw_section(report.raw_ort)
     lines += _cold_section(report)
@@ -292,6 +376,47 @@ def _targets_section(report: Report) -> list[str]:
     lines.append(f"| cold start: `ferry serve` launch to first answer (worst of "
                  f"{len(report.cold_start_s)}) | {_num(cold, 2)} s | <= 1.5 s | "
                  f"{_mark(cold <= 1.5 if cold is not None else None)} |")
+    return [*lines, ""]
+
+
+def _overload_section(report: Report) -> list[str]:
+    lines = ["## Overload (issue 16)", ""]
+    plan = report.overload
+    if plan is None:
+        why = report.overload_note
+        return [*lines, f"not measured: {why}" if why else "not measured", ""]
+    found = plan.saturation
+    probe = ", ".join(
+        f"{conns}: {_num(r.good_rps, 0)}" if (r := report.find(
+            "W1", OVERLOAD_WAIT, OVERLOAD_PROBE, conns)) is not None else f"{conns}: -"
+        for conns in PROBE_CONNECTIONS)
+    lines += [
+        f"W1 (seed network), V2 JSON, keep-alive clients that resend at once. Saturation "
+        f"probe (default settings; 2xx answers/s by connections): {probe}. Peak "
+        f"{_num(found.peak, 0)} 2xx/s at {found.peak_connections} connections; the "
+        f"saturating count is the smallest probed count reaching "
+        f"{SATURATION_SHARE * 100:.0f} % of the peak: **{found.connections}**. "
+        f"Back-pressure: `ferry serve` with default settings (past `max_queue`, requests "
+        f"wait in line); refuse: the same with "
+        f"`max_waiting` 0 and `max_queue` {REFUSE_MAX_QUEUE} (429 at once). p50/p99 are "
+        f"wrk's, over every answer of the run, 429s included; errors: socket errors and "
+        f"statuses other than 2xx and 429.",
+        *([f"Note: {plan.note}."] if plan.note else []), "",
+        "| conns | x saturating | mode | 2xx/s | % of peak | 429/s | p50 ms | p99 ms | errors "
+        "| note |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for server, multiples in ((OVERLOAD_WAIT, MULTIPLES), (OVERLOAD_REFUSE, REFUSE_MULTIPLES)):
+        for multiple in multiples:
+            conns, r, why = overload_result(report, server, multiple)
+            head = f"| {conns} | {multiple} x | {_MODES[server]} |"
+            if r is None:
+                lines.append(f"{head} - | - | - | - | - | - | {why or 'not measured'} |")
+                continue
+            share = r.answered(429) / r.requests if r.requests else 0.0
+            lines.append(
+                f"{head} {_num(r.good_rps, 0)} | {_pct(_div(r.good_rps, found.peak))} | "
+                f"{_num(r.refused_rps, 0)} | {_num(r.p50_ms, 2)} | {_num(r.p99_ms, 2)} | "
+                f"{_failures(r)} | 429s {_pct(share)} of answers |")
     return [*lines, ""]
 
 

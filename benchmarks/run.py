@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import loadgen, metrics, security
+from benchmarks import loadgen, metrics, overload, security
 from benchmarks.loadgen import LoadResult
 from benchmarks.machine import machine_info
 from benchmarks.processes import (
@@ -49,6 +50,9 @@ from benchmarks.results import (
     NOOP,
     NOOP_GRPC,
     NOOP_ROUTE,
+    OVERLOAD_PROBE,
+    OVERLOAD_REFUSE,
+    OVERLOAD_WAIT,
     PREDICT,
     V2_BINARY,
     V2_JSON,
@@ -77,7 +81,7 @@ from benchmarks.workloads import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed"
-GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold")
+GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold", "overload")
 WRK = "wrk (HTTP/1.1)"
 H2LOAD = "h2load (HTTP/2, compiled; gRPC framing)"
 
@@ -233,22 +237,27 @@ class Bench:
     def http_runs(self, service: Service, w: Workload, server: str, route: str, url: str,
                   body: bytes, check: Check, header_length: int | None = None, *,
                   content_type: str | None = JSON, variant: Variant | None = None,
-                  connections: Sequence[int] | None = None) -> None:
+                  connections: Sequence[int] | None = None, seconds: float | None = None,
+                  warmup: float | None = None) -> None:
         """Check one answer, then warm up and measure at each connection count.
 
         ``content_type`` None sends no Content-Type header, in the checks and in the load.
         ``variant``: the headers (credential) and TLS trust of a secured run, checks and load.
+        ``seconds`` and ``warmup`` replace ``--duration`` and ``--warmup`` (0: no warm-up).
         """
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
         headers_file = variant.headers_file if variant is not None else None
+        seconds = self.o.duration if seconds is None else seconds
+        warmup = self.o.warmup if warmup is None else warmup
         for conns in self.o.connections if connections is None else connections:
             m = Measurement(w.key, server, route, conns, WRK, round=self.round)
             try:
                 self._verify(url, body, check, w, header_length, content_type, variant)
-                self._wrk(url, path, conns, self.o.warmup, header_length, content_type,
-                          headers_file)
+                if warmup > 0:
+                    self._wrk(url, path, conns, warmup, header_length, content_type,
+                              headers_file)
                 cpu_before = service.cpu_seconds()
-                result = self._wrk(url, path, conns, self.o.duration, header_length,
+                result = self._wrk(url, path, conns, seconds, header_length,
                                    content_type, headers_file)
                 cpu = (service.cpu_seconds() - cpu_before) / result.seconds
                 # still right after the load
@@ -263,9 +272,9 @@ class Bench:
             else:
                 m = Measurement(w.key, server, route, conns, WRK, result, server_cpu=cpu,
                                 round=self.round)
-                log(f"{w.key} {server} {route} c={conns}: {result.rps:,.0f} req/s, "
-                    f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, errors {result.errors}, "
-                    f"server CPU {cpu:.0%}")
+                log(f"{w.key} {server} {route} c={conns}: {result.rps:,.0f} req/s "
+                    f"({result.good_rps:,.0f} 2xx/s), p50 {result.p50_ms} ms, "
+                    f"p99 {result.p99_ms} ms, errors {result.errors}, server CPU {cpu:.0%}")
             self.report.measurements.append(m)
 
     def grpc_runs(self, service: Service, w: Workload, target: str, counts: Counts, *,
@@ -577,6 +586,86 @@ class Bench:
             log(f"cold start {attempt + 1}: {seconds:.2f} s")
             self.report.cold_start_s.append(seconds)
 
+    # ------------------------------------------------------------------ overload
+
+    def overload_runs(self, w: Workload) -> None:
+        """Issue 16: W1's V2 JSON past the connection count that saturates ``ferry serve``.
+
+        On a server with default settings (back-pressure): short probe runs at 4..64
+        connections find the peak 2xx answers/s and the saturating count (the smallest
+        reaching 90 % of the peak, ``benchmarks.overload``); then a normal warm-up and run
+        at 1 x, 4 x and 16 x that count. Then 4 x and 16 x again on a server in refusal mode
+        (``max_waiting`` 0, ``max_queue`` 16: 429 at once past the queue).
+        """
+        why = self.ferry_available()
+        if why is not None:
+            self.report.overload_note = why
+            log(why)
+            return
+        self._overload_service(w, OVERLOAD_WAIT, {}, None)
+        plan = self.report.overload
+        if plan is None:
+            return
+        refuse = {"FERRY_MODEL_DEFAULTS__MAX_WAITING": "0",
+                  "FERRY_MODEL_DEFAULTS__MAX_QUEUE": str(overload.REFUSE_MAX_QUEUE)}
+        self._overload_service(w, OVERLOAD_REFUSE, refuse,
+                               [c for m, c in plan.runs if m in overload.REFUSE_MULTIPLES])
+
+    def _overload_service(self, w: Workload, server: str, env: dict[str, str],
+                          connections: list[int] | None) -> None:
+        """One ``ferry serve`` of W1 with ``env`` and the goodput runs at ``connections``;
+        None: first the probe, which sets the plan (``report.overload``) and so the counts.
+        """
+        http_port, grpc_port = free_port(), free_port()
+        base = f"http://127.0.0.1:{http_port}"
+        url = f"{base}/v2/models/{w.model}/infer"
+        name = "ferry-overload-" + ("refuse" if env else "defaults")
+        service = self.ferry_service(name, http_port, grpc_port, [w.model], env or None)
+        log(f"ferry serve ({server}) on :{http_port}")
+        try:
+            with running(service, lambda: http_get(f"{base}/v2/health/ready",
+                                                   timeout=2)[0] == 200, timeout=120):
+                if connections is None:
+                    plan = self._saturation(service, w, url)
+                    if plan is None:
+                        return
+                    connections = [conns for _, conns in plan.runs]
+                self.http_runs(service, w, server, V2_JSON, url, w.v2_body(), check_v2,
+                               connections=connections)
+        except ServerError as exc:
+            if connections is None:  # the server with defaults never served: no plan
+                self.report.overload_note = f"{server}: {_first_line(exc)}"
+            else:
+                self._skip(w, server, [V2_JSON], WRK, _first_line(exc), connections)
+
+    def _saturation(self, service: Service, w: Workload, url: str
+                    ) -> overload.OverloadPlan | None:
+        """The probe: short runs at 4..64 connections (one warm-up first); sets the plan."""
+        seconds = min(self.o.duration, overload.PROBE_SECONDS)
+        for index, conns in enumerate(overload.PROBE_CONNECTIONS):
+            self.http_runs(service, w, OVERLOAD_WAIT, OVERLOAD_PROBE, url, w.v2_body(),
+                           check_v2, connections=[conns], seconds=seconds,
+                           warmup=self.o.warmup if index == 0 else 0)
+        good = {conns: result.good_rps for conns in overload.PROBE_CONNECTIONS
+                if (result := self.report.find(w.key, OVERLOAD_WAIT, OVERLOAD_PROBE,
+                                               conns)) is not None}
+        found = overload.saturation(good)
+        if found is None:
+            self.report.overload_note = ("the saturation probe got no 2xx answer (see its "
+                                         "rows in the load runs)")
+            return None
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        from ferry.settings import ServerSettings
+
+        server_max = ServerSettings.model_fields["http_max_connections"].default
+        plan = overload.plan(found, overload.connection_cap(soft, int(server_max)))
+        self.report.overload = plan
+        log(f"overload: peak {found.peak:,.0f} 2xx/s at {found.peak_connections} connections; "
+            f"saturating count {found.connections}; runs at "
+            + ", ".join(f"{m} x = {c}" for m, c in plan.runs)
+            + (f" ({plan.note})" if plan.note else ""))
+        return plan
+
     # ------------------------------------------------------------------ driver
 
     def write(self) -> None:
@@ -597,6 +686,7 @@ class Bench:
             ("flask", lambda: self.flask(w1)),
             ("noop", lambda: self.noop_all(workloads)),
             ("cold", lambda: self.cold_start(w1)),
+            ("overload", lambda: self.overload_runs(w1)),
         ]
         # The compared servers run in every round, in reversed order every other round (A B,
         # B A, ...): a slow spell of the shared machine then hits both sides, and each
