@@ -36,7 +36,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,8 @@ STABLE_AFTER = 60.0
 #: Deaths in a row before a worker reports ready (a crash at load, a repository that broke
 #: since the server started) that stop the server instead of restarting it again.
 START_FAILURES = 5
+#: Seconds a stopping worker, its own port closed, waits for the others to close theirs.
+_PORTS_CLOSED_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,14 @@ def run(settings: ServerSettings, *, on_ready: Callable[[Endpoints], None] | Non
 
 async def serve(settings: ServerSettings, *,
                 on_ready: Callable[[Endpoints], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    """Load, warm, listen, serve until a signal (or ``stop``), then drain and close."""
+                stop: asyncio.Event | None = None,
+                ports_closed: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+    """Load, warm, listen, serve until a signal (or ``stop``), then drain and close.
+
+    ``ports_closed`` is awaited on a stop once this process has closed its REST port and
+    before its keep-alive clients are told to go (``--workers``: until every worker closed
+    its own, so that a client told to reconnect finds no port of the server open).
+    """
     # Imported here: `ferry --help` and the other verbs should not pay for web servers.
     import uvicorn
 
@@ -171,8 +179,9 @@ async def serve(settings: ServerSettings, *,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_stop_signal, sig, stopping, force)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(engine, tls)))
-        tasks = [loop.create_task(_stop_on(stopping, force, engine, http,
-                                           (grpc_server, health), settings, grpc_stop))]
+        tasks = [loop.create_task(_stop_on(_Stop(
+            stopping, force, engine, http, http_sock, grpc_server, health, settings,
+            grpc_stop, ports_closed)))]
         if settings.watch:
             tasks.append(loop.create_task(_watch(engine, settings)))
         _freeze_startup_objects()
@@ -349,6 +358,18 @@ class _Uvicorn:
             if transport is not None and not transport.is_closing():
                 transport.close()
 
+    def close_listeners(self, sock: socket.socket) -> None:
+        """Stop accepting connections (the open ones go on); uvicorn's stop does it again.
+
+        Before uvicorn has started (a stop during startup) there is nothing to close yet:
+        its own stop closes the socket it was given.
+        """
+        if not self.server.started:
+            return
+        for server in self.server.servers:
+            server.close()
+        sock.close()
+
     def exit(self, *, force: bool = False) -> None:
         self.server.should_exit = True
         if force:
@@ -367,24 +388,39 @@ def _on_stop_signal(sig: int, stopping: asyncio.Event, force: asyncio.Event) -> 
         force.set()
 
 
-async def _stop_on(stopping: asyncio.Event, force: asyncio.Event, engine: Engine,
-                   http: _Uvicorn, grpc: tuple[Any, ReadinessHealthServicer],
-                   settings: ServerSettings, grpc_stop: list[asyncio.Task[None]]) -> None:
-    """The graceful stop, once ``stopping`` is set.
+@dataclass
+class _Stop:
+    """What the graceful stop (:func:`_stop_on`) acts on."""
+
+    stopping: asyncio.Event
+    force: asyncio.Event
+    engine: Engine
+    http: _Uvicorn
+    http_sock: socket.socket
+    grpc_server: Any
+    health: ReadinessHealthServicer
+    settings: ServerSettings
+    grpc_stop: list[asyncio.Task[None]]  # the gRPC stop, for serve() to wait for
+    ports_closed: Callable[[], Coroutine[Any, Any, None]] | None
+
+
+async def _stop_on(stop: _Stop) -> None:
+    """The graceful stop, once ``stop.stopping`` is set.
 
     1. Readiness turns false (REST ``/v2/health/ready`` 503, gRPC ``ServerReady`` false,
        ``grpc.health`` NOT_SERVING) while every request is still answered, for
        ``shutdown_grace`` seconds: time for load balancers and probes to stop sending.
-    2. The ports close. On REST each keep-alive connection's next request is answered with
-       ``Connection: close`` (http11.py ``HttpProtocol.shutdown``); gRPC ends its health
-       ``Watch`` streams, sends GOAWAY and lets the calls in flight finish; both within
+    2. The ports close. gRPC ends its health ``Watch`` streams, sends GOAWAY and lets the
+       calls in flight finish. The REST port stops accepting; once ``ports_closed`` (every
+       worker's port closed too) each keep-alive connection's next request is answered
+       with ``Connection: close`` (http11.py ``HttpProtocol.shutdown``). Both within
        ``drain_timeout``.
 
     ``force`` (a second Ctrl-C) skips what is left of the grace and of the drain.
     """
-    await stopping.wait()
-    engine.withdraw()
-    grpc_server, health = grpc
+    settings, force = stop.settings, stop.force
+    await stop.stopping.wait()
+    stop.engine.withdraw()
     loop = asyncio.get_running_loop()
     forced = loop.create_task(force.wait())
     try:
@@ -396,16 +432,21 @@ async def _stop_on(stopping: asyncio.Event, force: asyncio.Event, engine: Engine
             log.warning("stopping now: in-flight requests are cut")
         log.info("stopping: closing the ports; draining in-flight requests (up to %.1f s)",
                  settings.drain_timeout)
-        http.exit(force=force.is_set())
+        stop.http.close_listeners(stop.http_sock)
         with contextlib.suppress(FerryError):  # a policy refusing the check: streams end
-            await health.finish()
+            await stop.health.finish()
         grace = 0.0 if force.is_set() else settings.drain_timeout
-        grpc_stop.append(loop.create_task(grpc_server.stop(grace=grace)))
+        stop.grpc_stop.append(loop.create_task(stop.grpc_server.stop(grace=grace)))
+        if stop.ports_closed is not None and not force.is_set():
+            closed = loop.create_task(stop.ports_closed())
+            await asyncio.wait([forced, closed], return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+        stop.http.exit(force=force.is_set())
         if not force.is_set():
             await forced
             log.warning("stopping now: in-flight requests are cut")
-            http.exit(force=True)
-            grpc_stop.append(loop.create_task(grpc_server.stop(grace=None)))
+            stop.http.exit(force=True)
+            stop.grpc_stop.append(loop.create_task(stop.grpc_server.stop(grace=None)))
     finally:
         forced.cancel()
 
@@ -538,13 +579,14 @@ class _Worker:
 
     index: int
     process: Any = None  # multiprocessing's Process, None between a death and its restart
-    reports: Any = None  # the pipe end its ready report (or start error) arrives on
+    reports: Any = None  # its pipe: ready report or start error in, "closed" (stopping) out
     ready: bool = False  # the process now in the slot reported ready
     ready_at: float = 0.0
     failures: int = 0  # deaths before ready, in a row
     delay: float = 0.0  # before the next restart (RESTART_DELAY to begin with)
     restart_at: float | None = None
     error: dict[str, Any] | None = None  # the start error its process reported
+    closed: bool = False  # stopping, it closed its REST port (and waits for the others)
 
     @property
     def name(self) -> str:
@@ -575,6 +617,7 @@ class _Supervisor:
         self.failed = False  # the server stops because a worker kept dying at start
         self.announced = False  # every worker was ready once: on_ready was called
         self.stop_codes: list[int] = []  # unexpected exit codes of workers while stopping
+        self.released = False  # every stopping worker closed its port and was told so
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
@@ -628,14 +671,15 @@ class _Supervisor:
     # ------------------------------------------------------------------ events
 
     def start(self, worker: _Worker) -> None:
-        reports, writer = self.context.Pipe(duplex=False)
+        reports, child_end = self.context.Pipe()
         process = self.context.Process(target=_worker_main,
-                                       args=(self.payload, worker.index, writer),
+                                       args=(self.payload, worker.index, child_end),
                                        name=worker.name)
         process.start()
-        writer.close()  # the child holds its own end: the pipe ends when the child does
+        child_end.close()  # the child holds its own: the pipe ends when the child does
         worker.process, worker.reports = process, reports
         worker.ready, worker.restart_at, worker.error = False, None, None
+        worker.closed = False
 
     def read_report(self, worker: _Worker) -> None:
         try:
@@ -646,6 +690,10 @@ class _Supervisor:
             return
         if "error" in report:
             worker.error = report
+            return
+        if report.get("closed"):
+            worker.closed = True
+            self.release_if_all_closed()
             return
         worker.ready, worker.ready_at, worker.failures = True, time.monotonic(), 0
         if not self.announced and all(w.ready for w in self.workers):
@@ -671,6 +719,7 @@ class _Supervisor:
         self.forget_metrics(process.pid)
         how = _how_it_ended(code)
         if self.stopping:
+            self.release_if_all_closed()
             if code not in (0, -signal.SIGTERM, -signal.SIGINT, None):
                 self.stop_codes.append(code)
                 log.error("worker %s (pid %s) %s while stopping", worker.name, process.pid,
@@ -702,6 +751,21 @@ class _Supervisor:
                     process.pid, how, why, delay, count,
                     extra={"worker": worker.name, "pid": process.pid, "exitcode": code,
                            "restart_in": delay})
+
+    def release_if_all_closed(self) -> None:
+        """Once every serving worker closed its REST port, let them tell their clients to go.
+
+        A worker answers ``Connection: close`` only after this: a client it sends away must
+        find no other worker's port still open, where its new connection could wait in a
+        backlog that the closing port then resets.
+        """
+        serving = [w for w in self.workers if w.process is not None and w.ready]
+        if self.released or not self.stopping or not all(w.closed for w in serving):
+            return
+        self.released = True
+        for worker in serving:
+            with contextlib.suppress(OSError):
+                worker.reports.send("closed")
 
     def fail(self, message: str, worker: _Worker, code: int | None) -> None:
         """Stop the server on its own: one line saying why, then stop every worker."""
@@ -794,21 +858,43 @@ def _worker_error(report: dict[str, Any]) -> FerryError:
     return ConfigError(f"a worker failed to start: {report['error']}", hint=report.get("hint"))
 
 
+def _stop_when_orphaned(parent: int, interval: float = 1.0) -> None:
+    """Send this process SIGTERM once ``parent`` is no longer its parent (it died)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.error("the supervisor (pid %d) is gone; stopping this worker", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ferry-orphan-watch", daemon=True).start()
+
+
 def _worker_main(payload: dict[str, Any], index: int, reports: Any) -> None:
     """One worker process: the same server, told to share its ports.
 
     It sends one report on ``reports``: its endpoints once ready, or the error it could not
-    start with.
+    start with. It stops (gracefully, as on SIGTERM) if its supervisor dies: a worker never
+    serves on without the parent that restarts and stops it.
     """
     settings = ServerSettings.model_validate(payload)
+    _stop_when_orphaned(os.getppid())
 
     def report(endpoints: Endpoints) -> None:
         reports.send({"host": endpoints.host, "http_port": endpoints.http_port,
                       "grpc_port": endpoints.grpc_port, "models": endpoints.models,
                       "default_model": endpoints.default_model, "tls": endpoints.tls})
 
+    async def ports_closed() -> None:
+        """Tell the supervisor this port is closed; wait (bounded) until every worker's is."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            reports.send({"closed": True})
+            await loop.run_in_executor(None, reports.poll, _PORTS_CLOSED_WAIT)
+
     try:
-        _event_loop_run(serve(settings, on_ready=report))
+        _event_loop_run(serve(settings, on_ready=report, ports_closed=ports_closed))
     except FerryError as exc:
         # Before it is ready this reaches the parent, which reports it once as a one-line
         # error (exit 2) when the server never started, as a single-process server would.

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import httpx
 import orjson
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from builders import mlp_onnx
@@ -122,10 +123,12 @@ class Watcher:
                 self.ended = (time.monotonic(), exc.code().name)
 
 
-def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path, workers: int) -> None:
+    """With --workers 2 the supervisor forwards SIGTERM; each worker stops the same way."""
     repo = _repository(tmp_path)
     env = {"FERRY_SHUTDOWN_GRACE": str(GRACE), "FERRY_DRAIN_TIMEOUT": "10"}
-    with ferry_serve(repo.root, env=env) as server:
+    with ferry_serve(repo.root, "--workers", str(workers), env=env, timeout=120) as server:
         port = int(server.url.rsplit(":", 1)[1])
         reference = httpx.post(f"{server.url}/predict", json={"data": [ROW]})
         assert reference.status_code == 200, reference.text

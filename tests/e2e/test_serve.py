@@ -208,12 +208,14 @@ def _worker_pids(server: Server, count: int, timeout: float = 60.0) -> list[int]
 
 
 def _gone(pid: int, timeout: float = 30.0) -> None:
-    """Wait (bounded) until ``pid`` is dead and reaped by its parent."""
+    """Wait (bounded) until ``pid`` has exited (reaped, or a zombie nobody reaps yet)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state == "Z":
             return
         assert time.monotonic() < deadline, f"process {pid} still there after {timeout} s"
         time.sleep(0.05)
@@ -266,6 +268,17 @@ def test_a_killed_worker_is_replaced_while_the_others_keep_serving(tmp_path: Pat
         assert answer.status_code == 200 and answer.json() == expected
         os.kill(replacement, 0)  # still there
     assert server.process.returncode == 0, server.output()
+
+
+def test_workers_stop_when_their_supervisor_dies(tmp_path: Path) -> None:
+    repo = _repository(tmp_path)
+    with ferry_serve(repo.root, "--workers", "2", timeout=120) as server:
+        pids = _worker_pids(server, 2)
+        server.process.kill()  # the parent: SIGKILL, no chance to stop its workers
+        server.process.wait(10)
+        for pid in pids:
+            _gone(pid)
+    assert server.output().count("is gone; stopping this worker") == 2, server.output()
 
 
 def test_a_worker_that_keeps_dying_at_start_stops_the_server_with_one_line(
