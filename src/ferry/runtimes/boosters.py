@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ferry.errors import ArtifactError, InputError
+from ferry.errors import ArtifactError, InputError, MissingDependencyError
 from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions
 from ferry.signature import Signature
 
@@ -86,7 +86,10 @@ class XGBoostRuntime(_BoosterRuntime):
     @classmethod
     def load(cls, artifact: Path, signature: Signature, options: RuntimeOptions) -> Runtime:
         """Load the booster from the file's bytes (XGBoost tells JSON from UBJSON itself)."""
-        import xgboost as xgb
+        try:
+            import xgboost as xgb
+        except ImportError:
+            raise MissingDependencyError("running XGBoost models natively", "xgboost") from None
 
         booster = xgb.Booster()
         try:
@@ -112,7 +115,10 @@ class LightGBMRuntime(_BoosterRuntime):
     @classmethod
     def load(cls, artifact: Path, signature: Signature, options: RuntimeOptions) -> Runtime:
         """Load the booster from its text file."""
-        import lightgbm as lgb
+        try:
+            import lightgbm as lgb
+        except ImportError:
+            raise MissingDependencyError("running LightGBM models natively", "lightgbm") from None
 
         try:
             booster = lgb.Booster(model_file=str(artifact))

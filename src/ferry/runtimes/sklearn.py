@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ferry.errors import ArtifactError, InputError, UntrustedArtifactError
+from ferry.errors import ArtifactError, InputError, MissingDependencyError, UntrustedArtifactError
 from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions
 from ferry.signature import Signature
 
@@ -125,6 +125,12 @@ class SklearnRuntime(Runtime):
     @classmethod
     def load(cls, artifact: Path, signature: Signature, options: RuntimeOptions) -> Runtime:
         """Load the stored source file (the repository has verified its sha256)."""
+        try:
+            # skops imports scikit-learn: this checks the extra before any file is read.
+            import skops.io  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("running scikit-learn models natively",
+                                         "sklearn") from None
         with artifact.open("rb") as handle:
             head = handle.read(2)
         model = load_pickle(artifact) if head[:1] == b"\x80" else load_skops(artifact)
