@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import loadgen, metrics, overload, security
-from benchmarks.loadgen import LoadResult
+from benchmarks import loadgen, metrics, overload, prober, security
+from benchmarks.loadgen import LoadgenError, LoadResult
 from benchmarks.machine import machine_info
 from benchmarks.processes import (
     LOAD_CORE,
@@ -238,12 +238,14 @@ class Bench:
                   body: bytes, check: Check, header_length: int | None = None, *,
                   content_type: str | None = JSON, variant: Variant | None = None,
                   connections: Sequence[int] | None = None, seconds: float | None = None,
-                  warmup: float | None = None) -> None:
+                  warmup: float | None = None, probe: bool = False) -> None:
         """Check one answer, then warm up and measure at each connection count.
 
         ``content_type`` None sends no Content-Type header, in the checks and in the load.
         ``variant``: the headers (credential) and TLS trust of a secured run, checks and load.
         ``seconds`` and ``warmup`` replace ``--duration`` and ``--warmup`` (0: no warm-up).
+        ``probe``: time each answer by status with ``benchmarks.prober`` during the run
+        (plain HTTP, JSON bodies).
         """
         path = self._body(_slug(f"{w.key}-{server}-{route}") + ".json", body)
         headers_file = variant.headers_file if variant is not None else None
@@ -257,8 +259,15 @@ class Bench:
                     self._wrk(url, path, conns, warmup, header_length, content_type,
                               headers_file)
                 cpu_before = service.cpu_seconds()
-                result = self._wrk(url, path, conns, seconds, header_length,
-                                   content_type, headers_file)
+                process = self._probe_start(url, path, seconds) if probe else None
+                try:
+                    result = self._wrk(url, path, conns, seconds, header_length,
+                                       content_type, headers_file)
+                    probed, probe_note = _probe_finish(process, seconds)
+                finally:
+                    if process is not None and process.poll() is None:
+                        process.kill()
+                        process.wait()
                 cpu = (service.cpu_seconds() - cpu_before) / result.seconds
                 # still right after the load
                 self._verify(url, body, check, w, header_length, content_type, variant)
@@ -271,11 +280,19 @@ class Bench:
                                 round=self.round)
             else:
                 m = Measurement(w.key, server, route, conns, WRK, result, server_cpu=cpu,
-                                round=self.round)
+                                round=self.round, probe=probed, note=probe_note)
                 log(f"{w.key} {server} {route} c={conns}: {result.rps:,.0f} req/s "
                     f"({result.good_rps:,.0f} 2xx/s), p50 {result.p50_ms} ms, "
                     f"p99 {result.p99_ms} ms, errors {result.errors}, server CPU {cpu:.0%}")
             self.report.measurements.append(m)
+
+    def _probe_start(self, url: str, body: Path, seconds: float) -> subprocess.Popen[str]:
+        """``benchmarks.prober`` on the load core, timing answers inside the wrk run started
+        right after it: from 0.5 s in (wrk's connections open) to 0.5 s before its end."""
+        command = pinned(prober.probe_command(python(), url, body, max(0.5, seconds - 1.0),
+                                              delay=0.5), LOAD_CORE)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, cwd=ROOT)
 
     def grpc_runs(self, service: Service, w: Workload, target: str, counts: Counts, *,
                   server: str = FERRY) -> None:
@@ -631,7 +648,7 @@ class Bench:
                         return
                     connections = [conns for _, conns in plan.runs]
                 self.http_runs(service, w, server, V2_JSON, url, w.v2_body(), check_v2,
-                               connections=connections)
+                               connections=connections, probe=server == OVERLOAD_REFUSE)
         except ServerError as exc:
             if connections is None:  # the server with defaults never served: no plan
                 self.report.overload_note = f"{server}: {_first_line(exc)}"
@@ -710,6 +727,18 @@ class Bench:
         self.write()
         log(f"wrote {self.o.out}")
         return 1 if self.wrong_answers else 0
+
+
+def _probe_finish(process: subprocess.Popen[str] | None, seconds: float
+                  ) -> tuple[prober.ProbeResult | None, str]:
+    """The probe's report, or None and why (the run's figure stands without it)."""
+    if process is None:
+        return None, ""
+    try:
+        out, _ = process.communicate(timeout=seconds + 30)
+        return prober.parse_probe(out), ""
+    except (LoadgenError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+        return None, f"the refusal probe failed: {_first_line(exc)}"
 
 
 def _grpc_counts(metrics_url: str | None) -> dict[str, float] | None:
