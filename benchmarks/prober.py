@@ -3,23 +3,27 @@
 wrk's percentiles cover every answer of a run, and its script hooks cannot time one answer
 (``response()`` knows neither the connection nor when its request left). Issue 16 asks how
 fast *refusals* are answered, so during a refusal-mode run this client, pinned to the load
-generator's core, sends the run's request again and again on one keep-alive connection
-(closed-loop, like each of wrk's connections; it reconnects when the server closes) and
-records each answer's latency, from sending the request to reading the whole answer, by
-HTTP status. It is one connection more among wrk's hundreds, so it sees what they see.
+generator's core, sends the run's request again and again on a few keep-alive connections
+(closed-loop, like each of wrk's connections; one thread each, reconnecting when the server
+closes) and records each answer's latency, from sending the request to reading the whole
+answer, by HTTP status. They are a few connections more among wrk's hundreds, so they see
+what wrk's see; several, because under overload one connection may wait seconds for an
+answer and then give no sample at all.
 
-``python -m benchmarks.prober URL BODY_FILE SECONDS [CONTENT_TYPE [DELAY]]`` waits DELAY
-seconds (so that wrk's connections are open first), then probes for SECONDS and prints one
-line,
-``PROBE_JSON {"statuses": {"429": {"count": n, "p50_ms": x, "p99_ms": y}, ...},
-"errors": n}``, that :func:`parse_probe` reads. Pure except :func:`main`.
+``python -m benchmarks.prober URL BODY_FILE SECONDS [--delay S] [--connections N]
+[--content-type TYPE]`` waits ``--delay`` seconds (so that wrk's connections are open
+first), then probes for SECONDS and prints one line, ``PROBE_JSON {"statuses": {"429":
+{"count": n, "p50_ms": x, "p99_ms": y}, ...}, "errors": n}``, that :func:`parse_probe`
+reads. :func:`run` and :func:`main` do the I/O; the rest is pure.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -27,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.loadgen import LoadgenError, percentile
+
+#: Connections the probe keeps busy (one thread each).
+CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,13 @@ class ProbeResult:
         return next((s for s in self.statuses if s.status == status), None)
 
 
-def probe_command(python: str, url: str, body: Path, seconds: float,
-                  content_type: str = "application/json", delay: float = 0.0) -> list[str]:
+def probe_command(python: str, url: str, body: Path, seconds: float, *,
+                  content_type: str = "application/json", delay: float = 0.0,
+                  connections: int = CONNECTIONS) -> list[str]:
     """The probe's command line (the caller pins it to the load generator's core)."""
-    return [python, "-m", "benchmarks.prober", url, str(body), f"{seconds:g}", content_type,
-            f"{delay:g}"]
+    return [python, "-m", "benchmarks.prober", url, str(body), f"{seconds:g}",
+            f"--delay={delay:g}", f"--connections={connections}",
+            f"--content-type={content_type}"]
 
 
 def summarize(latencies_ms: Mapping[int, Sequence[float]], errors: int) -> str:
@@ -85,16 +94,44 @@ def parse_probe(output: str) -> ProbeResult:
     return ProbeResult(statuses, int(doc["errors"]))
 
 
-def run(url: str, body: bytes, seconds: float, content_type: str,
-        timeout: float = 10.0) -> tuple[dict[int, list[float]], int]:
-    """POST ``body`` to ``url`` one request at a time for ``seconds``; latencies by status."""
+def run(url: str, body: bytes, seconds: float, content_type: str, *,
+        connections: int = CONNECTIONS, timeout: float = 10.0
+        ) -> tuple[dict[int, list[float]], int]:
+    """POST ``body`` to ``url`` for ``seconds`` on ``connections`` connections, one request
+    at a time on each; latencies (ms) by status, and requests that got no answer."""
+    deadline = time.perf_counter() + seconds
+    results: list[tuple[dict[int, list[float]], int]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        got = _connection(url, body, deadline, content_type, timeout)
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 2 * timeout)
+    latencies: dict[int, list[float]] = {}
+    errors = 0
+    with lock:
+        for by_status, failed in results:
+            errors += failed
+            for status, values in by_status.items():
+                latencies.setdefault(status, []).extend(values)
+    return latencies, errors
+
+
+def _connection(url: str, body: bytes, deadline: float, content_type: str,
+                timeout: float) -> tuple[dict[int, list[float]], int]:
+    """One keep-alive connection's closed loop until ``deadline``."""
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     headers = {"Content-Type": content_type}
     latencies: dict[int, list[float]] = {}
     errors = 0
     connection: http.client.HTTPConnection | None = None
-    deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         if connection is None:
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -120,16 +157,20 @@ def run(url: str, body: bytes, seconds: float, content_type: str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.prober URL BODY_FILE SECONDS [CONTENT_TYPE [DELAY]]``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not 3 <= len(args) <= 5:
-        print("usage: python -m benchmarks.prober URL BODY_FILE SECONDS [CONTENT_TYPE "
-              "[DELAY]]", file=sys.stderr)
-        return 2
-    url, body, seconds = args[0], Path(args[1]).read_bytes(), float(args[2])
-    content_type = args[3] if len(args) > 3 else "application/json"
-    time.sleep(float(args[4]) if len(args) > 4 else 0.0)
-    latencies, errors = run(url, body, seconds, content_type)
+    """``python -m benchmarks.prober URL BODY_FILE SECONDS [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.prober",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("url")
+    parser.add_argument("body", type=Path)
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait first")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--content-type", default="application/json")
+    args = parser.parse_args(argv)
+    body = args.body.read_bytes()
+    time.sleep(args.delay)
+    latencies, errors = run(args.url, body, args.seconds, args.content_type,
+                            connections=args.connections)
     print(summarize(latencies, errors), flush=True)
     return 0
 

@@ -19,7 +19,7 @@ from benchmarks.overload import (
     SATURATION_SHARE,
     OverloadPlan,
 )
-from benchmarks.prober import ProbeResult
+from benchmarks.prober import CONNECTIONS, ProbeResult
 
 FERRY = "ferry"
 FASTAPI = "FastAPI + ORT (async def, no access log)"
@@ -292,7 +292,10 @@ def refusal_latency(run: Measurement | None) -> tuple[float | None, int, str]:
         return None, 0, run.note or "no probe client ran beside wrk"
     refused = run.probe.of(429)
     if refused is None:
-        return None, run.probe.errors, "the probe client got no 429 during the run"
+        seen = ", ".join(f"{s.status} x{s.count} (p99 {s.p99_ms:,.0f} ms)"
+                         for s in run.probe.statuses) or "none"
+        return None, run.probe.errors, f"the probe client got no 429 during the run; its " \
+            f"answers: {seen}"
     return refused.p99_ms, run.probe.errors, ""
 
 
@@ -308,7 +311,7 @@ def overload_ratios(report: Report) -> list[Ratio]:
     (back-pressure, the documented choice) over :func:`overload_peak`, whose 4 x and 16 x
     goal is 90 %; the
     same at 4 x and 16 x in refusal mode, reported. Refusals' latency: the p99 of the 429
-    answers that the probe client (``benchmarks.prober``, one keep-alive connection beside
+    answers that the probe client (``benchmarks.prober``, 8 keep-alive connections beside
     wrk's) timed during each refusal-mode run, goal 10 ms ("within a few milliseconds"); no
     429 there, no figure. 429s are no failure here; socket errors, other statuses and the
     probe's unanswered requests are.
@@ -434,7 +437,8 @@ def _overload_section(report: Report) -> list[str]:
         f"`max_waiting` 0 and `max_queue` {REFUSE_MAX_QUEUE} (429 at once). p50/p99 are "
         f"wrk's, over every answer of the run, 429s included; a 429's own latency is timed "
         f"by one more client beside wrk during the refusal-mode runs (`benchmarks/"
-        f"prober.py`: one keep-alive connection resending at once, on wrk's core). Errors: "
+        f"prober.py`: {CONNECTIONS} keep-alive connections resending at once, on wrk's "
+        f"core). Errors: "
         f"socket errors and statuses other than 2xx and 429. Clients that resend at once "
         f"wait, on average, the connection count over the answers per second (Little's "
         f"law): a refusal answered within 10 ms at 1,024 connections takes more than "

@@ -4,8 +4,9 @@ Order: build the workloads (train the seed and ``ferry import`` it; build W2 and
 raw ONNX Runtime (the limit), then for each workload the plain FastAPI endpoint, ferry
 (``/predict``, V2 JSON with and without Content-Type, V2 binary, gRPC; then W1's V2 JSON with
 an API key, with a JWT and over TLS, each on its own ``ferry serve``), the Flask seed and the
-no-op ceilings (a no-op ASGI app for REST, a no-op grpc.aio servicer for gRPC), then ferry's
-cold start.
+no-op ceilings (a no-op ASGI app for REST, a no-op grpc.aio servicer for gRPC), ferry's
+cold start, then issue 16's overload runs (W1 past the saturating connection count, with
+default settings and in refusal mode; ``benchmarks.overload``).
 Each server runs pinned to core 0, each load generator to core 1. A server that cannot be
 started is reported as such in the table; the rest still runs. results.md is written at the
 end (and after each group, so an interrupted run still leaves its figures).
