@@ -146,6 +146,7 @@ async def serve(settings: ServerSettings, *,
     loop = asyncio.get_running_loop()
     grpc_server = None
     grpc_stop: list[asyncio.Task[None]] = []  # the gRPC stop, once _stop_on began it
+    drain_until: list[float] = []  # when the drain must end (loop time), once it began
     try:
         http_sock = _listen(settings.host, settings.http_port, reuse_port=settings.workers > 1)
         client_certificates = tls is not None and tls.client_auth
@@ -181,7 +182,7 @@ async def serve(settings: ServerSettings, *,
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(engine, tls)))
         tasks = [loop.create_task(_stop_on(_Stop(
             stopping, force, engine, http, http_sock, grpc_server, health, settings,
-            grpc_stop, ports_closed)))]
+            grpc_stop, drain_until, ports_closed)))]
         if settings.watch:
             tasks.append(loop.create_task(_watch(engine, settings)))
         _freeze_startup_objects()
@@ -205,7 +206,10 @@ async def serve(settings: ServerSettings, *,
             await asyncio.gather(*grpc_stop, return_exceptions=True)
         elif grpc_server is not None:
             await grpc_server.stop(grace=settings.drain_timeout)
-        await engine.stop(timeout=settings.drain_timeout)
+        # What the drain left of drain_timeout: the process exits within its bound.
+        remaining = max(0.0, drain_until[0] - loop.time()) if drain_until \
+            else settings.drain_timeout
+        await engine.stop(timeout=remaining)
         if audit is not None:
             audit.close()
         log.info("stopped")
@@ -401,6 +405,7 @@ class _Stop:
     health: ReadinessHealthServicer
     settings: ServerSettings
     grpc_stop: list[asyncio.Task[None]]  # the gRPC stop, for serve() to wait for
+    drain_until: list[float]  # when the drain must end, for serve()'s last step
     ports_closed: Callable[[], Coroutine[Any, Any, None]] | None
 
 
@@ -432,6 +437,7 @@ async def _stop_on(stop: _Stop) -> None:
             log.warning("stopping now: in-flight requests are cut")
         log.info("stopping: closing the ports; draining in-flight requests (up to %.1f s)",
                  settings.drain_timeout)
+        stop.drain_until.append(loop.time() + settings.drain_timeout)
         stop.http.close_listeners(stop.http_sock)
         with contextlib.suppress(FerryError):  # a policy refusing the check: streams end
             await stop.health.finish()
