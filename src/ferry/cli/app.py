@@ -19,10 +19,28 @@ from typer.exceptions import TyperException
 
 from ferry import __version__
 from ferry.cli.console import err_console
-from ferry.errors import FerryError, InternalError
+from ferry.errors import FerryError, InternalError, MissingDependencyError
 from ferry.repository import Repository
 
-__all__ = ["CliState", "app", "main", "state"]
+__all__ = ["EXTRA_OF", "CliState", "app", "main", "state"]
+
+#: Top-level module -> the extra that installs it, for a command that imports one missing
+#: (installed with the core package alone, or with other extras): one line naming the extra.
+EXTRA_OF: dict[str, str] = {
+    **dict.fromkeys(("uvicorn", "starlette", "orjson", "httptools", "uvloop",
+                     "prometheus_client", "pydantic_settings", "grpc", "grpc_health",
+                     "grpc_reflection", "google"), "serve"),
+    "httpx": "client",
+    **dict.fromkeys(("jwt", "cryptography"), "security"),
+    "onnx": "cli",
+    **dict.fromkeys(("tensorflow", "keras", "tf2onnx", "h5py"), "keras"),
+    **dict.fromkeys(("torch", "onnxscript"), "torch"),
+    **dict.fromkeys(("sklearn", "skl2onnx", "skops", "joblib", "pandas"), "sklearn"),
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "onnxmltools": "xgboost",
+    "pypmml": "pmml",
+}
 
 app = typer.Typer(
     name="ferry",
@@ -104,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
+        extra = _extra_missing(exc)
+        if extra is not None:
+            _report(MissingDependencyError(f"ferry {_command(args)}".strip(), extra))
+            return 2
         err_console.print(
             f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", markup=True,
             highlight=False,
@@ -111,6 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("run again with --debug to see the traceback, and please report it")
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _extra_missing(exc: Exception) -> str | None:
+    """The extra that would install the module a command failed to import, if known."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    return EXTRA_OF.get((exc.name or "").partition(".")[0])
+
+
+def _command(args: list[str]) -> str:
+    """The verb in ``args``: the first word that is neither an option nor --repo's value."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--repo", "-r"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
 
 
 def _report(exc: FerryError) -> None:

@@ -2,12 +2,19 @@
 
 from ferry.cli.commands import (
     demo,
+    deploying,
+    exporting,
     importing,
     keys,
+    optimizing,
+    pipelines,
     predicting,
     repository,
     serving,
     signing,
 )
 
-__all__ = ["demo", "importing", "keys", "predicting", "repository", "serving", "signing"]
+__all__ = [
+    "demo", "deploying", "exporting", "importing", "keys", "optimizing", "pipelines",
+    "predicting", "repository", "serving", "signing",
+]
