@@ -24,9 +24,11 @@ $(VENV)/.installed-serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[serve,demo,client]'
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) tests/pipeline_steps/pyproject.toml | $(BIN)/python
 	@echo "==> installing ferry with every extra and the test tools into $(VENV)"
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[all,dev]'
+	@echo "==> installing the custom pipeline step the tests use (tests/pipeline_steps)"
+	$(PIP) install -q --no-build-isolation --no-index -e tests/pipeline_steps
 	@touch $@ $(VENV)/.installed-serve
 
 HTTP_PORT ?= 8000

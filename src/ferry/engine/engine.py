@@ -20,10 +20,12 @@ from ferry import __version__
 from ferry.call import CallContext
 from ferry.engine.breaker import Breaker, BreakerState
 from ferry.engine.config import PREVIOUS, ModelConfig, read_model_config
+from ferry.engine.pipelined import PipelineVersion
 from ferry.engine.policy import PolicyChain
 from ferry.engine.served import ServedVersion
 from ferry.errors import (
     ConfigError,
+    FerryError,
     InputError,
     InternalError,
     NotFoundError,
@@ -40,6 +42,8 @@ from ferry.inference import (
     Tensor,
 )
 from ferry.observability.metrics import Metrics
+from ferry.pipelines import Member, build_graph, parse_pipeline, stored_graph
+from ferry.pipelines.create import check_signature
 from ferry.policy import Action, Kind, Policy
 from ferry.repository import ModelRef, Repository
 from ferry.runtimes import Arrays, load_runtime
@@ -47,6 +51,9 @@ from ferry.runtimes import Arrays, load_runtime
 __all__ = ["EXTENSIONS", "Engine", "Snapshot"]
 
 log = logging.getLogger("ferry.engine")
+
+#: What a request resolves to: a model's version, or a pipeline's (engine/pipelined.py).
+Version = ServedVersion | PipelineVersion
 
 #: The protocol extensions both adapters really implement (V2 server metadata).
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -61,7 +68,7 @@ class Snapshot:
 
     __slots__ = ("_labels", "_metadata", "guards", "latest", "versions")
 
-    def __init__(self, versions: dict[int, ServedVersion],
+    def __init__(self, versions: dict[int, Version],
                  guards: dict[int, _Guard] | None = None) -> None:
         self.versions = versions
         #: Version -> its breaker and fallback; empty for a model with neither configured.
@@ -75,7 +82,7 @@ class Snapshot:
         """Served version numbers as strings, ascending."""
         return list(self._labels)
 
-    def metadata(self, name: str, served: ServedVersion) -> ModelMetadata:
+    def metadata(self, name: str, served: Version) -> ModelMetadata:
         """The metadata of one served version (made once; shared, so never modify it)."""
         meta = self._metadata.get(served.version)
         if meta is None:
@@ -94,7 +101,7 @@ class _Guard:
     the model's ``fallback`` setting when the version was loaded.
     """
 
-    served: ServedVersion
+    served: Version
     breaker: Breaker | None
     fallback: tuple[str, int | None] | None
 
@@ -431,7 +438,7 @@ class Engine:
             raise UnavailableError("the server is starting: its models are loading",
                                    retry_after=1.0)
 
-    async def _infer(self, call: CallContext, request: InferRequest, served: ServedVersion
+    async def _infer(self, call: CallContext, request: InferRequest, served: Version
                      ) -> InferResponse:
         signature = served.signature
         arrays: Arrays = {}
@@ -464,7 +471,7 @@ class Engine:
                      for name, array in results.items()],
         )
 
-    def _give_way(self, served: ServedVersion) -> None:
+    def _give_way(self, served: Version) -> None:
         """Refuse ``served``'s request if the server is overloaded and it ranks lower.
 
         Overloaded: at least ``max_backlog`` requests wait in all queues together. Then a
@@ -522,7 +529,7 @@ class Engine:
         return await self._fall_back(call, request, guard, "its circuit breaker is open",
                                      wait)
 
-    async def _attempt(self, call: CallContext, request: InferRequest, served: ServedVersion,
+    async def _attempt(self, call: CallContext, request: InferRequest, served: Version,
                        breaker: Breaker | None) -> InferResponse | None:
         """Run on ``served`` through ``breaker``: the answer, or None when it refuses.
 
@@ -575,7 +582,7 @@ class Engine:
         self.metrics.fell_back(served.name)
         return response
 
-    def _guards(self, name: str, loaded: dict[int, ServedVersion], config: ModelConfig
+    def _guards(self, name: str, loaded: dict[int, Version], config: ModelConfig
                 ) -> dict[int, _Guard]:
         """The breakers and fallbacks of a model's versions about to be served.
 
@@ -606,7 +613,7 @@ class Engine:
                                  guard.fallback[0] == name else None)
         return guards
 
-    def _breaker(self, served: ServedVersion, config: ModelConfig) -> Breaker:
+    def _breaker(self, served: Version, config: ModelConfig) -> Breaker:
         settings = config.breaker
         assert settings is not None
         metrics, model, label = self.metrics, served.name, served.label
@@ -627,7 +634,7 @@ class Engine:
             on_change=changed)
 
     @staticmethod
-    def _fallback_of(name: str, version: int, loaded: dict[int, ServedVersion],
+    def _fallback_of(name: str, version: int, loaded: dict[int, Version],
                      config: ModelConfig) -> tuple[str, int | None] | None:
         """Where ``name:version`` falls back to; None for the fallback itself (no chains)."""
         text = config.fallback
@@ -652,7 +659,7 @@ class Engine:
             return None
         return ref.name, ref.version
 
-    def _check_fallback(self, guard: _Guard, loaded: dict[int, ServedVersion] | None,
+    def _check_fallback(self, guard: _Guard, loaded: dict[int, Version] | None,
                         *, pending: bool = True) -> None:
         """Raise ConfigError unless ``guard``'s fallback is served and takes its inputs.
 
@@ -729,14 +736,14 @@ class Engine:
                 config = read_model_config(self.repository.root / name, self._defaults)
                 current = self._table.get(name)
                 have = current.versions if current is not None else {}
-                loaded: dict[int, ServedVersion] = {}
+                loaded: dict[int, Version] = {}
                 loop = asyncio.get_running_loop()
                 for version in wanted:
                     if version in have and have[version].config == config:
                         loaded[version] = have[version]
                         continue
                     served = await loop.run_in_executor(None, self._load, name, version, config)
-                    served.attach(loop)
+                    await self._attach(served, loop)
                     loaded[version] = served
             except Exception as exc:
                 if name not in self._table:
@@ -842,7 +849,7 @@ class Engine:
         return f" ({what}: {', '.join(names) or 'none'})"
 
     @staticmethod
-    def _version(snap: Snapshot, name: str, version: str | None) -> ServedVersion:
+    def _version(snap: Snapshot, name: str, version: str | None) -> Version:
         if not version:
             return snap.latest
         number = _version_number(version)
@@ -873,11 +880,17 @@ class Engine:
                                 f"{', '.join(map(str, have))}")
         return chosen
 
-    def _load(self, name: str, version: int, config: ModelConfig) -> ServedVersion:
+    def _load(self, name: str, version: int, config: ModelConfig) -> Version:
         """Verify, load and warm one version (blocking; runs on a loader thread)."""
         start = time.perf_counter()
         stored = self.repository.open(f"{name}:{version}")
         manifest = stored.manifest
+        if manifest.kind == "pipeline":
+            # Checked against the repository first: depth (and so loops of pipelines)
+            # before any member is loaded; then against the served members (_link).
+            stored_graph(self.repository, manifest, stored.artifact_path)
+            spec = parse_pipeline(stored.artifact_path.read_bytes(), f"{name}:{version}")
+            return PipelineVersion(manifest, spec, config, self.metrics)
         runtimes = [load_runtime(manifest.runtime, stored.artifact_path, manifest.signature,
                                  config.runtime) for _ in range(config.instances)]
         served = ServedVersion(manifest, runtimes, config, self.metrics)
@@ -890,7 +903,78 @@ class Engine:
         log.info("loaded %s:%s in %.3f s", name, version, served.load_seconds)
         return served
 
-    def _retire_later(self, state: _State, served: ServedVersion) -> None:
+    async def _attach(self, served: Version, loop: asyncio.AbstractEventLoop) -> None:
+        """Start serving a loaded version (a pipeline's members are linked first)."""
+        if isinstance(served, PipelineVersion):
+            await self._link(served)
+        served.attach(loop)
+
+    async def _link(self, pipeline: PipelineVersion) -> None:
+        """Serve a pipeline's members (loading those not served yet), then check it on them.
+
+        Raises:
+            ConfigError: a member cannot be served, or a pinned version is not served.
+            ArtifactError: the pipeline does not fit its served members (the message names
+                the step and the edge).
+        """
+        where = f"pipeline {pipeline.name}:{pipeline.label}"
+        for sid, step in pipeline.spec.steps.items():
+            if step.kind != "model":
+                continue
+            ref = ModelRef.parse(step.target)
+            if ref.name not in self._table:
+                try:
+                    await self._load_model(ref.name)
+                except FerryError as exc:
+                    raise ConfigError(f"{where}: step {sid!r}: its model {ref.name!r} could "
+                                      f"not be served: {exc.message}") from None
+            snap = self._table[ref.name]
+            if ref.version is not None and ref.version not in snap.versions:
+                raise ConfigError(f"{where}: step {sid!r} is pinned to {ref}, which is not "
+                                  f"served (served versions: {', '.join(snap.labels())})",
+                                  hint="serve that version too, e.g. version_policy = 'all' "
+                                  f"in {ref.name}'s config.toml")
+
+        def resolve(text: str) -> Member:
+            ref = ModelRef.parse(text)
+            snap = self._table[ref.name]
+            served = snap.latest if ref.version is None else snap.versions[ref.version]
+            labels = served.manifest.labels
+            return Member(ref.name, served.version, ref.version is not None, served.signature,
+                          tuple(labels) if labels else None,
+                          served.depth if isinstance(served, PipelineVersion) else 0)
+
+        graph = build_graph(pipeline.spec, resolve, where=where)
+        check_signature(graph, pipeline.manifest, where)
+        pipeline.link(graph, self._run_member)
+
+    async def _run_member(self, name: str, version: int | None, arrays: Arrays,
+                          deadline: float | None) -> Arrays:
+        """Run a pipeline's model step on the served member, through the normal path.
+
+        The member's version is resolved here, right before it is admitted (no await
+        between), so a hot swap of a member followed by its latest version is atomic.
+
+        Raises:
+            UnavailableError: the member is no longer served.
+        """
+        snap = self._table.get(name)
+        served = None
+        if snap is not None:
+            served = snap.latest if version is None else snap.versions.get(version)
+        if served is None:
+            label = name if version is None else f"{name}:{version}"
+            raise UnavailableError(f"its model {label} is not served now", retry_after=1.0)
+        call = CallContext("ferry-pipeline", "internal", "pipeline", deadline=deadline)
+        inputs = [Tensor(key, "", array.shape, array) for key, array in arrays.items()]
+        request = InferRequest(model_name=name, inputs=inputs, model_version=served.label)
+        if snap is not None and snap.guards:
+            response = await self._guarded(call, request, snap.guards[served.version])
+        else:
+            response = await self._infer(call, request, served)
+        return {tensor.name: tensor.data for tensor in response.outputs}
+
+    def _retire_later(self, state: _State, served: Version) -> None:
         task = asyncio.get_running_loop().create_task(served.retire(self._drain_timeout))
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from ferry.errors import ArtifactError, NotFoundError, UnsupportedFormatError
 from ferry.formats.base import Importer, get_importer, importer_names, iter_importers
+from ferry.pipelines.spec import looks_like_pipeline
 
-__all__ = ["detect_format", "read_head", "zip_names"]
+__all__ = ["detect_format", "is_pipeline_file", "read_head", "zip_names"]
 
 
 def read_head(path: Path, size: int = 64) -> bytes:
@@ -31,6 +32,15 @@ def zip_names(path: Path) -> list[str]:
             return archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):  # ValueError: undecodable member names
         return []
+
+
+def is_pipeline_file(path: Path) -> bool:
+    """Whether ``path`` is a pipeline file (``kind = "pipeline"`` in its first 4 KiB).
+
+    ``ferry import`` stores such a file with :func:`ferry.pipelines.create_pipeline`
+    instead of converting it: it names other versions rather than holding a model.
+    """
+    return looks_like_pipeline(read_head(path, 4096))
 
 
 def detect_format(source: Path, requested: str | None = None) -> Importer:
@@ -56,6 +66,10 @@ def detect_format(source: Path, requested: str | None = None) -> Importer:
             )
         return importer
     if found is None:
+        if is_pipeline_file(source):
+            raise UnsupportedFormatError(
+                f"{source.name} is a pipeline file, not a model",
+                hint=f"store it with: ferry import {source.name} --name NAME")
         raise UnsupportedFormatError(_unknown_message(source))
     return found
 

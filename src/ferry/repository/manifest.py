@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -96,6 +96,10 @@ class Manifest(_Strict):
         "absent from manifests written before ferry recorded it",
     )
     notes: list[str] = Field(default_factory=list)
+    kind: Literal["model", "pipeline"] = Field(
+        "model", description="'pipeline' for a version whose artifact is a pipeline file "
+        "running other versions (ferry.pipelines); absent from a model's manifest"
+    )
     config: dict[str, Any] = Field(
         default_factory=dict, description="per-model serving settings (batching, instances)"
     )
@@ -117,6 +121,8 @@ class Manifest(_Strict):
         data = self.model_dump(mode="json")
         if not data["source_names"]:  # most formats: keep their manifests as they were
             del data["source_names"]
+        if data["kind"] == "model":  # only pipelines say what they are
+            del data["kind"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 

@@ -12,6 +12,7 @@ from ferry.cli.app import app, state
 from ferry.cli.console import ConsoleProgress, err_console, out_console, print_json
 from ferry.errors import InputError
 from ferry.formats import ImportOptions, import_model, iter_importers
+from ferry.formats.detect import is_pipeline_file
 from ferry.repository import Manifest
 
 
@@ -57,8 +58,14 @@ def import_(
       [bold]ferry import my_model.h5 --name digits[/]
       [bold]ferry import model.onnx --name resnet --samples inputs.npz[/]
       [bold]ferry import model.skops --name iris[/]
+      [bold]ferry import pipeline.toml --name digits-top3[/]  (a pipeline: see ferry pipeline)
     """
     repo = state(ctx).repo
+    if format in (None, "pipeline") and is_pipeline_file(file):
+        from ferry.cli.commands.pipelines import store_pipeline
+
+        store_pipeline(repo, file, name, None)
+        return
     options = ImportOptions(samples=samples, tolerance=tolerance, labels=_labels(labels),
                             opset=opset, native=native, trust_sha256=trust_sha256)
     manifest = import_model(repo, file, name, format=format, options=options,
