@@ -204,9 +204,16 @@ def test_slow_refusals_fail_and_no_refusal_or_no_probe_is_not_measured(report: R
     assert run.probe is not None
     report.measurements[-1] = replace(run, probe=ProbeResult((run.probe.statuses[0],), 3))
     sixteen = {r.name: r for r in overload_ratios(report)}[SIXTEEN]
-    assert sixteen.value is None and sixteen.met is None
+    assert sixteen.value is None and sixteen.met is None  # quick 200s: nothing was refused
     assert sixteen.shown() == "not measured: the probe client got no 429 during the run; " \
-        "its answers: 200 x40 (p99 4 ms)"
+        "its answers: 200 x40"
+    # no 429, but the probe's connections waited seconds for a 200: that wait fails
+    starved = ProbeResult((StatusLatency(200, 8, 4_400.0, 4_496.0),))
+    report.measurements[-1] = replace(run, probe=starved)
+    sixteen = {r.name: r for r in overload_ratios(report)}[SIXTEEN]
+    assert sixteen.value == pytest.approx(4_496.0) and sixteen.met is False
+    assert sixteen.shown() == "4,496.00 ms (2 errors; no 429: the p99 of the probe client's " \
+        "answers, 200 x8)"
     report.measurements[-1] = replace(run, probe=None, note="the refusal probe failed: boom")
     sixteen = {r.name: r for r in overload_ratios(report)}[SIXTEEN]
     assert sixteen.shown() == "not measured: the refusal probe failed: boom"
