@@ -6,7 +6,8 @@ raw ONNX Runtime (the limit), then for each workload the plain FastAPI endpoint,
 an API key, with a JWT and over TLS, each on its own ``ferry serve``), the Flask seed and the
 no-op ceilings (a no-op ASGI app for REST, a no-op grpc.aio servicer for gRPC), ferry's
 cold start, then issue 16's overload runs (W1 past the saturating connection count, with
-default settings and in refusal mode; ``benchmarks.overload``).
+default settings and in refusal mode; ``benchmarks.overload``), then issue 19's footprint of
+ferry inside a program (``benchmarks.footprint``, its own results-footprint.md).
 Each server runs pinned to core 0, each load generator to core 1. A server that cannot be
 started is reported as such in the table; the rest still runs. results.md is written at the
 end (and after each group, so an interrupted run still leaves its figures).
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import loadgen, metrics, overload, prober, security
+from benchmarks import footprint, loadgen, metrics, overload, prober, security
 from benchmarks.loadgen import LoadgenError, LoadResult
 from benchmarks.machine import machine_info
 from benchmarks.processes import (
@@ -82,7 +83,7 @@ from benchmarks.workloads import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed"
-GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold", "overload")
+GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold", "overload", "footprint")
 WRK = "wrk (HTTP/1.1)"
 H2LOAD = "h2load (HTTP/2, compiled; gRPC framing)"
 
@@ -580,6 +581,18 @@ class Bench:
             except ServerError as exc:
                 self._skip(w, FERRY, [variant.route], WRK, _first_line(exc), connections)
 
+    def footprint(self) -> None:
+        """Issue 19's in-process footprint (benchmarks/footprint.py), its own results file."""
+        out = self.o.out.with_name("results-footprint.md")
+        try:
+            footprint.run(self.o.workdir / "footprint", out,
+                          seed_h5=self.o.workdir / "seed" / "my_model.h5",
+                          machine=self.report.machine)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            self.report.notes.append(f"Footprint (issue 19): not measured: {_first_line(exc)}")
+            return
+        self.report.notes.append(f"Footprint (issue 19): ferry in a program, see {out.name}.")
+
     def cold_start(self, w: Workload) -> None:
         """Seconds from launching ``ferry serve`` on the demo model to its first 200 answer."""
         why = self.ferry_available()
@@ -705,6 +718,7 @@ class Bench:
             ("noop", lambda: self.noop_all(workloads)),
             ("cold", lambda: self.cold_start(w1)),
             ("overload", lambda: self.overload_runs(w1)),
+            ("footprint", self.footprint),
         ]
         # The compared servers run in every round, in reversed order every other round (A B,
         # B A, ...): a slow spell of the shared machine then hits both sides, and each

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +41,7 @@ __all__ = ["Loader", "LocalModel", "load", "register_loader"]
 Loader = Callable[[Repository, StoredModel, RuntimeOptions], Runtime]
 
 # Manifest runtime name -> "package.module:function" (imported on first use, as runtimes are).
-_LOADERS: dict[str, str] = {}
+_LOADERS: dict[str, str] = {"pipeline": "ferry.pipelines.local:load_pipeline"}
 
 
 def register_loader(runtime: str, target: str) -> None:
@@ -80,8 +81,14 @@ class LocalModel:
         self._runtime: Runtime | None = runtime
         self._signature = stored.manifest.signature
         self._single = self._signature.inputs[0] if len(self._signature.inputs) == 1 else None
+        # The common case checked in a few comparisons (the full check gives the messages):
+        # per input, its name, dtype and the fixed dimensions after a variable batch axis.
+        self._quick = [(spec.name, spec.dtype, spec.shape[1:]) for spec in self._signature.inputs
+                       if spec.shape and spec.shape[0] == -1 and -1 not in spec.shape[1:]]
+        if len(self._quick) != len(self._signature.inputs) or len(self._quick) > 1:
+            self._quick = []  # several inputs also have to agree on the batch size
         # Calls in flight, so that close() frees the runtime only after the last one.
-        self._lock = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._running = 0
 
     # ------------------------------------------------------------------ what it is
@@ -135,23 +142,43 @@ class LocalModel:
                 answers with 400.
             UnavailableError: the model was closed.
         """
-        arrays = self._arrays(inputs)
-        self._signature.check_inputs(arrays)
+        arrays = self._quick_arrays(inputs)
+        if arrays is None:
+            arrays = self._arrays(inputs)
+            self._signature.check_inputs(arrays)
         if outputs is not None:
             outputs = list(outputs)
             self._signature.check_output_names(outputs)
         with self._lock:
             runtime = self._runtime
-            if runtime is None:
-                raise UnavailableError(f"model {self.name}:{self.version} is closed")
             self._running += 1
         try:
+            if runtime is None:
+                raise UnavailableError(f"model {self.name}:{self.version} is closed")
             return runtime.predict(arrays, outputs)
         finally:
             with self._lock:
                 self._running -= 1
-                if not self._running:
-                    self._lock.notify_all()
+
+    def _quick_arrays(self, inputs: Mapping[str, Any] | Any) -> Arrays | None:
+        """The inputs as they are if they fit exactly, else None (then checked in full).
+
+        Exactly: one array of the input's dtype whose dimensions after the batch axis are
+        the model's.
+        """
+        if not self._quick:
+            return None
+        name, dtype, tail = self._quick[0]
+        if type(inputs) is dict and len(inputs) == 1:
+            array = inputs.get(name)
+        elif type(inputs) is np.ndarray:
+            array = inputs
+        else:
+            return None
+        if (type(array) is np.ndarray and array.dtype == dtype
+                and array.shape[1:] == tail and array.ndim == len(tail) + 1):
+            return {name: array}
+        return None
 
     def _arrays(self, inputs: Mapping[str, Any] | Any) -> Arrays:
         if isinstance(inputs, Mapping):
@@ -187,8 +214,8 @@ class LocalModel:
         """Free the runtime once the calls already running have finished; later ones raise."""
         with self._lock:
             runtime, self._runtime = self._runtime, None
-            while self._running:
-                self._lock.wait()
+        while self._running:  # calls that took the runtime before it was taken away
+            time.sleep(0.001)
         if runtime is not None:
             runtime.close()
 

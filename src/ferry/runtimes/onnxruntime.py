@@ -83,6 +83,7 @@ class OrtRuntime(Runtime):
         self._session = session
         self._strings_in = {s.name for s in signature.inputs if s.datatype == "BYTES"}
         self._strings_out = {s.name for s in signature.outputs if s.datatype == "BYTES"}
+        self._output_names = signature.output_names
 
     @classmethod
     def load(cls, artifact: Path, signature: Signature, options: RuntimeOptions) -> OrtRuntime:
@@ -100,15 +101,18 @@ class OrtRuntime(Runtime):
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]],
                 outputs: Sequence[str] | None = None) -> Arrays:
         """Run the session; string tensors are converted between ``bytes`` and ``str``."""
+        # Numeric tensors (the common case) pass through untouched: this runs for every call.
         feed = {
             name: _decode_strings(name, arr) if name in self._strings_in else arr
             for name, arr in inputs.items()
-        }
-        names = list(outputs) if outputs is not None else self.signature.output_names
+        } if self._strings_in else inputs
+        names = list(outputs) if outputs is not None else self._output_names
         try:
             results = self._session.run(names, feed)
         except Exception as exc:  # data-dependent failures: index out of range, bad reshape
             raise InputError(f"the model rejected these input values: {exc}") from None
+        if not self._strings_out:
+            return dict(zip(names, results, strict=True))
         return {
             name: _encode_strings(arr) if name in self._strings_out else arr
             for name, arr in zip(names, results, strict=True)
