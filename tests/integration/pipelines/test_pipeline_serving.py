@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+import ferry
 from ferry.call import INTERNAL
 from ferry.client import GrpcClient
 from ferry.client_rest import RestClient
@@ -130,6 +131,11 @@ def test_in_process_rest_grpc_predict_and_tf_serving_answer_like_the_steps(built
 
     with load_pipeline(repo, repo.open("digits-top3")) as runtime:  # in-process
         _check(runtime.predict({"pixels": x}), want)
+    with ferry.load(repo.root, "digits-top3") as model:  # the public in-process API
+        assert [s.name for s in model.signature.outputs] == [
+            "probabilities", "top_labels", "top_scores"]
+        _check(model.predict({"pixels": x}), want)
+        _check(model.predict(x), want)
 
     with serve(Engine(repo), repo) as served:
         with RestClient(served.url) as client:
