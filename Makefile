@@ -9,7 +9,7 @@ REPO ?= model-repository
 MODEL ?= digits
 
 .DEFAULT_GOAL := help
-.PHONY: help serve demo test lint check clean bench bench-tools proto
+.PHONY: help serve demo test lint check clean bench bench-tools browser proto
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ lint: $(VENV)/.installed-test ## ruff, import-linter layer contracts, mypy --str
 	@echo "==> mypy --strict"
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-test lint ## Install what the tests need, lint, and run every test
+test: $(VENV)/.installed-test browser lint ## Install what the tests need, lint, and run every test
 	@echo "==> pytest (unit, integration, e2e)"
 	@# Every extra was installed above: one that is missing fails the run (tests/extras.py).
 	FERRY_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest
@@ -84,6 +84,15 @@ bench-tools: ## Install the load generators (wrk, h2load) with apt-get if missin
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "==> installing$$missing with apt-get"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The web console's browser tests (tests/integration/console) drive Debian's Chromium through
+# Playwright; Playwright's own browser download is never used (FERRY_CHROMIUM names another).
+browser: ## Install the headless browser the console tests drive (Debian's chromium) if missing
+	@if [ -z "$$FERRY_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "==> installing chromium with apt-get (for the console's browser tests)"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
 proto: $(VENV)/.installed-test ## Regenerate the gRPC code in src/ferry/protocols/grpc/_generated

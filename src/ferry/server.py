@@ -163,7 +163,8 @@ async def serve(settings: ServerSettings, *,
         await grpc_server.start()
         limits = HttpLimits(max_connections=settings.http_max_connections,
                             head_timeout=settings.http_head_timeout)
-        app = create_app(engine, max_body_bytes=settings.max_body_bytes, limits=limits)
+        app = create_app(engine, max_body_bytes=settings.max_body_bytes, limits=limits,
+                         console_on=settings.console)
         # Every connection is ferry's HTTP/1.1 protocol (http11.py): llhttp parses, plain
         # inference requests are answered without ASGI, the rest go to the app.
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None,

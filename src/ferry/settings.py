@@ -237,6 +237,9 @@ class ServerSettings(BaseSettings):
         "past it, queued work is dropped and answered 504 / DEADLINE_EXCEEDED; unset: none")
     watch: bool = Field(False, description="poll the repository and hot-swap new versions")
     watch_interval: float = Field(2.0, gt=0.0, description="seconds between repository polls")
+    console: bool = Field(
+        True, description="serve the web console at /console (models, try it, live, admin); "
+        "behind the same authentication as the admin routes when [security] is on")
     log_format: Literal["json", "text"] = Field("json", description="log lines as JSON or text")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     model_defaults: ModelConfig = Field(default_factory=ModelConfig,

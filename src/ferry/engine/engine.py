@@ -359,6 +359,15 @@ class Engine:
         """Names of the models served now, sorted."""
         return sorted(self._table)
 
+    def served_versions(self, name: str) -> dict[int, Version]:
+        """The versions of ``name`` served now, by number (empty when none); read only.
+
+        For views of what a checked call already answered (the console lists instances
+        after :meth:`repository_index`); like :meth:`served_models`, it checks nothing.
+        """
+        snap = self._table.get(name)
+        return dict(snap.versions) if snap is not None else {}
+
     def repository_index(self, call: CallContext, ready_only: bool = False
                          ) -> list[ModelIndexEntry]:
         """Every model of the repository with its state (one row per served version)."""

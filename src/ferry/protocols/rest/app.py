@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ferry import console
 from ferry.call import INTERNAL
 from ferry.errors import FerryError
 from ferry.observability.logging import request_id as log_request_id
@@ -38,7 +39,6 @@ from ferry.protocols.rest.exchange import (
 from ferry.protocols.rest.head import read_head
 from ferry.protocols.rest.hot import FALLBACK_HEADER, HotRoutes
 from ferry.protocols.rest.limits import HttpLimits, head_refusal
-from ferry.protocols.rest.openapi import DOCS_HTML
 
 if TYPE_CHECKING:
     from ferry.engine import Engine
@@ -50,7 +50,7 @@ _HEADER = b"x-request-id"
 
 
 def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20,
-               limits: HttpLimits | None = None) -> Starlette:
+               limits: HttpLimits | None = None, console_on: bool = True) -> Starlette:
     """Build the REST app over ``engine``.
 
     Args:
@@ -59,6 +59,8 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20,
             a compressed body.
         limits: the head bounds (size and count of header fields, 431 past them) the app
             checks itself, for ASGI servers that do not (ferry's protocol checks them first).
+        console_on: serve the web console at ``/console`` (ferry.console); False answers
+            its routes 404.
     """
     ctx = RestContext(engine=engine, metrics=engine.metrics, max_body_bytes=max_body_bytes)
     document = routes.document(engine.server_metadata(INTERNAL).version)
@@ -71,10 +73,11 @@ def create_app(engine: Engine, *, max_body_bytes: int = 64 << 20,
         return json_response(document)
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
+        return HTMLResponse(console.DOCS_HTML, headers=console.DOCS_HEADERS)
 
     handlers = {**v2.handlers(ctx), **simple.handlers(ctx), **tfserving.handlers(ctx),
-                "ops.metrics": metrics, "ops.openapi": openapi, "ops.docs": docs}
+                "ops.metrics": metrics, "ops.openapi": openapi, "ops.docs": docs,
+                **console.handlers(engine, enabled=console_on, json=json_response)}
     # One route table (routes.py) gives the app its routes, the lane its matcher, the
     # OpenAPI document its paths.
     app = Starlette(routes=routes.starlette_routes(handlers), exception_handlers={

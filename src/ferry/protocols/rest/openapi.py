@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ferry.signature import DATATYPES, MAX_DIM, MAX_RANK
 
-__all__ = ["DOCS_HTML", "openapi_document"]
+__all__ = ["openapi_document"]
 
 _JSON = "application/json"
 
@@ -67,6 +67,9 @@ _READ_ERRORS = {"400": _answer("Malformed model name or version", _ref("Error"))
                 **{k: _ERRORS[k] for k in ("401", "403", "404")}}
 #: The refusals of a call that names no model and sends no body (health, server metadata).
 _AUTH_ERRORS = {k: _ERRORS[k] for k in ("401", "403")}
+#: The refusals of the console's data endpoints: a caller without read:*, or the console off.
+_CONSOLE_ERRORS = {"404": _answer("The console is off (console = false)", _ref("Error")),
+                   **_AUTH_ERRORS}
 
 #: Security: a bearer credential (an API key or a JWT) when the server turns authentication
 #: on; optional in the document ({} is "no credential"), because it is a setting.
@@ -85,6 +88,8 @@ _MODEL = {"name": "model", "in": "path", "required": True,
 _VERSION = {"name": "version", "in": "path", "required": True,
             "description": "A version number (1, 2, ...), as the repository numbers them.",
             "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}}
+_ASSET = {"name": "asset", "in": "path", "required": True,
+          "description": "The file name of a console asset.", "schema": {"type": "string"}}
 _REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": False,
                "schema": {"type": "string"},
                "description": "Echoed in the response when it is 1-128 printable ASCII "
@@ -279,7 +284,35 @@ def _operations() -> dict[str, dict[str, Any]]:
         "ops.docs": _op("API docs page (HTML)", {"200": {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
             tag="Operations", engine=False),
+        # The web console (ferry.console): its pages hold no data (engine=False); its JSON
+        # endpoints call the engine (the repository index's check).
+        "console.models": _console_page("Console: models"),
+        "console.try": _console_page("Console: try a model"),
+        "console.live": _console_page("Console: live figures"),
+        "console.admin": _console_page("Console: load and unload"),
+        "console.api_models": _op(
+            "Console data: models, versions, manifests' figures, request counts",
+            {"200": _answer("Models", {"type": "object"}), **_CONSOLE_ERRORS},
+            tag="Console"),
+        "console.api_live": _op(
+            "Console data: throughput, latency percentiles, queue depth of the last second",
+            {"200": _answer("Figures", {"type": "object"}), **_CONSOLE_ERRORS},
+            tag="Console"),
+        "console.static": _op("Console asset (JavaScript, CSS) shipped in the package", {
+            "200": {"description": "The file", "content": {
+                "text/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}}}},
+            "304": _answer("Not modified (If-None-Match)"),
+            "404": _answer("No such asset, or the console is off", _ref("Error"))},
+            tag="Console", engine=False),
     }
+
+
+def _console_page(summary: str) -> dict[str, Any]:
+    return _op(summary, {
+        "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+        "404": _answer("The console is off (console = false)", _ref("Error"))},
+        tag="Console", engine=False)
 
 
 class Documented(Protocol):
@@ -307,8 +340,8 @@ def openapi_document(version: str, routes: Iterable[Documented]) -> dict[str, An
         op = dict(operations[route.handler])
         if route.summary:
             op["summary"] = route.summary
-        params = [p for name, p in (("{model}", _MODEL), ("{version}", _VERSION))
-                  if name in route.path]
+        params = [p for name, p in (("{model}", _MODEL), ("{version}", _VERSION),
+                                    ("{asset}", _ASSET)) if name in route.path]
         if route.handler == "v2.infer":
             params.append(_HEADER_LENGTH)
         op["parameters"] = [*params, _REQUEST_ID]
@@ -322,21 +355,3 @@ def openapi_document(version: str, routes: Iterable[Documented]) -> dict[str, An
         "paths": paths,
         "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": _BEARER}},
     }
-
-
-#: The docs page: Redoc from its CDN renders /openapi.json (only the browser fetches it).
-DOCS_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>ferry REST API</title>
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-</head>
-<body>
-  <noscript>The API reference needs JavaScript; the raw document is at
-    <a href="openapi.json">openapi.json</a>.</noscript>
-  <redoc spec-url="openapi.json"></redoc>
-  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
-</body>
-</html>
-"""

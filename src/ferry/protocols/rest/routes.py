@@ -40,6 +40,7 @@ REPOSITORY = "Triton's model repository extension"
 SIMPLE = "The seed's route"
 TF_SERVING = "TensorFlow Serving"
 OPERATIONS = "Operations"
+CONSOLE = "The web console"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,13 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/metrics", "ops.metrics", OPERATIONS),
     RouteSpec("GET", "/openapi.json", "ops.openapi", OPERATIONS),
     RouteSpec("GET", "/docs", "ops.docs", OPERATIONS),
+    RouteSpec("GET", "/console", "console.models", CONSOLE),
+    RouteSpec("GET", "/console/try", "console.try", CONSOLE),
+    RouteSpec("GET", "/console/live", "console.live", CONSOLE),
+    RouteSpec("GET", "/console/admin", "console.admin", CONSOLE),
+    RouteSpec("GET", "/console/api/models", "console.api_models", CONSOLE),
+    RouteSpec("GET", "/console/api/live", "console.api_live", CONSOLE),
+    RouteSpec("GET", "/console/static/{asset}", "console.static", CONSOLE),
 )
 
 

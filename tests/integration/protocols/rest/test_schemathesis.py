@@ -89,7 +89,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 """
 
 #: Operations that do not call the engine: open whatever the security settings.
-OPEN_PATHS = ("/metrics", "/openapi.json", "/docs", "/v2/health/live", "/v2/health/ready")
+OPEN_PATHS = ("/metrics", "/openapi.json", "/docs", "/v2/health/live", "/v2/health/ready",
+              # The web console's pages and files hold no data (its JSON endpoints do).
+              "/console", "/console/try", "/console/live", "/console/admin",
+              "/console/static/{asset}")
 
 
 @dataclass

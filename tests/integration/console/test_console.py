@@ -1,0 +1,240 @@
+"""The web console in a real headless Chromium against a real server serving the seed network.
+
+The seed network (Keras Dense 64-64-10, trained here on scikit-learn's bundled digits and
+imported with labels and a parity check) is served by uvicorn with ferry's HTTP/1.1
+protocol on a free 127.0.0.1 port. Every page is driven as a person would: click, draw,
+confirm. Pages run offline (conftest.py aborts any other host) and must raise no script
+error.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from ferry.demo import DEMO_LABELS
+from ferry.formats import ImportOptions, import_model
+from ferry.repository import Repository
+from rest_server import make_engine, serve
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory, seed_h5, seed_data):
+    repo = Repository(tmp_path_factory.mktemp("console") / "repo")
+    import_model(repo, seed_h5, "digits",
+                 options=ImportOptions(samples=seed_data.x_test[:32], labels=DEMO_LABELS))
+    with serve(make_engine(repo), repo) as served:
+        yield served
+
+
+def _until(page, expression: str, timeout: float = 30.0) -> None:
+    """Wait until ``expression`` is true in the page (polled with evaluate(), which the
+    pages' Content-Security-Policy allows, unlike wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true after {timeout} s: {expression}"
+        page.wait_for_timeout(100)
+
+
+def _clean(tab):
+    assert tab.errors == [], tab.errors
+    assert tab.blocked == [], f"the page reached outside the server: {tab.blocked}"
+
+
+def test_models_page_lists_the_demo_model_with_parity_figures(digits, open_tab):
+    manifest = digits.repo.manifest("digits")
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto("/console")
+    section = page.locator('section[data-model="digits"]')
+    section.wait_for()
+    row = section.locator('tr[data-version="1"]')
+    assert row.locator("[data-status]").inner_text() == "ready"
+    text = row.inner_text()
+    assert "keras" in text and "onnxruntime" in text
+    assert manifest.source.sha256[:16] in text
+    assert manifest.converter and manifest.converter in text
+    parity = row.locator(".parity").inner_text()
+    assert "passed" in parity and "max |Δ|" in parity
+    assert f"{manifest.parity.samples} samples" in parity
+    assert f"tolerance {manifest.parity.tolerance}" in parity
+    assert ", ".join(DEMO_LABELS) in text
+    tab.screenshot("console-models")
+    # Phone width: the page itself never scrolls sideways (wide tables scroll in place).
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    tab.screenshot("console-models-phone")
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    _clean(tab)
+
+
+def _quarters(row: np.ndarray) -> np.ndarray:
+    """The pad's levels (0, 0.25, ..., 1) nearest to a digits row scaled to [0, 1]."""
+    return np.round(row * 4) / 4
+
+
+def _a_digit_the_model_reads(digits, seed_data) -> tuple[np.ndarray, int]:
+    """A test image whose pad version (quarter levels) the served model reads correctly."""
+    rows = _quarters(seed_data.x_test).astype(np.float32)
+    with httpx.Client(base_url=digits.url, timeout=60) as http:
+        scores = np.asarray(http.post("/predict/digits", json={"data": rows.tolist()})
+                            .json()["predictions"])
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    for i in np.argsort(-(top2[:, 1] - top2[:, 0])):  # the most clear-cut first
+        if np.argmax(scores[i]) == seed_data.y_test[i] and seed_data.y_test[i] not in (0, 1):
+            return rows[i], int(seed_data.y_test[i])
+    raise AssertionError("the model reads none of the test digits")
+
+
+def _draw(page, levels: np.ndarray) -> None:
+    """Replay an 8x8 image as pointer strokes: one pass per quarter of ink, row by row."""
+    box = page.locator("#pad").bounding_box()
+    cell = box["width"] / 8
+
+    def centre(x: int, y: int) -> tuple[float, float]:
+        return box["x"] + (x + 0.5) * cell, box["y"] + (y + 0.5) * cell
+
+    passes = np.rint(levels.reshape(8, 8) * 4).astype(int)
+    for level in range(1, 5):
+        for y in range(8):
+            x = 0
+            while x < 8:
+                if passes[y, x] < level:
+                    x += 1
+                    continue
+                start = x
+                while x < 8 and passes[y, x] >= level:
+                    x += 1
+                page.mouse.move(*centre(start, y))
+                page.mouse.down()
+                for cx in range(start + 1, x):
+                    page.mouse.move(*centre(cx, y), steps=3)
+                page.mouse.up()
+
+
+def test_drawing_a_known_digit_on_the_pad_returns_it(digits, seed_data, open_tab):
+    image, digit = _a_digit_the_model_reads(digits, seed_data)
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto("/console/try?model=digits")
+    page.locator("#pad-section").wait_for(state="visible")
+    _draw(page, image)
+    sent = page.evaluate("JSON.parse(document.getElementById('try-input').value)")
+    assert np.allclose(sent["inputs"][0]["data"], image)  # the pad holds exactly the image
+    page.get_by_role("button", name="Predict the drawing").click()
+    verdict = page.locator("#try-verdict")
+    verdict.wait_for()
+    assert verdict.get_attribute("data-label") == str(digit)
+    bars = page.locator(".bars li")
+    assert bars.count() == 10
+    assert "Softmax of the logits" in page.locator("#try-result").inner_text()
+    assert page.locator(".bars li.top").get_attribute("data-label") == str(digit)
+    tab.screenshot("console-try")
+    name = sent["inputs"][0]["name"]
+    # The labelled editor holds a valid V2 request too: sent as typed, answered 200.
+    page.get_by_label("Request body (V2 JSON), pre-filled with a valid example").fill(
+        json.dumps({"inputs": [{"name": name, "shape": [1, 64], "datatype": "FP32",
+                                "data": image.tolist()}]}))
+    page.get_by_role("button", name="Send the request").click()
+    _until(page, "document.getElementById('status').textContent === 'Answered.'")
+    assert page.locator("#try-verdict").get_attribute("data-label") == str(digit)
+    # A request the model cannot take: the server's 400 is shown, named.
+    page.get_by_label("Request body (V2 JSON), pre-filled with a valid example").fill(
+        json.dumps({"inputs": [{"name": name, "shape": [1, 3], "datatype": "FP32",
+                                "data": [1, 2, 3]}]}))
+    page.get_by_role("button", name="Send the request").click()
+    _until(page, "document.getElementById('status').textContent.startsWith('400')")
+    _clean(tab)
+
+
+def _load(url: str, rows: list[list[float]], seconds: float, stop: threading.Event) -> None:
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while time.monotonic() < deadline and not stop.is_set():
+            assert http.post("/predict/digits", json={"data": rows}).status_code == 200
+
+
+def test_the_live_view_moves_while_a_bounded_load_runs(digits, seed_data, open_tab):
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto("/console/live")
+    _until(page, "window.ferryLive && window.ferryLive.readings() >= 2")
+    before = int(page.locator("#live-total").inner_text().replace(",", ""))
+    chart_before = page.locator("#chart-lat").screenshot()
+    rows = seed_data.x_test[:4].tolist()
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=(digits.url, rows, 6.0, stop))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        # Within the load: the counter has grown and the latency chart has drawn points.
+        _until(page, "window.ferryLive.latency.data[1].some(v => v !== null && v > 0)", timeout=15)
+        _until(page, f"Number(document.getElementById('live-total').textContent.replace(/,/g, '')) > {before + 20}",
+            timeout=15_000)
+        assert page.evaluate("Math.max(...window.ferryLive.rps.data[1])") > 0
+        assert float(page.locator("#live-rps").inner_text().replace(",", "")) >= 0
+        _until(page, "window.ferryLive.latency.data[1].filter(v => v > 0).length >= 4", timeout=15)
+        row = page.locator('#live-models tr[data-model="digits"]')
+        assert row.count() == 1
+        tab.screenshot("console-live")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert page.locator("#chart-lat").screenshot() != chart_before
+    # No layout jump: the charts keep their size while they update.
+    heights = page.evaluate("[...document.querySelectorAll('.chart')].map(c => c.offsetHeight)")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("[...document.querySelectorAll('.chart')].map(c => c.offsetHeight)") == heights
+    _clean(tab)
+
+
+def _confirm(page, action: str, accept: bool) -> None:
+    page.locator(f'tr[data-model="digits"] button[data-action="{action}"]').click()
+    dialog = page.locator("dialog#confirm")
+    dialog.wait_for(state="visible")
+    page.get_by_role("button", name="Confirm" if accept else "Cancel").click()
+    dialog.wait_for(state="hidden")
+
+
+def test_load_and_unload_from_the_admin_page_change_the_status(digits, open_tab):
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto("/console/admin")
+    state = page.locator('tr[data-model="digits"] [data-state]')
+    state.wait_for()
+    assert state.get_attribute("data-state") == "READY"
+    _confirm(page, "unload", accept=False)  # cancelled: nothing changes
+    assert page.locator("#status").inner_text() == "Nothing changed."
+    assert "digits" in digits.engine.served_models()
+    _confirm(page, "unload", accept=True)
+    _until(page, "document.getElementById('status').textContent === 'digits unloaded.'")
+    assert page.locator('tr[data-model="digits"] [data-state]').get_attribute("data-state") != "READY"
+    assert "digits" not in digits.engine.served_models()
+    tab.screenshot("console-admin-unloaded")
+    _confirm(page, "load", accept=True)
+    _until(page, "document.getElementById('status').textContent === 'digits loaded.'")
+    assert page.locator('tr[data-model="digits"] [data-state]').get_attribute("data-state") == "READY"
+    assert "digits" in digits.engine.served_models()
+    tab.screenshot("console-admin")
+    _clean(tab)
+
+
+def test_the_api_docs_page_renders_offline(digits, open_tab):
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto("/docs")
+    page.locator("h1").first.wait_for()
+    assert page.locator("h1").first.inner_text().startswith("ferry")  # the API's title
+    page.get_by_text("Run inference (JSON tensors, or JSON + binary tensor data)").first.wait_for(
+        state="attached")  # an operation of /openapi.json, rendered
+    tab.screenshot("docs")
+    _clean(tab)
