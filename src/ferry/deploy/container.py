@@ -70,7 +70,7 @@ _SOURCE_DIR = "ferry-src"
 
 @dataclass(frozen=True)
 class BuildContext:
-    """A written build context: where it is, what it serves, and how to build and run it."""
+    """A written build context: where it is (as given), what it serves, how to build and run it."""
 
     path: Path
     tag: str
@@ -126,7 +126,7 @@ def build_context(selection: Selection, out: Path, *, tag: str | None = None,
     extras = extras_for(selection.manifests)
     first = selection.manifests[0]
     tag = tag or f"ferry-{first.name.lower()}:{first.version}"
-    context = BuildContext(out.resolve(), tag, tuple(selection.refs), extras, mount,
+    context = BuildContext(out, tag, tuple(selection.refs), extras, mount,
                            selection.repository.root)
     out.mkdir(parents=True, exist_ok=True)
     _copy_source(source, out / _SOURCE_DIR)

@@ -22,7 +22,7 @@ __all__ = ["KSERVE_FORMATS", "MODELS_DIR", "cluster_serving_runtime", "inference
 KSERVE_FORMATS: dict[str, str] = {
     "onnx": "onnx",
     "keras": "keras",
-    "tensorflow": "tensorflow",
+    "savedmodel": "tensorflow",
     "torch": "pytorch",
     "sklearn": "sklearn",
     "xgboost": "xgboost",
@@ -99,6 +99,7 @@ def inference_service(selection: Selection, options: ClusterOptions,
             "maxReplicas": options.hpa_max,
             "securityContext": pod_security(),
             "model": {
+                "name": "kserve-container",  # the name KServe gives it anyway
                 "modelFormat": {"name": model_format},
                 "runtime": options.name,
                 "protocolVersion": "v2",

@@ -64,10 +64,17 @@ def extras_for(manifests: Iterable[Manifest]) -> tuple[str, ...]:
     """The extras an image needs to serve ``manifests``: ``serve`` and one per native runtime.
 
     Raises:
-        ArtifactError: a manifest names a runtime this ferry does not know.
+        ArtifactError: a manifest names a runtime this ferry does not know, or is a
+            pipeline.
     """
     extras = {BASE_EXTRA}
     for manifest in manifests:
+        if manifest.runtime == "pipeline":
+            # TODO(issue 20): carry a pipeline with the versions its steps name.
+            raise ArtifactError(
+                f"model {manifest.name}:{manifest.version} is a pipeline; ferry build and "
+                "ferry deploy carry models only for now",
+                hint="name the models its steps run instead")
         try:
             extra = RUNTIME_EXTRAS[manifest.runtime]
         except KeyError:

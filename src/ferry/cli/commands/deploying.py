@@ -90,6 +90,9 @@ def k8s(
     cpu: Annotated[str, typer.Option("--cpu", help="CPU per pod (request = limit).")] = "1",
     memory: Annotated[str, typer.Option(
         "--memory", help="Memory per pod (request = limit).")] = "1Gi",
+    cpu_target: Annotated[int, typer.Option(
+        "--cpu-target", help="CPU use (% of the request) the autoscaler keeps pods at.")
+                          ] = 70,
     name: Annotated[str, typer.Option(
         "--name", help="Name of the Deployment, Service, ... and the KServe runtime.")
                     ] = "ferry",
@@ -99,7 +102,7 @@ def k8s(
     )] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Server settings (ferry.toml) to carry into the ConfigMap; "
-        "[security] files become Secret references.", show_default=False,
+        "\\[security] files become Secret references.", show_default=False,
     )] = None,
     models_pvc: Annotated[str | None, typer.Option(
         "--models-pvc", help="Mount this PersistentVolumeClaim at /models (for an image "
@@ -110,12 +113,12 @@ def k8s(
         "gs://; default: pvc://NAME-models/).", show_default=False,
     )] = None,
 ) -> None:
-    """Write Kubernetes manifests (and KServe resources) that run a `ferry build` image.
+    r"""Write Kubernetes manifests (and KServe resources) that run a `ferry build` image.
 
     DIR gets configmap.yaml, deployment.yaml, service.yaml, horizontalpodautoscaler.yaml
     and poddisruptionbudget.yaml (kubectl apply -f DIR), and DIR/kserve/ a
     ClusterServingRuntime and an InferenceService using it (kubectl apply -f DIR/kserve).
-    Keys and TLS material from --config's [security] are Secret references: the
+    Keys and TLS material from --config's \[security] are Secret references: the
     `kubectl create secret` commands that make them are printed.
 
     Examples:
@@ -136,7 +139,7 @@ def k8s(
     options = ClusterOptions(
         image=image or f"ferry-{first.name.lower()}:{first.version}", name=name,
         namespace=namespace, replicas=replicas, hpa_min=hpa_min, hpa_max=hpa_max, cpu=cpu,
-        memory=memory, models_pvc=models_pvc)
+        memory=memory, cpu_target=cpu_target, models_pvc=models_pvc)
     objects = kubernetes_objects(selection, settings, options)
     kserve = [cluster_serving_runtime(options),
               inference_service(selection, options, storage_uri or f"pvc://{name}-models/")]
