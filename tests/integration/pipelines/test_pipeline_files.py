@@ -382,3 +382,19 @@ y = "inner.y"
     assert f"pipelines nest {MAX_DEPTH + 1} deep (step 'inner' is pipeline p{MAX_DEPTH}:1, " \
            f"itself {MAX_DEPTH} deep); the limit is {MAX_DEPTH}" in err
     assert members.versions("too-deep") == []
+
+
+def test_ferry_predict_runs_a_pipeline_locally(capsys, tmp_path, members):
+    from ferry.pipelines import create_pipeline
+
+    create_pipeline(members, _write(tmp_path, GOOD), "avg2")
+    x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    (tmp_path / "x.json").write_text(json.dumps({"inputs": {"x": x.tolist()}}))
+    code, out, err = _run(capsys, "--repo", str(members.root), "predict", "avg2", "--input",
+                          str(tmp_path / "x.json"))
+    assert code == 0, err
+    answer = {o["name"]: o for o in json.loads(out)["outputs"]}
+    want = _by_hand(members, x)
+    assert answer["scores"]["shape"] == [2, 3] and answer["top"]["shape"] == [2, 2]
+    np.testing.assert_allclose(answer["scores"]["data"], want["scores"].ravel(), rtol=1e-5)
+    assert answer["top"]["data"] == want["top"].ravel().tolist()

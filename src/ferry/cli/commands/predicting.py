@@ -55,7 +55,13 @@ def predict(
     manifest.signature.check_inputs(arrays)
     if output:
         manifest.signature.check_output_names(output)
-    with load_runtime(manifest.runtime, stored.artifact_path, manifest.signature) as runtime:
+    if manifest.kind == "pipeline":  # its steps are other versions of the repository
+        from ferry.pipelines.local import load_pipeline
+
+        runtime = load_pipeline(repo, stored)
+    else:
+        runtime = load_runtime(manifest.runtime, stored.artifact_path, manifest.signature)
+    with runtime:
         results = runtime.predict(arrays, output)
     response: dict[str, Any] = {
         "model_name": manifest.name,
