@@ -68,12 +68,12 @@ class Tab:
     blocked: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def screenshot(self, name: str) -> Path:
-        """Save a screenshot of the whole page as a test artifact (and for the docs)."""
+    def screenshot(self, name: str, *, full_page: bool = True, docs: bool = False) -> Path:
+        """Save a screenshot of the page as a test artifact (``docs``: one the README shows)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
-        if os.environ.get("FERRY_CONSOLE_SCREENSHOTS") == "docs":
+        self.page.screenshot(path=str(path), full_page=full_page)
+        if docs and os.environ.get("FERRY_CONSOLE_SCREENSHOTS") == "docs":
             DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOCS_IMAGES / path.name)
         return path

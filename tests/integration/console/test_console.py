@@ -64,7 +64,7 @@ def test_models_page_lists_the_demo_model_with_parity_figures(digits, open_tab):
     assert f"{manifest.parity.samples} samples" in parity
     assert f"tolerance {manifest.parity.tolerance}" in parity
     assert ", ".join(DEMO_LABELS) in text
-    tab.screenshot("console-models")
+    tab.screenshot("console-models", docs=True)
     # Phone width: the page itself never scrolls sideways (wide tables scroll in place).
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -136,7 +136,7 @@ def test_drawing_a_known_digit_on_the_pad_returns_it(digits, seed_data, open_tab
     assert bars.count() == 10
     assert "Softmax of the logits" in page.locator("#try-result").inner_text()
     assert page.locator(".bars li.top").get_attribute("data-label") == str(digit)
-    tab.screenshot("console-try")
+    tab.screenshot("console-try", docs=True)
     name = sent["inputs"][0]["name"]
     # The labelled editor holds a valid V2 request too: sent as typed, answered 200.
     page.get_by_label("Request body (V2 JSON), pre-filled with a valid example").fill(
@@ -151,6 +151,16 @@ def test_drawing_a_known_digit_on_the_pad_returns_it(digits, seed_data, open_tab
                                 "data": [1, 2, 3]}]}))
     page.get_by_role("button", name="Send the request").click()
     _until(page, "document.getElementById('status').textContent.startsWith('400')")
+    # The pad by keyboard: clear it, move the frame right and down, darken twice.
+    page.get_by_role("button", name="Clear the pad").click()
+    page.locator("#pad").focus()
+    for key in ("ArrowRight", "ArrowDown", "Space", "Space"):
+        page.keyboard.press(key)
+    data = page.evaluate("JSON.parse(document.getElementById('try-input').value)")
+    assert data["inputs"][0]["data"][9] == 0.5 and sum(data["inputs"][0]["data"]) == 0.5
+    # Phone width: the page never scrolls sideways.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     _clean(tab)
 
 
@@ -184,12 +194,15 @@ def test_the_live_view_moves_while_a_bounded_load_runs(digits, seed_data, open_t
         _until(page, "window.ferryLive.latency.data[1].filter(v => v > 0).length >= 4", timeout=15)
         row = page.locator('#live-models tr[data-model="digits"]')
         assert row.count() == 1
-        tab.screenshot("console-live")
+        tab.screenshot("console-live", docs=True)
     finally:
         stop.set()
         for worker in workers:
             worker.join()
     assert page.locator("#chart-lat").screenshot() != chart_before
+    page.set_viewport_size({"width": 390, "height": 844})  # phone width: no sideways scroll
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     # No layout jump: the charts keep their size while they update.
     heights = page.evaluate("[...document.querySelectorAll('.chart')].map(c => c.offsetHeight)")
     page.wait_for_timeout(1500)
@@ -224,7 +237,7 @@ def test_load_and_unload_from_the_admin_page_change_the_status(digits, open_tab)
     _until(page, "document.getElementById('status').textContent === 'digits loaded.'")
     assert page.locator('tr[data-model="digits"] [data-state]').get_attribute("data-state") == "READY"
     assert "digits" in digits.engine.served_models()
-    tab.screenshot("console-admin")
+    tab.screenshot("console-admin", docs=True)
     _clean(tab)
 
 
@@ -236,5 +249,5 @@ def test_the_api_docs_page_renders_offline(digits, open_tab):
     assert page.locator("h1").first.inner_text().startswith("ferry")  # the API's title
     page.get_by_text("Run inference (JSON tensors, or JSON + binary tensor data)").first.wait_for(
         state="attached")  # an operation of /openapi.json, rendered
-    tab.screenshot("docs")
+    tab.screenshot("api-docs", full_page=False, docs=True)
     _clean(tab)
