@@ -398,3 +398,36 @@ def test_ferry_predict_runs_a_pipeline_locally(capsys, tmp_path, members):
     assert answer["scores"]["shape"] == [2, 3] and answer["top"]["shape"] == [2, 2]
     np.testing.assert_allclose(answer["scores"]["data"], want["scores"].ravel(), rtol=1e-5)
     assert answer["top"]["data"] == want["top"].ravel().tolist()
+
+
+def test_a_loop_of_pipelines_through_their_latest_versions_is_refused_when_served(tmp_path,
+                                                                                   members):
+    """q:1 runs m0; p runs q (latest); q:2 runs p (latest): p -> q:2 -> p -> ... never ends."""
+    from ferry.errors import ArtifactError
+    from ferry.pipelines import create_pipeline
+
+    def over(member: str, output: str, name: str) -> None:
+        create_pipeline(members, _write(tmp_path, f"""
+[steps.inner]
+model = "{member}"
+inputs = "inputs.x"
+[outputs]
+y = "inner.{output}"
+""", f"{name}.toml"), name)
+
+    over("m0", "scores", "q")
+    over("q", "y", "p")
+    over("p", "y", "q")  # allowed when made: p then ran q:1
+    assert members.versions("q") == [1, 2]
+
+    async def start():
+        engine = Engine(members, models=["p"])
+        try:
+            await asyncio.wait_for(engine.start(), 60)
+        finally:
+            await engine.stop()
+
+    with pytest.raises(ArtifactError, match="pipelines nest [0-9]+ deep .* the limit is 3"):
+        asyncio.run(start())
+    with pytest.raises(ArtifactError, match="the limit is 3"):
+        load_pipeline(members, members.open("p"))
