@@ -975,7 +975,9 @@ class Engine:
             label = name if version is None else f"{name}:{version}"
             raise UnavailableError(f"its model {label} is not served now", retry_after=1.0)
         call = CallContext("ferry-pipeline", "internal", "pipeline", deadline=deadline)
-        inputs = [Tensor(key, "", array.shape, array) for key, array in arrays.items()]
+        types = {spec.name: spec.datatype for spec in served.signature.inputs}
+        inputs = [Tensor(key, types.get(key, ""), array.shape, array)
+                  for key, array in arrays.items()]
         request = InferRequest(model_name=name, inputs=inputs, model_version=served.label)
         if snap is not None and snap.guards:
             response = await self._guarded(call, request, snap.guards[served.version])

@@ -431,3 +431,14 @@ y = "inner.{output}"
         asyncio.run(start())
     with pytest.raises(ArtifactError, match="the limit is 3"):
         load_pipeline(members, members.open("p"))
+
+
+def test_pipeline_commands_are_listed(capsys):
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and "pipeline" in out
+    code, out, err = _run(capsys, "pipeline", "transforms")
+    assert code == 0
+    assert out.split() == sorted(["softmax", "argmax", "top_k", "scale", "normalize", "cast",
+                                  "select", "concatenate", "average", "weighted_average",
+                                  "vote"])
+    assert "Pipelines and ensembles" in err
