@@ -3,7 +3,10 @@
 ``ferry export digits:1 -o DIR`` writes ``DIR/digits/1/`` (the artifact, the manifest with
 every file's sha256, and ``manifest.sig`` when the version is signed): a model repository
 that holds one version, so ``ferry.load(DIR)`` on the device checks it exactly as the server
-checks a repository. Nothing outside the version directory is needed.
+checks a repository. Nothing outside the version directory is needed, except for a
+pipeline: its members' versions (those it runs now, resolved as the server resolves them)
+are copied beside it, so that it runs the same steps on the device. ``DIR/bundle.json``
+names the exported version, so ``ferry.load(DIR)`` needs no name.
 
 With ``ort=True`` the ONNX artifact is converted to ONNX Runtime's ``.ort`` format (for its
 minimal builds, which load nothing else) by ONNX Runtime's own tool,
@@ -16,22 +19,35 @@ signature, which covered the old manifest, is not copied.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry.errors import ArtifactError, InputError, MissingDependencyError
-from ferry.repository import MANIFEST_NAME, SIGNATURE_NAME, Manifest, ModelRef, Repository
+from ferry.repository import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Manifest,
+    ModelRef,
+    Repository,
+    StoredModel,
+)
 from ferry.repository.atomic import fsync_dir
 from ferry.repository.hashing import hash_tree
 from ferry.repository.manifest import FileEntry
 
-__all__ = ["ORT_CONFIG_SUFFIX", "Bundle", "export_bundle"]
+__all__ = ["BUNDLE_FILE", "ORT_CONFIG_SUFFIX", "Bundle", "bundle_model", "export_bundle"]
+
+#: At a bundle's root: ``{"model": "NAME:VERSION", "members": [...]}``.
+BUNDLE_FILE = "bundle.json"
+#: Nesting of member pipelines followed when copying them (the pipelines' own limit is lower).
+_MAX_NESTING = 16
 
 #: What ONNX Runtime's converter names the reduced-operator config beside ``<stem>.ort``.
 ORT_CONFIG_SUFFIX = ".required_operators.config"
@@ -45,6 +61,8 @@ class Bundle:
     manifest: Manifest
     files: list[str]
     signed: bool
+    #: ``NAME:VERSION`` of the versions a pipeline runs, copied beside it.
+    members: list[str] = field(default_factory=list)
 
     @property
     def version_dir(self) -> Path:
@@ -76,29 +94,80 @@ def export_bundle(repository: Repository, ref: ModelRef | str, out: Path, *,
             f"{manifest.runtime!r} ({manifest.artifact})",
             hint="export it without --ort",
         )
+    members = _members(repository, stored) if manifest.kind == "pipeline" else []
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = parent / f".{out.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     version_dir = staging / manifest.name / str(manifest.version)
     try:
-        shutil.copytree(stored.path, version_dir, copy_function=shutil.copyfile)
-        for file in version_dir.rglob("*"):  # copies of read-only files: writable until sealed
-            file.chmod(0o755 if file.is_dir() else 0o644)
+        for version in (stored, *members):
+            _copy(version, staging / version.manifest.name / str(version.manifest.version))
         if ort:
             manifest = _to_ort(version_dir, manifest)
         signed = (version_dir / SIGNATURE_NAME).is_file()
         files = sorted(p.relative_to(version_dir).as_posix()
                        for p in version_dir.rglob("*") if p.is_file())
-        _seal(version_dir)
+        refs = [f"{m.manifest.name}:{m.manifest.version}" for m in members]
+        (staging / BUNDLE_FILE).write_text(json.dumps(
+            {"model": f"{manifest.name}:{manifest.version}", "members": refs}, indent=2) + "\n")
+        _seal(staging)
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
         fsync_dir(out.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    bundle = Bundle(out, manifest, files, signed)
-    Repository(out).open(f"{manifest.name}:{manifest.version}")  # checks what was written
-    return bundle
+    written = Repository(out)
+    for ref_text in (f"{manifest.name}:{manifest.version}", *refs):
+        written.open(ref_text)  # checks what was written
+    return Bundle(out, manifest, files, signed, refs)
+
+
+def bundle_model(root: Path) -> str | None:
+    """The ``NAME:VERSION`` a bundle's ``bundle.json`` names; None without one.
+
+    Raises:
+        InputError: the file is there but does not name a model.
+    """
+    try:
+        data = json.loads((root / BUNDLE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{str(root / BUNDLE_FILE)!r} is not readable JSON ({exc})") from None
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, str):
+        raise InputError(f"{str(root / BUNDLE_FILE)!r} does not name a model "
+                         '({"model": "NAME:VERSION"})')
+    return model
+
+
+def _copy(stored: StoredModel, target: Path) -> None:
+    shutil.copytree(stored.path, target, copy_function=shutil.copyfile)
+    for file in target.rglob("*"):  # copies of read-only files: writable until sealed
+        file.chmod(0o755 if file.is_dir() else 0o644)
+
+
+def _members(repository: Repository, stored: StoredModel) -> list[StoredModel]:
+    """The verified member versions a pipeline runs now, member pipelines' members too."""
+    from ferry.pipelines.spec import read_pipeline
+
+    found: dict[tuple[str, int], StoredModel] = {}
+    todo = [(stored, 0)]
+    while todo:
+        pipeline, depth = todo.pop()
+        if depth > _MAX_NESTING:
+            raise InputError(f"pipeline {pipeline.manifest.name}:{pipeline.manifest.version} "
+                             f"nests pipelines deeper than {_MAX_NESTING}")
+        for target in read_pipeline(pipeline.artifact_path).members():
+            member = repository.open(target)
+            key = (member.manifest.name, member.manifest.version)
+            if key in found or key == (stored.manifest.name, stored.manifest.version):
+                continue
+            found[key] = member
+            if member.manifest.kind == "pipeline":
+                todo.append((member, depth + 1))
+    return list(found.values())
 
 
 def _to_ort(version_dir: Path, manifest: Manifest) -> Manifest:
@@ -147,7 +216,7 @@ def _to_ort(version_dir: Path, manifest: Manifest) -> Manifest:
 
 
 def _seal(path: Path) -> None:
-    """Read-only files, flushed to disk, as the repository keeps its versions."""
+    """Read-only files (every file below ``path``), flushed to disk, as in the repository."""
     for file in path.rglob("*"):
         if file.is_file():
             with file.open("rb") as handle:

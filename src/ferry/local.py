@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ferry.bundle import bundle_model
 from ferry.errors import InputError, NotFoundError, UnavailableError
 from ferry.repository import ModelRef, Repository, StoredModel, TrustedKeys
 from ferry.runtimes import Arrays, Runtime, RuntimeOptions, load_runtime
@@ -240,8 +241,8 @@ def load(repository: Repository | Path | str, model: str | None = None, *,
     Args:
         repository: a model repository directory (or :class:`~ferry.repository.Repository`);
             a bundle written by ``ferry export`` is one.
-        model: ``"NAME"`` (its latest version) or ``"NAME:VERSION"``. May be left out when
-            the repository holds a single model (an exported bundle).
+        model: ``"NAME"`` (its latest version) or ``"NAME:VERSION"``. May be left out for
+            an exported bundle (it names its version) or a repository of one model.
         trusted_keys: when given, refuse a version not signed by one of these keys.
         options: ONNX Runtime threads and graph optimization (default: one intra-op
             thread per CPU this process may use).
@@ -259,7 +260,7 @@ def load(repository: Repository | Path | str, model: str | None = None, *,
         Path(repository), trusted_keys=trusted_keys)
     if trusted_keys is not None and repo.trusted_keys is None:
         repo = Repository(repo.root, trusted_keys=trusted_keys)
-    ref = ModelRef.parse(model) if model is not None else ModelRef(_only_model(repo))
+    ref = ModelRef.parse(model if model is not None else _only_model(repo))
     stored = repo.open(ref)
     runtime = _loader(stored.manifest.runtime)(repo, stored, options or RuntimeOptions())
     try:
@@ -272,6 +273,9 @@ def load(repository: Repository | Path | str, model: str | None = None, *,
 def _only_model(repo: Repository) -> str:
     if not repo.root.is_dir():
         raise NotFoundError(f"no model repository or bundle at {str(repo.root)!r}")
+    named = bundle_model(repo.root)  # a bundle says which version it was made for
+    if named is not None:
+        return named
     names = repo.models()
     if len(names) == 1:
         return names[0]

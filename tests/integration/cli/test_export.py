@@ -57,6 +57,8 @@ def test_a_bundle_loads_and_answers_like_the_repository(repo, tmp_path, digits, 
     assert _export(repo, "digits:1", "-o", str(tmp_path / "plain"), "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["files"] == ["manifest.json", "model.onnx"] and report["signed"] is False
+    assert report["members"] == []
+    assert json.loads((tmp_path / "plain" / "bundle.json").read_text())["model"] == "digits:1"
     with ferry.load(repo.root, "digits:1") as stored, ferry.load(tmp_path / "plain") as bundled:
         assert (bundled.name, bundled.version) == ("digits", 1)
         assert bundled.signature == stored.signature
@@ -142,3 +144,45 @@ def test_a_command_whose_extra_is_missing_names_it(repo, tmp_path):
         "installed",
         "hint: install them with: pip install 'ferry[serve]'",
     ]
+
+
+TOP3 = """kind = "pipeline"
+description = "the three most likely digits"
+
+[steps.model]
+model = "digits"
+inputs = "inputs.pixels"
+
+[steps.top]
+transform = "top_k"
+k = 3
+inputs = "model.probabilities"
+
+[outputs]
+digits = "top.indices"
+scores = "top.scores"
+"""
+
+
+def test_a_pipeline_bundle_holds_the_versions_it_runs(repo, tmp_path, digits, capsys):
+    from ferry.pipelines import create_pipeline
+
+    x, _ = digits
+    pipelines = Repository(tmp_path / "with-pipeline")
+    shutil.copytree(repo.root / "digits", pipelines.root / "digits")
+    (tmp_path / "top3.toml").write_text(TOP3)
+    create_pipeline(pipelines, tmp_path / "top3.toml", "top3")
+    out = tmp_path / "bundle"
+    assert _export(pipelines, "top3", "-o", str(out), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["members"] == ["digits:1"] and report["files"] == ["manifest.json",
+                                                                   "pipeline.toml"]
+    assert json.loads((out / "bundle.json").read_text()) == {"model": "top3:1",
+                                                             "members": ["digits:1"]}
+    assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "digits", "top3"]
+    with ferry.load(pipelines.root, "top3") as stored, ferry.load(out) as bundled:
+        assert (bundled.name, bundled.version) == ("top3", 1)  # named by bundle.json
+        expected, got = stored.predict({"pixels": x[:20]}), bundled.predict({"pixels": x[:20]})
+    assert set(got) == {"digits", "scores"}
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])

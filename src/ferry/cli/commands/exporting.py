@@ -32,9 +32,9 @@ def export(
 ) -> None:
     """Write a verified version, its manifest and hashes to a directory for a device.
 
-    The bundle is a model repository holding that one version: on the device, with only
-    the core install (pip install ferry), [bold]ferry.load(DIR)[/] checks every file's
-    sha256 and runs it.
+    The bundle is a model repository holding that version (and, for a pipeline, the
+    versions it runs): on the device, with only the core install (pip install ferry),
+    [bold]ferry.load(DIR)[/] checks every file's sha256 and runs it.
 
     Example: [bold]ferry export digits:1 -o digits-bundle --ort[/]
     """
@@ -47,10 +47,14 @@ def export(
     if as_json:
         print_json({"model": manifest.name, "version": manifest.version,
                     "path": str(bundle.root), "artifact": manifest.artifact,
-                    "files": bundle.files, "signed": bundle.signed})
+                    "files": bundle.files, "signed": bundle.signed,
+                    "members": bundle.members})
         return
     out_console.print(
         f"exported {manifest.name}:{manifest.version} to {escape(str(bundle.root))} "
         f"({', '.join(bundle.files)})", highlight=False)
+    if bundle.members:
+        out_console.print(f"with the versions it runs: {', '.join(bundle.members)}",
+                          highlight=False)
     out_console.print(
         f"load it with: ferry.load({str(bundle.root)!r})", markup=False, highlight=False)
