@@ -154,6 +154,23 @@ def test_average_and_weighted_average(capsys, ensemble, seed_data, transform, ex
     assert manifest.labels == [str(d) for d in range(10)]  # the members' shared labels
 
 
+def test_import_with_eval(capsys, ensemble, tmp_path):
+    repo, root, _ = ensemble
+    code = main(["--repo", str(repo.root), "import", str(root / "vote.toml"), "--name",
+                 "vote-again", "--eval", str(root / "eval.npz")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "stored pipeline vote-again:1 (4 steps)" in out
+    assert "on 360 rows (the pipeline)" in out and "(step tree: tree:1)" in out
+    code = main(["--repo", str(repo.root), "import", str(root / "tree.skops"), "--name",
+                 "tree", "--eval", str(root / "eval.npz")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.splitlines()[0] == ("error: --eval applies to pipelines (a TOML file with kind "
+                                   "= \"pipeline\"); tree.skops is not one")
+    assert repo.versions("tree") == [1]
+
+
 def test_eval_set_without_labels_is_one_line(capsys, ensemble, seed_data, tmp_path):
     repo, root, _ = ensemble
     np.savez(tmp_path / "nolabels.npz", input=seed_data.x_test)

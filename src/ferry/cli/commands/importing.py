@@ -50,6 +50,10 @@ def import_(
         "--trust-sha256", metavar="HEX", help="Load a pickle/joblib file (which runs code "
         "from it) only if its sha256 is HEX. Prefer skops files, which need no trust.",
     )] = None,
+    eval_set: Annotated[Path | None, typer.Option(
+        "--eval", metavar="FILE.npz", help="Pipelines: report the pipeline's accuracy on "
+        "this eval set (one array per input, and 'y') beside each member's.",
+    )] = None,
 ) -> None:
     """Import a model file as a new version: convert to ONNX, prove parity, store.
 
@@ -64,8 +68,11 @@ def import_(
     if format in (None, "pipeline") and is_pipeline_file(file):
         from ferry.cli.commands.pipelines import store_pipeline
 
-        store_pipeline(repo, file, name, None)
+        store_pipeline(repo, file, name, eval_set)
         return
+    if eval_set is not None:
+        raise InputError("--eval applies to pipelines (a TOML file with kind = \"pipeline\"); "
+                         f"{file.name} is not one")
     options = ImportOptions(samples=samples, tolerance=tolerance, labels=_labels(labels),
                             opset=opset, native=native, trust_sha256=trust_sha256)
     manifest = import_model(repo, file, name, format=format, options=options,
