@@ -899,7 +899,10 @@ class Engine:
             # before any member is loaded; then against the served members (_link).
             stored_graph(self.repository, manifest, stored.artifact_path)
             spec = parse_pipeline(stored.artifact_path.read_bytes(), f"{name}:{version}")
-            return PipelineVersion(manifest, spec, config, self.metrics)
+            pipeline = PipelineVersion(manifest, spec, config, self.metrics)
+            pipeline.load_seconds = time.perf_counter() - start
+            log.info("loaded pipeline %s:%s (%d steps)", name, version, len(spec.steps))
+            return pipeline
         runtimes = [load_runtime(manifest.runtime, stored.artifact_path, manifest.signature,
                                  config.runtime) for _ in range(config.instances)]
         served = ServedVersion(manifest, runtimes, config, self.metrics)

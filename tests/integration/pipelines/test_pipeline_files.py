@@ -172,6 +172,9 @@ def test_answers_like_the_steps_by_hand_in_process_and_served(tmp_path, members)
     answer, metrics = asyncio.run(served())
     np.testing.assert_allclose(answer["scores"], want["scores"], rtol=1e-6, atol=1e-7)
     assert [[v.decode() for v in row] for row in answer["top"]] == want["top"].tolist()
+    loaded = [line for line in metrics.splitlines()
+              if line.startswith('ferry_model_load_seconds{model="avg2",version="1"}')]
+    assert len(loaded) == 1 and float(loaded[0].split()[-1]) > 0
     for step in ("a", "b", "avg", "clip", "top"):
         assert f'ferry_stage_duration_seconds_count{{model="avg2",stage="step:{step}"}} 1.0' \
             in metrics
