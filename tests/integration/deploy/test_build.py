@@ -3,7 +3,9 @@
 No Docker engine runs here, so the Dockerfile is parsed with dockerfile-parse and its
 instructions checked; the install step is proven by running the Dockerfile's own install
 command into a fresh virtual environment (pip, from the context's requirements and
-constraints) and serving the baked models from that environment with ``ferry serve``.
+constraints) and serving the baked models from that environment with ``ferry serve``
+(two workers, watched by ``write_watch.py``: nothing is written outside the temporary
+directory, as the image's read-only root filesystem requires).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -147,13 +148,26 @@ def test_the_context_installs_into_a_fresh_venv_and_serves_its_baked_models(
         assert pins[normalize(name)][1] == version, f"{name}=={version} is not pinned"
     assert not {"xgboost-cpu", "lightgbm", "torch", "scikit-learn", "tensorflow-cpu"} & {
         normalize(n) for n in installed}
-    # Serve the context's models with the context's settings, from that environment only.
+    # The watcher sees a write outside the temporary directory (a control for the check
+    # below): ferry keys add writes its keys file where it is told.
+    watch, writes = Path(__file__).with_name("write_watch.py"), tmp_path / "writes.txt"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
+    subprocess.run([venv / "bin" / "python", watch, writes, "keys", "add", "ci", "--grant",
+                    "infer:*", "--keys-file", tmp_path / "keys.json"], env=env, check=True,
+                   capture_output=True)
+    assert f"open {tmp_path / 'keys.json'}" in writes.read_text()
+    writes.unlink()
+    # Serve the context's models with the context's settings, from that environment only,
+    # with two workers; as in the image (read-only root, a writable /tmp), nothing may be
+    # written outside the temporary directory.
     http, grpc = free_port(), free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [venv / "bin" / "ferry", "serve", out / "model-repository", "--config",
-         out / "ferry.toml", "--host", "127.0.0.1", "--http-port", str(http),
-         "--grpc-port", str(grpc)],
+        [venv / "bin" / "python", watch, writes, "serve", out / "model-repository",
+         "--config", out / "ferry.toml", "--host", "127.0.0.1", "--http-port", str(http),
+         "--grpc-port", str(grpc), "--workers", "2"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{http}"
@@ -178,8 +192,9 @@ def test_the_context_installs_into_a_fresh_venv_and_serves_its_baked_models(
         np.testing.assert_array_equal(np.asarray(label["data"]), deploy_repo.labels[:12])
         listed = httpx.get(f"{url}/v2/models/wine/ready", timeout=5)
         assert listed.status_code == 404  # only the chosen model is baked and served
-        assert "model-repository" in shlex.join([str(a) for a in server.args])
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
         log.close()
+    assert server.returncode == 0, (tmp_path / "serve.log").read_text()
+    assert not writes.exists() or writes.read_text() == ""
