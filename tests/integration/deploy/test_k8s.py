@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kserve.models
 import kubernetes.client
 import kubernetes_validate
@@ -27,6 +28,7 @@ import yaml
 from ferry.settings import load_settings
 from pki import issue
 from secrets_used import remember
+from serving import ferry_serve
 from tree_builders import cli
 
 KUBERNETES = "1.33"
@@ -309,3 +311,42 @@ def test_bad_flags_are_one_line_naming_the_flag(capsys, deploy_repo, tmp_path, a
     code, _, stderr = deploy(capsys, deploy_repo, tmp_path / "k8s", "iris", *args)
     assert code == 2 and phrase in stderr and "Traceback" not in stderr
     assert not (tmp_path / "k8s").exists()
+
+
+def _infer_iris(url: str, deploy_repo) -> None:
+    rows = deploy_repo.x[:5]
+    answer = httpx.post(f"{url}/v2/models/iris/infer", timeout=30, json={"inputs": [{
+        "name": "input", "datatype": "FP32", "shape": list(rows.shape),
+        "data": rows.ravel().tolist()}]})
+    assert answer.status_code == 200, answer.text
+    label = next(o for o in answer.json()["outputs"] if o["name"] == "label")
+    assert label["data"] == deploy_repo.labels[:5].tolist()
+
+
+def test_the_pods_settings_serve_the_models(written, deploy_repo, tmp_path):
+    """ferry serve with the ConfigMap's ferry.toml (the repository and ports given as flags,
+    as the image's /models and a free port stand in for the pod's)."""
+    config = tmp_path / "ferry.toml"
+    config.write_text(written["ConfigMap"]["data"]["ferry.toml"])
+    with ferry_serve(deploy_repo.repo.root, "--config", str(config), "--host", "127.0.0.1",
+                     cwd=tmp_path) as server:
+        _infer_iris(server.url, deploy_repo)
+        assert httpx.get(f"{server.url}/v2/models/wine/ready", timeout=5).status_code == 404
+
+
+def test_the_kserve_container_command_serves_the_service_models(written, deploy_repo):
+    """The runtime's args after the image's `ferry serve`, with the InferenceService's env:
+    /mnt/models is the repository, and the flags' ports stand in for 8080/8081."""
+    (container,) = written["ClusterServingRuntime"]["spec"]["containers"]
+    args = container["args"]
+    assert args[0] == "/mnt/models"
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags == {"--host": "0.0.0.0", "--http-port": "8080", "--grpc-port": "8081",
+                     "--log-format": "json"}
+    env = {e["name"]: e["value"]
+           for e in written["InferenceService"]["spec"]["predictor"]["model"]["env"]}
+    # ferry_serve adds its own free ports and host flags after these; the later flag wins.
+    with ferry_serve(deploy_repo.repo.root, "--host", "127.0.0.1", env=env,
+                     log_format="json") as server:
+        _infer_iris(server.url, deploy_repo)
+        assert httpx.get(f"{server.url}/v2/models/wine/ready", timeout=5).status_code == 404
