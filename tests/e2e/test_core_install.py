@@ -1,7 +1,8 @@
 """The core install on a device (issue 19 item 5): a fresh virtual environment holding only
 ``pip install ferry`` (this checkout, with its core dependencies and nothing else) loads an
 exported bundle with ``ferry.load`` and predicts, and importing ferry there pulls no web,
-gRPC, CLI or framework module. The ``ferry`` command there names the extra it needs.
+gRPC, CLI or framework module. The ``ferry`` command there names the extra it needs. And
+with ``ferry[serve]`` alone, the CLI imports an ONNX model and ``ferry serve`` answers.
 
 The environment is made with ``python -m venv`` (no system site-packages, which would hide a
 missing dependency) and pip, pinned by requirements/constraints.txt; pip's cache (or the
@@ -125,3 +126,76 @@ def test_core_install_loads_an_exported_bundle_and_imports_nothing_heavy(core_ve
                          text=True, timeout=120)
     assert cli.returncode == 2
     assert "pip install 'ferry[cli]'" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def _venv(path: Path, spec: str) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
+    install = subprocess.run(
+        [str(path / "bin" / "python"), "-m", "pip", "install", "-q",
+         "--disable-pip-version-check", "-c", str(ROOT / "requirements" / "constraints.txt"),
+         spec], capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    return path
+
+
+# Long by nature: a virtual environment with ferry[serve] (~25 s with a warm cache), then a
+# `ferry serve` started and stopped.
+@pytest.mark.timeout(1200)
+def test_the_serve_extra_alone_runs_the_cli_and_the_server(tmp_path):
+    """`pip install 'ferry[serve]'`: import, serve and predict work; the demo names its extra."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from builders import mlp_onnx
+    from serving import free_port
+
+    venv = _venv(tmp_path / "venv", f"{ROOT}[serve]")
+    ferry_bin = str(venv / "bin" / "ferry")
+    mlp_onnx(tmp_path / "mlp.onnx")
+    repo = tmp_path / "repo"
+    done = subprocess.run([ferry_bin, "--repo", str(repo), "import", str(tmp_path / "mlp.onnx"),
+                           "--name", "mlp"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    demo = subprocess.run([ferry_bin, "--repo", str(repo), "demo"], capture_output=True,
+                          text=True, timeout=300)
+    assert demo.returncode == 2 and "Traceback" not in demo.stderr, demo.stderr
+    assert "pip install 'ferry[demo]'" in demo.stderr
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([ferry_bin, "serve", str(repo), "--http-port", str(port),
+                               "--grpc-port", str(free_port()), "--log-format", "text"],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready",
+                                            timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        row = [[0.5, -1.0, 2.0, 0.25]]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/mlp/infer", method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                         "data": row}]}).encode())
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = json.loads(answer.read())
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        log.close()
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(str(tmp_path / "mlp.onnx")).run(
+        None, {"x": np.asarray(row, dtype=np.float32)})[0]
+    np.testing.assert_allclose(np.asarray(body["outputs"][0]["data"]).reshape(1, 3), expected,
+                               rtol=1e-5)
