@@ -88,7 +88,7 @@ def _a_digit_the_model_reads(digits, seed_data) -> tuple[np.ndarray, int]:
                             .json()["predictions"])
     top2 = np.sort(scores, axis=1)[:, -2:]
     for i in np.argsort(-(top2[:, 1] - top2[:, 0])):  # the most clear-cut first
-        if np.argmax(scores[i]) == seed_data.y_test[i] and seed_data.y_test[i] not in (0, 1):
+        if np.argmax(scores[i]) == seed_data.y_test[i]:
             return rows[i], int(seed_data.y_test[i])
     raise AssertionError("the model reads none of the test digits")
 
@@ -135,7 +135,7 @@ def test_drawing_a_known_digit_on_the_pad_returns_it(digits, seed_data, open_tab
     bars = page.locator(".bars li")
     assert bars.count() == 10
     assert "Softmax of the logits" in page.locator("#try-result").inner_text()
-    assert page.locator(".bars li.top").get_attribute("data-label") == str(digit)
+    assert page.locator(".bars li.best").get_attribute("data-label") == str(digit)
     tab.screenshot("console-try", docs=True)
     name = sent["inputs"][0]["name"]
     # The labelled editor holds a valid V2 request too: sent as typed, answered 200.
@@ -143,7 +143,8 @@ def test_drawing_a_known_digit_on_the_pad_returns_it(digits, seed_data, open_tab
         json.dumps({"inputs": [{"name": name, "shape": [1, 64], "datatype": "FP32",
                                 "data": image.tolist()}]}))
     page.get_by_role("button", name="Send the request").click()
-    _until(page, "document.getElementById('status').textContent === 'Answered.'")
+    # (sending clears the last answer at once, so the verdict below is the new request's)
+    _until(page, "document.getElementById('try-verdict') !== null")
     assert page.locator("#try-verdict").get_attribute("data-label") == str(digit)
     # A request the model cannot take: the server's 400 is shown, named.
     page.get_by_label("Request body (V2 JSON), pre-filled with a valid example").fill(
@@ -180,18 +181,20 @@ def test_the_live_view_moves_while_a_bounded_load_runs(digits, seed_data, open_t
     chart_before = page.locator("#chart-lat").screenshot()
     rows = seed_data.x_test[:4].tolist()
     stop = threading.Event()
-    workers = [threading.Thread(target=_load, args=(digits.url, rows, 6.0, stop))
+    # Bounded: at most 10 s, stopped as soon as the page has shown what is asserted.
+    workers = [threading.Thread(target=_load, args=(digits.url, rows, 10.0, stop))
                for _ in range(2)]
     for worker in workers:
         worker.start()
     try:
         # Within the load: the counter has grown and the latency chart has drawn points.
-        _until(page, "window.ferryLive.latency.data[1].some(v => v !== null && v > 0)", timeout=15)
-        _until(page, f"Number(document.getElementById('live-total').textContent.replace(/,/g, '')) > {before + 20}",
-            timeout=15_000)
+        _until(page, "window.ferryLive.latency.data[1].some(v => v !== null && v > 0)", timeout=10)
+        _until(page, "Number(document.getElementById('live-total').textContent"
+                     f".replace(/,/g, '')) > {before + 20}", timeout=10)
         assert page.evaluate("Math.max(...window.ferryLive.rps.data[1])") > 0
-        assert float(page.locator("#live-rps").inner_text().replace(",", "")) >= 0
-        _until(page, "window.ferryLive.latency.data[1].filter(v => v > 0).length >= 4", timeout=15)
+        _until(page, "Number(document.getElementById('live-rps').textContent"
+                     ".replace(/,/g, '')) > 0", timeout=10)
+        _until(page, "window.ferryLive.latency.data[1].filter(v => v > 0).length >= 3", timeout=10)
         row = page.locator('#live-models tr[data-model="digits"]')
         assert row.count() == 1
         tab.screenshot("console-live", docs=True)
@@ -226,16 +229,18 @@ def test_load_and_unload_from_the_admin_page_change_the_status(digits, open_tab)
     state.wait_for()
     assert state.get_attribute("data-state") == "READY"
     _confirm(page, "unload", accept=False)  # cancelled: nothing changes
-    assert page.locator("#status").inner_text() == "Nothing changed."
+    _until(page, "document.getElementById('status').textContent === 'Nothing changed.'")
     assert "digits" in digits.engine.served_models()
     _confirm(page, "unload", accept=True)
     _until(page, "document.getElementById('status').textContent === 'digits unloaded.'")
-    assert page.locator('tr[data-model="digits"] [data-state]').get_attribute("data-state") != "READY"
+    _until(page, "document.querySelector('tr[data-model=\"digits\"] [data-state]')"
+                 ".dataset.state !== 'READY'")
     assert "digits" not in digits.engine.served_models()
     tab.screenshot("console-admin-unloaded")
     _confirm(page, "load", accept=True)
     _until(page, "document.getElementById('status').textContent === 'digits loaded.'")
-    assert page.locator('tr[data-model="digits"] [data-state]').get_attribute("data-state") == "READY"
+    _until(page, "document.querySelector('tr[data-model=\"digits\"] [data-state]')"
+                 ".dataset.state === 'READY'")
     assert "digits" in digits.engine.served_models()
     tab.screenshot("console-admin", docs=True)
     _clean(tab)

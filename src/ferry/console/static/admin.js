@@ -24,9 +24,9 @@
     say((action === "load" ? "Loading " : "Unloading ") + name + "…");
     const answer = await call("/v2/repository/models/" + encodeURIComponent(name) + "/" + action,
       { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    await load();  // the table first, then the status line: it says what the table shows
     if (!answer.ok) say(errorText(answer), true);
     else say(name + (action === "load" ? " loaded." : " unloaded."));
-    await load();
     const again = document.querySelector('[data-model="' + CSS.escape(name) + '"] button[data-action="' + action + '"]');
     if (again) again.focus();
   }

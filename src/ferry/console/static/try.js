@@ -75,7 +75,7 @@
     const list = el("ul", { class: "bars", "aria-label": probabilities ? "Probabilities" : "Softmax of the logits" },
       order.map(function (i) {
         const pct = (p[i] * 100);
-        return el("li", { class: i === best ? "top" : null, "data-label": labels[i] }, [
+        return el("li", { class: i === best ? "best" : null, "data-label": labels[i] }, [
           el("span", { class: "label", text: labels[i] }),
           el("span", { class: "bar", role: "meter", "aria-valuemin": "0", "aria-valuemax": "100",
                        "aria-valuenow": pct.toFixed(1), "aria-label": labels[i] },
@@ -119,6 +119,7 @@
     const path = "/v2/models/" + encodeURIComponent(c.model.name) +
       (versionSel.value ? "/versions/" + encodeURIComponent(versionSel.value) : "") + "/infer";
     say("Sending…");
+    result.replaceChildren(el("p", { text: "Waiting for the answer…" }));
     const answer = await call(path, { method: "POST", headers: { "Content-Type": "application/json" },
                                       body: JSON.stringify(body) });
     if (!answer.ok) {
