@@ -256,3 +256,41 @@ def test_the_api_docs_page_renders_offline(digits, open_tab):
         state="attached")  # an operation of /openapi.json, rendered
     tab.screenshot("api-docs", full_page=False, docs=True)
     _clean(tab)
+
+
+def test_a_npy_or_json_file_fills_the_request(digits, seed_data, open_tab, tmp_path):
+    image, digit = _a_digit_the_model_reads(digits, seed_data)
+    npy = tmp_path / "row.npy"
+    np.save(npy, image.reshape(1, 64).astype(np.float64))  # float64: the server's FP32 input
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([image.tolist()]))
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto("/console/try?model=digits")
+    page.locator("#pad-section").wait_for(state="visible")
+    for path in (npy, rows):
+        page.get_by_label("Or load the input from a file (.npy or .json)").set_input_files(str(path))
+        _until(page, "document.getElementById('status').textContent.startsWith('Loaded')")
+        sent = page.evaluate("JSON.parse(document.getElementById('try-input').value)")["inputs"][0]
+        assert sent["shape"] == [1, 64] and np.allclose(sent["data"], image), path.name
+        page.get_by_role("button", name="Send the request").click()
+        _until(page, "document.getElementById('try-verdict') !== null")
+        assert page.locator("#try-verdict").get_attribute("data-label") == str(digit), path.name
+    _clean(tab)
+
+
+@pytest.mark.parametrize("path", ["/console", "/console/try", "/console/live", "/console/admin"])
+def test_every_control_has_a_label(digits, open_tab, path):
+    tab = open_tab(digits.url)
+    page = tab.page
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button, canvas[tabindex]')]
+        .filter(e => !e.closest('[hidden]') && !e.closest('dialog:not([open])'))
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                     && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+        .map(e => e.outerHTML.slice(0, 80))""")
+    assert unlabelled == []
+    assert page.locator("h1").count() == 1
+    assert page.locator('nav a[aria-current="page"]').count() == 1
+    _clean(tab)
