@@ -45,6 +45,7 @@ serve: $(VENV)/.installed-serve ## Build the demo model (once) and serve it on 8
 	@echo "  curl -s -H 'Content-Type: application/json' -d @examples/seed/sample.json http://127.0.0.1:$(HTTP_PORT)/predict"
 	@echo "  curl -s -H 'Content-Type: application/json' -d @examples/seed/v2.json http://127.0.0.1:$(HTTP_PORT)/v2/models/$(MODEL)/infer"
 	@echo "  $(BIN)/python -c \"import json; from ferry.client import GrpcClient; print(GrpcClient('127.0.0.1:$(GRPC_PORT)').predict('$(MODEL)', json.load(open('examples/seed/sample.json'))['data']))\""
+	@echo "==> and open http://127.0.0.1:$(HTTP_PORT)/console in a browser: the models, try them (draw a digit), live figures, load/unload"
 	$(BIN)/ferry serve $(REPO) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --log-format text
 
 demo: $(VENV)/.installed-serve ## Train and import a new version of the demo model
