@@ -10,6 +10,8 @@ from ferry.repository.layout import (
 from ferry.repository.manifest import (
     FileEntry,
     Manifest,
+    Optimization,
+    OptimizationStep,
     ParityReport,
     SourceInfo,
     now_utc,
@@ -26,6 +28,8 @@ __all__ = [
     "Manifest",
     "ManifestSignature",
     "ModelRef",
+    "Optimization",
+    "OptimizationStep",
     "ParityReport",
     "Repository",
     "SigningKey",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ferry.errors import IntegrityError
 from ferry.repository.layout import MANIFEST_NAME
@@ -21,6 +21,8 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "FileEntry",
     "Manifest",
+    "Optimization",
+    "OptimizationStep",
     "ParityReport",
     "SourceInfo",
     "now_utc",
@@ -72,6 +74,25 @@ class ParityReport(_Strict):
     passed: bool
 
 
+class OptimizationStep(_Strict):
+    """One transform ``ferry optimize`` applied, with the settings it ran with."""
+
+    name: str = Field(description="'prune', 'quantize' or 'fuse'")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    summary: str = Field("", description="what the step did, in one line")
+
+
+class Optimization(_Strict):
+    """How an optimized version was made from its parent, and how it measured beside it."""
+
+    steps: list[OptimizationStep]
+    tools: dict[str, str] = Field(description="package -> version of the tools that ran")
+    report: dict[str, Any] = Field(
+        description="the measured report (ferry.optimize.report.Report, as JSON)"
+    )
+    forced: bool = Field(False, description="published with --force past the quality guard")
+
+
 class Manifest(_Strict):
     """Everything ferry records about one model version."""
 
@@ -103,24 +124,20 @@ class Manifest(_Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="per-model serving settings (batching, instances)"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_unused_parent(cls, data: Any) -> Any:
-        """Read manifests written with the removed ``parent`` field (always null) as before.
-
-        Manifests written before the field was removed carry ``"parent": null`` (nothing
-        ever wrote another value); a non-null ``parent`` is refused, as any unknown field is.
-        """
-        if isinstance(data, dict) and "parent" in data and data["parent"] is None:
-            return {key: value for key, value in data.items() if key != "parent"}
-        return data
+    parent: int | None = Field(
+        None, description="the version of this model it was derived from (ferry optimize); "
+        "null or absent for an imported version (manifests before ferry 0.1 wrote null)"
+    )
+    optimization: Optimization | None = Field(
+        None, description="the steps, tools and measured report of an optimized version"
+    )
 
     def to_json(self) -> bytes:
         """Serialize with sorted keys and a trailing newline, so diffs stay readable."""
         data = self.model_dump(mode="json")
-        if not data["source_names"]:  # most formats: keep their manifests as they were
-            del data["source_names"]
+        for key in ("source_names", "parent", "optimization"):
+            if not data[key]:  # imported versions: keep their manifests as they were
+                del data[key]
         if data["kind"] == "model":  # only pipelines say what they are
             del data["kind"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -1,4 +1,4 @@
-"""Manifests written before the ``parent`` field was removed still load."""
+"""Manifests: old ones (``"parent": null``) still load; an optimized version names its parent."""
 
 from __future__ import annotations
 
@@ -37,7 +37,24 @@ def test_a_manifest_with_a_null_parent_loads(tmp_path):
     assert "parent" not in json.loads(loaded.to_json())
 
 
-def test_a_manifest_with_a_parent_version_is_refused_like_any_unknown_field(tmp_path):
+def test_an_optimized_manifest_round_trips_with_parent_and_steps(tmp_path):
+    from ferry.repository import Optimization, OptimizationStep
+
+    optimized = manifest().model_copy(update={
+        "version": 2, "parent": 1,
+        "optimization": Optimization(
+            steps=[OptimizationStep(name="quantize", settings={"mode": "dynamic"})],
+            tools={"onnxruntime": "1.0"}, report={"quality": {"drop": 0.0}}),
+    })
+    data = json.loads(optimized.to_json())
+    assert data["parent"] == 1 and data["optimization"]["steps"][0]["name"] == "quantize"
+    path = tmp_path / "m" / "2" / "manifest.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(optimized.to_json())
+    assert read_manifest(path) == optimized
+
+
+def test_a_parent_that_is_not_a_version_number_is_refused(tmp_path):
     data = json.loads(manifest().to_json())
     with pytest.raises(IntegrityError, match="manifest field 'parent'"):
-        read_manifest(write(tmp_path, {**data, "parent": 3}))
+        read_manifest(write(tmp_path, {**data, "parent": "m:one"}))

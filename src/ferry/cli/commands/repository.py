@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ferry.cli.app import app, state
 from ferry.cli.console import err_console, out_console, print_json
-from ferry.errors import InputError, UntrustedArtifactError
+from ferry.errors import InputError, NotFoundError, UntrustedArtifactError
 from ferry.repository import Manifest, ModelRef, Repository
 
 
@@ -68,8 +68,42 @@ def show(
         print_json(manifest.model_dump(mode="json"))
         return
     _print_manifest(manifest, verified=verify)
+    if manifest.parent is not None:
+        _print_lineage(repo, manifest)
     out_console.print(f"  signed    {_signed(repo, ModelRef(manifest.name, manifest.version))}",
                       highlight=False)
+
+
+def _print_lineage(repo: Repository, manifest: Manifest) -> None:
+    """The parent chain (``digits:3 <- digits:2 <- digits:1``) and this version's steps."""
+    chain, current = [], manifest
+    while True:
+        how = (", ".join(s.name for s in current.optimization.steps if s.name != "compact")
+               if current.optimization else f"imported from {current.format}")
+        chain.append(f"{current.name}:{current.version} ({how})")
+        if current.parent is None or len(chain) > 100:
+            break
+        try:
+            current = repo.manifest(ModelRef(current.name, current.parent))
+        except NotFoundError:
+            chain.append(f"{current.name}:{current.parent} (deleted)")
+            break
+    p = out_console.print
+    p(f"  lineage   {escape(' <- '.join(chain))}", highlight=False)
+    record = manifest.optimization
+    if record is None:
+        return
+    for step in record.steps:
+        p(f"  step      {step.name}: {escape(step.summary)}", highlight=False)
+    tools = ", ".join(f"{k} {v}" for k, v in sorted(record.tools.items()))
+    p(f"  tools     {tools}", highlight=False)
+    quality = record.report.get("quality", {})
+    drop = quality.get("drop")
+    if drop is not None:
+        forced = " (published with --force)" if record.forced else ""
+        p(f"  quality   drop {drop:.2f} points of {quality.get('measure')} against "
+          f"{manifest.name}:{manifest.parent} on {quality.get('origin')}{forced}",
+          highlight=False)
 
 
 def _signed(repo: Repository, ref: ModelRef) -> str:
