@@ -96,7 +96,7 @@ def measure(artifact: Path, runtime: str, signature: Signature, data: EvalData, 
         latency, throughput = _timing(loaded, data, seconds)
     return Figures(
         file_bytes=len(raw), compressed_bytes=len(zlib.compress(raw, 6)),
-        parameters=params, nonzero_parameters=nonzero, flops=_flops(model),
+        parameters=params, nonzero_parameters=nonzero, flops=_flops(model, data.inputs),
         nodes=dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
         latency_ms=latency, throughput=throughput,
     )
@@ -192,14 +192,14 @@ def _parameters(model: onnx.ModelProto) -> tuple[int, int]:
     return total, nonzero
 
 
-def _flops(model: onnx.ModelProto) -> int:
+def _flops(model: onnx.ModelProto, sample: Arrays) -> int:
     """Multiply-adds x 2 per row of the MatMul/Gemm/Conv nodes (and their fused forms)."""
     shapes = {init.name: list(init.dims) for init in model.graph.initializer}
     # A weight reached through DequantizeLinear (QDQ) or a Cast (fp16) keeps its shape.
     for node in model.graph.node:
         if node.op_type in ("DequantizeLinear", "Cast") and node.input[0] in shapes:
             shapes[node.output[0]] = shapes[node.input[0]]
-    conv_out = _conv_output_sizes(model)
+    conv_out = _conv_output_sizes(model, sample)
     flops = 0
     for node in model.graph.node:
         if node.op_type in _MATMUL_LIKE:
@@ -221,26 +221,36 @@ def _weight_input(node: onnx.NodeProto) -> str | None:
     return node.input[index] if len(node.input) > index else None
 
 
-def _conv_output_sizes(model: onnx.ModelProto) -> dict[str, int]:
-    """Spatial size (product of the dims after N, C) of each Conv output, batch 1."""
-    if not any(n.op_type in _CONV_LIKE for n in model.graph.node):
+def _conv_output_sizes(model: onnx.ModelProto, sample: Arrays) -> dict[str, int]:
+    """Spatial size (product of the dims after N, C) of each Conv output, for one row.
+
+    ONNX Runtime runs the model once on one row with every convolution's output made a
+    graph output (no graph optimizations): onnx's shape inference does not know ONNX
+    Runtime's own operators (FusedConv) and stops at some float16 graphs.
+    """
+    import onnxruntime as ort
+
+    wanted = [n.output[0] for n in model.graph.node if n.op_type in _CONV_LIKE]
+    if not wanted:
         return {}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for value in copy.graph.input:
-        for dim in value.type.tensor_type.shape.dim:
-            if not dim.HasField("dim_value"):
-                dim.dim_value = 1
+    known = {o.name for o in copy.graph.output}
+    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
+                             for name in wanted if name not in known)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
     try:
-        inferred = onnx.shape_inference.infer_shapes(copy)
+        session = ort.InferenceSession(copy.SerializeToString(), sess_options=so,
+                                       providers=["CPUExecutionProvider"])
+        values = session.run(wanted, {k: v[:1] for k, v in sample.items()})
     except Exception:  # FLOPs of convolutions are then left out
         return {}
-    sizes = {}
-    for value in inferred.graph.value_info:
-        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
-        if len(dims) >= 3 and all(dims):
-            sizes[value.name] = int(np.prod(dims[2:]))
-    return sizes
+    return {name: int(np.prod(value.shape[2:])) for name, value in zip(wanted, values,
+                                                                      strict=True)
+            if value.ndim >= 3}
 
 
 def report_rows(report: Report) -> list[tuple[str, str, str, str]]:
