@@ -4,6 +4,8 @@
   border), flattened to 784 features, so an MNIST-sized network can be trained on them.
 * :func:`train_digits_mlp` trains a dense network (default 784-2048-2048-10, ReLU) with
   scikit-learn and writes it as ONNX (MatMul + Add + Relu per layer, dynamic batch).
+* :func:`train_digits_cnn` trains a small CNN on the 8x8 digits with torch and writes it as
+  ONNX (Conv + Relu, MaxPool, Flatten, MatMul + Add).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import onnx
 
+from ferry.errors import ConversionError
+
 __all__ = ["FuseResult", "fuse", "node_counts"]
 
 
@@ -55,5 +57,10 @@ def fuse(src: Path, dst: Path, *, level: str = "extended") -> FuseResult:
     so.optimized_model_filepath = str(dst)
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
-    ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own exception types
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"ONNX Runtime's optimizer failed on this model: {first}"
+                              ) from None
     return FuseResult(level, node_counts(src), node_counts(dst))

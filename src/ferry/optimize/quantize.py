@@ -17,6 +17,7 @@ Defaults, per operator type and per CPU instruction set:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from ferry.errors import InputError
+from ferry.errors import ConversionError, FerryError, InputError
 
 __all__ = ["MODES", "QuantizeResult", "cpu_has_vnni", "quantize"]
 
@@ -99,7 +100,9 @@ def _dynamic(src: Path, dst: Path) -> QuantizeResult:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     vnni = cpu_has_vnni()
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, reduce_range=not vnni)
+    with _tool_errors("quantize_dynamic"):
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         reduce_range=not vnni)
     _check_changed(dst, "dynamic", ("MatMulInteger", "ConvInteger", "DynamicQuantizeLinear",
                                     "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"))
     return QuantizeResult({"mode": "dynamic", "weights": "int8",
@@ -136,11 +139,12 @@ def _static(src: Path, dst: Path, calibration: Mapping[str, np.ndarray[Any, Any]
     reader = Calibration()
     vnni = cpu_has_vnni()
     activations = QuantType.QUInt8 if vnni else QuantType.QInt8
-    quantize_static(
-        str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-        activation_type=activations, weight_type=QuantType.QInt8, per_channel=True,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    with _tool_errors("quantize_static"):
+        quantize_static(
+            str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+            activation_type=activations, weight_type=QuantType.QInt8, per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
     _check_changed(dst, "static", ("QuantizeLinear",))
     rows = len(next(iter(calibration.values())))
     return QuantizeResult({
@@ -159,8 +163,8 @@ def _fp16(src: Path, dst: Path) -> QuantizeResult:
         raise InputError("--quantize fp16: the model has no float32 weights to convert")
     blocked: list[str] = []
     for _ in range(20):
-        with warnings.catch_warnings():  # values beyond float16's range are clamped, as told
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), _tool_errors("float16 converter"):
+            warnings.simplefilter("ignore")  # values beyond float16's range are clamped
             half = convert_float_to_float16(
                 onnx.load(str(src)), keep_io_types=True,
                 op_block_list=[*DEFAULT_OP_BLOCK_LIST, *blocked],
@@ -177,6 +181,18 @@ def _fp16(src: Path, dst: Path) -> QuantizeResult:
             blocked.append(missing.group(1))
     return QuantizeResult({"mode": "fp16", "keep_io_types": True,
                            "kept_float32": sorted(blocked)})
+
+
+@contextlib.contextmanager
+def _tool_errors(tool: str) -> Iterator[None]:
+    """Turn a failure inside ONNX Runtime's tool into a ConversionError naming it."""
+    try:
+        yield
+    except FerryError:
+        raise
+    except Exception as exc:  # the tools raise anything: ValueError, ORT's own, KeyError
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"ONNX Runtime's {tool} failed on this model: {first}") from None
 
 
 def _check_changed(dst: Path, mode: str, marks: tuple[str, ...]) -> None:
