@@ -18,6 +18,7 @@ failed optimization writes nothing.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +170,12 @@ def compare_versions(repo: Repository, first: ModelRef | str, second: ModelRef |
 
 
 def optimize_version(repo: Repository, ref: ModelRef | str, options: OptimizeOptions, *,
-                     progress: Progress | None = None) -> OptimizeResult:
+                     progress: Progress | None = None,
+                     on_report: Callable[[Report], None] | None = None) -> OptimizeResult:
     """Optimize a version into the next version of the same model (see the module docstring).
+
+    ``on_report`` is called with the measured report before the quality guard decides, so
+    a caller can show the figures of a version that is then refused.
 
     Raises:
         NotFoundError: the version does not exist.
@@ -242,6 +247,8 @@ def optimize_version(repo: Repository, ref: ModelRef | str, options: OptimizeOpt
                              f"signature: {exc}") from None
         report = _compare(parent, parent.artifact_path, work / _ARTIFACT, data,
                           options.threads, options.timing_seconds, progress)
+        if on_report is not None:
+            on_report(report)
         _guard(report, options, f"{m.name}:{m.version}")
         forced = _over(report, options.max_drop)
         draft = m.model_copy(update={

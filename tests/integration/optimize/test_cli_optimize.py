@@ -55,6 +55,13 @@ def ferry(capsys, repo_dir, *args):
     return code, out, err
 
 
+@pytest.mark.parametrize("command", ["optimize", "compare"])
+def test_help(capsys, command):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage" in out and "Example" in out
+
+
 def test_optimize_prints_the_report_and_show_gives_the_lineage(capsys, repo_dir, files):
     code, out, err = ferry(capsys, repo_dir, "optimize", "small", "--quantize", "dynamic",
                            "--eval", str(files / "test.npz"), "--threads", "1")
@@ -97,9 +104,11 @@ def test_compare_prints_the_same_table_for_any_two_versions(capsys, repo_dir, fi
 
 def test_max_drop_refuses_and_force_publishes_and_says_so(capsys, repo_dir, files):
     args = ["optimize", "small:1", "--prune", "0.97", "--eval", str(files / "test.npz")]
-    code, _, err = ferry(capsys, repo_dir, *args)
+    code, out, err = ferry(capsys, repo_dir, *args)
     assert code == 2
     assert "points of accuracy" in err and "more than --max-drop 1; nothing was written" in err
+    assert "small:1 / refused" not in out and "refused / small:1" in out  # the figures shown
+    assert "accuracy" in out and "non-zero parameters" in out
     assert Repository(repo_dir).versions("small") == [1]
     code, _, err = ferry(capsys, repo_dir, *args, "--max-drop", "100")
     assert code == 0 and "published with --force" not in err

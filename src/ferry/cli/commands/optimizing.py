@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ferry.cli.app import app, state
 from ferry.cli.console import ConsoleProgress, err_console, out_console, print_json
+from ferry.errors import ParityError
 from ferry.optimize import (
     OptimizeOptions,
     Report,
@@ -71,7 +72,15 @@ def optimize(
     options = OptimizeOptions(fuse=fuse, quantize=quantize, prune=prune, structured=structured,
                               calibration=calibration, eval=eval, max_drop=max_drop,
                               force=force, threads=threads)
-    result = optimize_version(repo, ModelRef.parse(model), options, progress=ConsoleProgress())
+    ref = ModelRef.parse(model)
+    measured: list[Report] = []
+    try:
+        result = optimize_version(repo, ref, options, progress=ConsoleProgress(),
+                                  on_report=measured.append)
+    except ParityError:  # refused by the guard: show the figures, then the refusal
+        if measured and not as_json:
+            _print_report(measured[0], str(ref), "refused")
+        raise
     m = result.manifest
     if as_json:
         record = m.optimization.model_dump(mode="json") if m.optimization else {}
