@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_EXTRAS = ("all", "dev")
 INSTALL = "pip install -c requirements/constraints.txt -e '.[all,dev]' (make test does)"
 
-#: The modules test files ``require``, and the extra of pyproject.toml each comes from.
+#: The top-level modules test files ``require`` (``require("skops.io")`` counts as skops),
+#: and the extra of pyproject.toml each comes from.
 MODULES = {
     "grpc_tools": "dev",
     "lightgbm": "lightgbm",
@@ -47,6 +48,8 @@ MODULES = {
     "skl2onnx": "sklearn",
     "sklearn": "sklearn",
     "skops": "sklearn",
+    "tensorflow": "tensorflow",
+    "tf2onnx": "tensorflow",
     "xgboost": "xgboost",
 }
 
@@ -60,7 +63,7 @@ def strict() -> bool:
 
 
 def _missing_line(module: str, why: object) -> str:
-    extra = MODULES.get(module, "?")
+    extra = MODULES.get(module.partition(".")[0], "?")
     return (f"missing test extra: {module} (ferry[{extra}]) cannot be imported ({why}); "
             f"install it: {INSTALL}")
 
@@ -77,7 +80,8 @@ def require(module: str) -> ModuleType:
     Strict runs fail on any import error; local runs fail too when the module's distribution
     is installed (a broken install is no reason to skip), and skip only when it is not.
     """
-    if module not in MODULES:
+    top = module.partition(".")[0]
+    if top not in MODULES:
         raise ValueError(f"require({module!r}): add it to tests/extras.py MODULES with its "
                          "extra, so that the session check covers it too")
     try:
@@ -90,7 +94,7 @@ def require(module: str) -> ModuleType:
     if installed:
         pytest.fail(f"{module} is installed ({', '.join(installed)}) but does not import: "
                     f"{error}", pytrace=False)
-    pytest.skip(f"{module} is not installed: ferry[{MODULES[module]}] is not part of this "
+    pytest.skip(f"{module} is not installed: ferry[{MODULES[top]}] is not part of this "
                 f"install ({INSTALL})", allow_module_level=True)
 
 

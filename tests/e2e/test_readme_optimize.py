@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from extras import require
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -24,8 +26,8 @@ def _section() -> str:
 
 @pytest.mark.timeout(600)
 def test_every_optimize_example_in_the_readme_runs(tmp_path):
-    pytest.importorskip("sklearn")
-    pytest.importorskip("tf2onnx")
+    require("sklearn")
+    require("tf2onnx")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("FERRY_REPOSITORY", None)
     section = _section()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from extras import require
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -25,7 +27,7 @@ def _section() -> str:
 
 @pytest.mark.timeout(600)
 def test_every_pipeline_example_in_the_readme_runs(tmp_path):
-    pytest.importorskip("skops")
+    require("skops")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("FERRY_REPOSITORY", None)
     blocks = [(lang, code) for lang, code in BLOCK.findall(_section())

@@ -14,13 +14,14 @@ import json
 import numpy as np
 import pytest
 
+from extras import require
 from ferry.call import INTERNAL
 from ferry.cli import main
 from ferry.engine import Engine
 from ferry.inference import InferRequest, Tensor
 from ferry.repository import Repository
 
-sio = pytest.importorskip("skops.io")
+sio = require("skops.io")
 pytestmark = pytest.mark.timeout(300)
 
 MEMBERS = ("logreg", "tree", "bayes")

@@ -21,6 +21,7 @@ import pytest
 from onnx import numpy_helper
 
 import ferry
+from extras import require
 from ferry.call import INTERNAL
 from ferry.client import GrpcClient
 from ferry.client_rest import RestClient
@@ -33,7 +34,7 @@ from ferry.repository import Repository
 from grpc_server import serve_grpc
 from rest_server import serve
 
-pytest.importorskip("tensorflow")
+require("tensorflow")
 pytestmark = pytest.mark.timeout(600)
 
 PIPELINE = """kind = "pipeline"
