@@ -45,6 +45,7 @@ MODULES = {
     "lightgbm": "lightgbm",
     "onnxmltools": "xgboost",
     "pypmml": "pmml",
+    "ray": "ray",
     "skl2onnx": "sklearn",
     "sklearn": "sklearn",
     "skops": "sklearn",

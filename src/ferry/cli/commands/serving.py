@@ -85,6 +85,19 @@ def serve(
         "--tls-client-ca", help="Require client certificates signed by this PEM CA (mTLS; "
         "\\[security] tls_client_ca_file).", show_default=False,
     )] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Deploy on Ray Serve instead (ferry[ray]): replicas of ferry's engine "
+        "behind Ray's HTTP proxy on --host/--http-port, REST only (docs/deploy.md).",
+    )] = False,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="With --ray: the Ray cluster to deploy to ('auto', "
+        "'ray://HOST:10001', a GCS address); the command returns and the cluster keeps "
+        "serving. Without it a local Ray instance serves until Ctrl-C.", show_default=False,
+    )] = None,
+    ray_replicas: Annotated[int | None, typer.Option(
+        "--ray-replicas", min=1, help="With --ray: this many replicas (default: Ray "
+        "autoscales between 1 and 4).", show_default=False,
+    )] = None,
 ) -> None:
     """Serve models over REST and gRPC until Ctrl-C or SIGTERM (in-flight requests finish).
 
@@ -102,6 +115,7 @@ def serve(
       [bold]FERRY_HTTP_PORT=9000 ferry serve --config ferry.toml --watch[/]
       [bold]ferry serve model-repository --api-keys-file keys.json[/]
       [bold]ferry serve model-repository --trusted-keys trusted-keys[/]
+      [bold]ferry serve model-repository --ray --address auto[/]
       [bold]curl -d '{"data": [[0, 1, ...]]}' http://127.0.0.1:8000/predict[/]
     """
     from ferry.server import Endpoints, run
@@ -131,6 +145,11 @@ def serve(
     if repository is None and config is None and "FERRY_REPOSITORY" not in _environ():
         flags["repository"] = state(ctx).repo.root
     settings = load_settings(config, **flags)
+    if ray or address is not None or ray_replicas is not None:
+        from ferry.cli.ray_serving import serve_on_ray
+
+        serve_on_ray(settings, ray=ray, address=address, replicas=ray_replicas)
+        return
 
     def ready(where: Endpoints) -> None:
         out_console.print(
