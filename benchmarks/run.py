@@ -83,7 +83,8 @@ from benchmarks.workloads import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed"
-GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold", "overload", "footprint")
+GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold", "overload", "footprint",
+          "ray")
 WRK = "wrk (HTTP/1.1)"
 H2LOAD = "h2load (HTTP/2, compiled; gRPC framing)"
 
@@ -593,6 +594,21 @@ class Bench:
             return
         self.report.notes.append(f"Footprint (issue 19): ferry in a program, see {out.name}.")
 
+    def ray_serve(self, w: Workload) -> None:
+        """Issue 20's ferry on Ray Serve beside plain and no-op Ray Serve deployments
+        (benchmarks/ray_bench.py), its own results file."""
+        out = self.o.out.with_name("results-ray.md")
+        try:
+            from benchmarks import ray_bench
+
+            ray_bench.run(self.o.workdir / "ray", out, self.repo, w,
+                          duration=self.o.duration, warmup=self.o.warmup,
+                          machine=self.report.machine)
+        except (ImportError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            self.report.notes.append(f"Ray Serve (issue 20): not measured: {_first_line(exc)}")
+            return
+        self.report.notes.append(f"Ray Serve (issue 20): ferry on Ray, see {out.name}.")
+
     def cold_start(self, w: Workload) -> None:
         """Seconds from launching ``ferry serve`` on the demo model to its first 200 answer."""
         why = self.ferry_available()
@@ -719,6 +735,7 @@ class Bench:
             ("cold", lambda: self.cold_start(w1)),
             ("overload", lambda: self.overload_runs(w1)),
             ("footprint", self.footprint),
+            ("ray", lambda: self.ray_serve(w1)),
         ]
         # The compared servers run in every round, in reversed order every other round (A B,
         # B A, ...): a slow spell of the shared machine then hits both sides, and each
