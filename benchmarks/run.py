@@ -7,7 +7,9 @@ an API key, with a JWT and over TLS, each on its own ``ferry serve``), the Flask
 no-op ceilings (a no-op ASGI app for REST, a no-op grpc.aio servicer for gRPC), ferry's
 cold start, then issue 16's overload runs (W1 past the saturating connection count, with
 default settings and in refusal mode; ``benchmarks.overload``), then issue 19's footprint of
-ferry inside a program (``benchmarks.footprint``, its own results-footprint.md).
+ferry inside a program (``benchmarks.footprint``, its own results-footprint.md), then issue
+18's optimized versions beside their parent (``benchmarks.optimize_bench``, its own
+results-optimize.md).
 Each server runs pinned to core 0, each load generator to core 1. A server that cannot be
 started is reported as such in the table; the rest still runs. results.md is written at the
 end (and after each group, so an interrupted run still leaves its figures).
@@ -28,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import footprint, loadgen, metrics, overload, prober, security
+from benchmarks import footprint, loadgen, metrics, optimize_bench, overload, prober, security
 from benchmarks.loadgen import LoadgenError, LoadResult
 from benchmarks.machine import machine_info
 from benchmarks.processes import (
@@ -84,7 +86,7 @@ from benchmarks.workloads import (
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed"
 GROUPS = ("raw", "fastapi", "ferry", "flask", "noop", "cold", "overload", "footprint",
-          "ray")
+          "ray", "optimize")
 WRK = "wrk (HTTP/1.1)"
 H2LOAD = "h2load (HTTP/2, compiled; gRPC framing)"
 
@@ -594,6 +596,18 @@ class Bench:
             return
         self.report.notes.append(f"Footprint (issue 19): ferry in a program, see {out.name}.")
 
+    def optimize_versions(self) -> None:
+        """Issue 18's optimized versions beside their parent (benchmarks/optimize_bench.py),
+        its own results file."""
+        out = self.o.out.with_name("results-optimize.md")
+        try:
+            optimize_bench.run(self.o.workdir / "optimize", out, duration=self.o.duration,
+                               warmup=self.o.warmup, machine=self.report.machine)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            self.report.notes.append(f"Optimize (issue 18): not measured: {_first_line(exc)}")
+            return
+        self.report.notes.append(f"Optimize (issue 18): optimized versions, see {out.name}.")
+
     def ray_serve(self, w: Workload) -> None:
         """Issue 20's ferry on Ray Serve beside plain and no-op Ray Serve deployments
         (benchmarks/ray_bench.py), its own results file."""
@@ -736,6 +750,7 @@ class Bench:
             ("overload", lambda: self.overload_runs(w1)),
             ("footprint", self.footprint),
             ("ray", lambda: self.ray_serve(w1)),
+            ("optimize", self.optimize_versions),
         ]
         # The compared servers run in every round, in reversed order every other round (A B,
         # B A, ...): a slow spell of the shared machine then hits both sides, and each
