@@ -12,14 +12,17 @@ limits.
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
 import re
 import secrets
+import sys
 import tomllib
+import types
 from pathlib import Path
 from typing import Any
 
 import httpx
-import kserve.models
 import kubernetes.client
 import kubernetes_validate
 import pytest
@@ -230,6 +233,22 @@ def test_mtls_or_closed_health_probes_the_port(capsys, deploy_repo, tmp_path):
         assert container[probe]["tcpSocket"] == {"port": "http"}
 
 
+def _kserve_models() -> Any:
+    """The kserve SDK's resource models, without running ``kserve/__init__.py``.
+
+    That file imports kserve's own copy of the V2 gRPC protos, whose message names
+    (``inference.ServerLiveRequest``...) collide in protobuf's default pool with ferry's,
+    loaded by the other tests of the run. The models need only ``kserve.configuration``.
+    """
+    if "kserve" not in sys.modules:
+        spec = importlib.util.find_spec("kserve")
+        assert spec is not None and spec.submodule_search_locations, "kserve is not installed"
+        package = types.ModuleType("kserve")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["kserve"] = package
+    return importlib.import_module("kserve.models")
+
+
 def _model(data: Any, klass: str) -> Any:
     """``data`` rebuilt as the kserve SDK's model ``klass``, refusing unknown fields."""
     if data is None:
@@ -247,7 +266,7 @@ def _model(data: Any, klass: str) -> Any:
         return data
     if klass == "object":
         return data
-    cls = getattr(kserve.models, klass, None) or getattr(kubernetes.client, klass)
+    cls = getattr(_kserve_models(), klass, None) or getattr(kubernetes.client, klass)
     fields = {json_key: attr for attr, json_key in cls.attribute_map.items()}
     unknown = set(data) - set(fields)
     assert not unknown, f"{klass} has no field {sorted(unknown)}"
