@@ -1,7 +1,7 @@
 """Ferry on Ray Serve (issue 20 item 3): W1 through Ray's HTTP proxy, three deployments.
 
 Each deployment runs alone on a fresh local Ray instance (``ray.init(address="local")``,
-loopback, no dashboard) started by a child process pinned to the server core (``taskset -c
+no dashboard) started by a child process pinned to the server core (``taskset -c
 0``: Ray's controller, HTTP proxy and the replica inherit it), with one replica, Serve's
 proxy on 127.0.0.1; wrk drives W1's V2 JSON request at 64 connections from the load core:
 
@@ -88,8 +88,7 @@ def _cluster(kind: str, repository: str, model: str, artifact: str, port: int) -
     import ray
     from ray import serve
 
-    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         if kind == "ferry":

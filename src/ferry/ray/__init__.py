@@ -123,7 +123,10 @@ def deploy(repository: str | Path | None = None, *, models: Sequence[str] | None
     from ferry.ray.replica import replica_class
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if address is None:  # a new local instance: no dashboard
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:  # an existing cluster keeps its own settings
+            ray.init(address=address, log_to_driver=False)
     http_host = host if host is not None else settings.host
     http_port = port if port is not None else settings.http_port
     serve.start(http_options={"host": http_host, "port": http_port})

@@ -1,9 +1,10 @@
 """Ray Serve (issue 20 item 3): ferry's engine deployed on a real local Ray cluster.
 
-The module starts one Ray instance on loopback (``ray.init(address="local")``, no
-dashboard, 2 CPUs) and Serve's HTTP proxy on 127.0.0.1 on a free port, deploys the
-repository of ``deploy_repo`` (iris: LightGBM -> ONNX; wine: native XGBoost, both trained
-here on scikit-learn's bundled data) with ``ferry.ray.deploy`` (two replicas), and checks:
+The module starts one local Ray instance (``ray.init(address="local")``, no dashboard, 2
+CPUs; Ray's own GCS and raylet ports are Ray's choice) and Serve's HTTP proxy on 127.0.0.1
+on a free port, deploys the repository of ``deploy_repo`` (iris: LightGBM -> ONNX; wine:
+native XGBoost, both trained here on scikit-learn's bundled data) with ``ferry.ray.deploy``
+(two replicas), and checks:
 
 * every request through Ray's proxy gets the answer the single-process server
   (tests/rest_server.py) gives: status and body, answers, metadata and errors alike;
@@ -58,12 +59,11 @@ def _wait(condition, timeout: float, what: str, interval: float = 0.25):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray instance (loopback) with Serve's proxy on a free 127.0.0.1 port."""
+    """A local Ray instance with Serve's proxy on a free 127.0.0.1 port."""
     from ray import serve
 
     port = free_port()
-    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield port
