@@ -78,8 +78,8 @@ def deploy(repository: str | Path | None = None, *, models: Sequence[str] | None
             omitted.
         name: the Ray Serve application (and deployment) name.
         address: the Ray cluster to join (``ray.init(address=...)``: ``auto``,
-            ``ray://host:10001``, ...) when Ray is not initialized yet; a new local Ray
-            instance when None.
+            ``ray://host:10001``, ...) when Ray is not initialized yet; None starts a new
+            local Ray instance (``address="local"``), never one found running.
         host: where Ray's HTTP proxy listens when this call starts Serve (default: the
             settings' ``host``). A Serve instance already running keeps its own.
         port: the proxy's port when this call starts Serve (default: ``http_port``).
@@ -123,8 +123,8 @@ def deploy(repository: str | Path | None = None, *, models: Sequence[str] | None
     from ferry.ray.replica import replica_class
 
     if not ray.is_initialized():
-        if address is None:  # a new local instance: no dashboard
-            ray.init(include_dashboard=False, log_to_driver=False)
+        if address is None:  # always a new local instance (never one found running)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:  # an existing cluster keeps its own settings
             ray.init(address=address, log_to_driver=False)
     http_host = host if host is not None else settings.host

@@ -11,7 +11,9 @@ native XGBoost, both trained here on scikit-learn's bundled data) with ``ferry.r
 * a replica killed (``ray.kill`` on its actor handle) during a bounded load is replaced by
   Ray, and the answers keep coming;
 * ``ferry serve REPO --ray --address ...`` (a subprocess joining the same cluster)
-  redeploys with the models it is told to serve, and returns.
+  redeploys with the models it is told to serve, and returns;
+* ``ferry serve REPO --ray`` alone starts its own local Ray instance, answers, and stops
+  with it on Ctrl-C (exit 0, the port closed).
 
 One Ray instance takes ~5 s to start and a deployment ~5 s more on a 2-core machine: the
 whole module stays well under the 240 s it is allowed.
@@ -20,6 +22,7 @@ whole module stays well under the 240 s it is allowed.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -240,3 +243,33 @@ def test_bad_ray_flags_are_one_line_and_start_nothing(deploy_repo, args, phrase)
     assert phrase in process.stderr
     assert "Traceback" not in process.stderr
     assert "Ray Serve is serving" not in process.stdout
+
+
+def test_ferry_serve_ray_without_address_serves_until_ctrl_c(deploy_repo, tmp_path):
+    """The README's `ferry serve REPO --ray`: its own local Ray instance, stopped by SIGINT."""
+    port = free_port()
+    log = tmp_path / "serve-ray.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "serve", str(deploy_repo.repo.root), "--ray",
+             "--models", "iris", "--ray-replicas", "1", "--http-port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            start_new_session=True)
+    try:
+        _wait(lambda: "Ctrl-C stops it" in log.read_text() or process.poll() is not None,
+              150, "ferry serve --ray to say it is serving")
+        assert process.poll() is None, log.read_text()
+        assert f"http://127.0.0.1:{port}" in log.read_text()
+        with httpx.Client(timeout=30) as client:
+            status, body = _send(client, f"http://127.0.0.1:{port}", "POST",
+                                 "/v2/models/iris/infer", _v2(deploy_repo, "iris",
+                                                              deploy_repo.x[:6]))
+        assert status == 200 and _labels(body) == deploy_repo.labels[:6].tolist()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(90) == 0, log.read_text()
+    finally:
+        if process.poll() is None:  # its session: the CLI and the Ray processes it started
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    with pytest.raises(httpx.TransportError):  # the proxy went with its Ray instance
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5)
