@@ -39,7 +39,7 @@ from ferry.repository import Repository
 if TYPE_CHECKING:
     from ferry.settings import ServerSettings
 
-__all__ = ["RayDeployment", "deploy"]
+__all__ = ["RayDeployment", "absolute_paths", "deploy"]
 
 #: The application and deployment name Ray shows (``serve status``).
 DEFAULT_NAME = "ferry"
@@ -108,6 +108,7 @@ def deploy(repository: str | Path | None = None, *, models: Sequence[str] | None
         update["models"] = list(models)
     if update:
         settings = settings.model_copy(update=update)
+    settings = absolute_paths(settings)
     _check_counts(num_replicas, min_replicas, max_replicas, max_ongoing_requests,
                   target_ongoing_requests)
     if settings.security.tls_cert_file is not None:
@@ -147,6 +148,24 @@ def deploy(repository: str | Path | None = None, *, models: Sequence[str] | None
     shown = f"[{http_host}]" if ":" in http_host else http_host
     url = f"http://{shown}:{http_port}{route_prefix.rstrip('/')}"
     return RayDeployment(name=name, url=url, models=chosen)
+
+
+def absolute_paths(settings: ServerSettings) -> ServerSettings:
+    """``settings`` with the repository and the ``[security]`` files made absolute.
+
+    Replicas run in Ray's worker processes, whose working directory is not this one: a
+    relative path must mean what it means here.
+    """
+    security = settings.security
+    files: dict[str, Any] = {
+        name: Path(value).absolute() for name, value in security if isinstance(value, Path)}
+    if security.audit_log not in (None, "-"):
+        files["audit_log"] = str(Path(security.audit_log).absolute())
+    repository = Path(settings.repository)
+    if repository.parts and ":" not in repository.parts[0]:  # a local path, not a URL
+        repository = repository.absolute()
+    return settings.model_copy(update={
+        "repository": repository, "security": security.model_copy(update=files)})
 
 
 def _check_counts(num_replicas: int | None, min_replicas: int, max_replicas: int,

@@ -69,3 +69,18 @@ def test_without_ray_the_error_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError) as caught:
         ferry.ray.deploy(repo.root)
     assert "pip install 'ferry[ray]'" in (caught.value.hint or "")
+
+
+def test_relative_paths_are_made_absolute_for_the_replicas(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, repository="model-repository", security={
+        "api_keys_file": "keys.json", "audit_log": "audit.jsonl",
+        "trusted_keys_file": tmp_path / "trusted"})
+    fixed = ferry.ray.absolute_paths(settings)
+    assert fixed.repository == tmp_path / "model-repository"
+    assert fixed.security.api_keys_file == tmp_path / "keys.json"
+    assert fixed.security.audit_log == str(tmp_path / "audit.jsonl")
+    assert fixed.security.trusted_keys_file == tmp_path / "trusted"
+    assert fixed.security.jwt_jwks_file is None
+    assert ferry.ray.absolute_paths(load_settings(
+        None, security={"audit_log": "-"})).security.audit_log == "-"  # stderr stays
