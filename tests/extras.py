@@ -43,11 +43,13 @@ INSTALL = "pip install -c requirements/constraints.txt -e '.[all,dev]' (make tes
 MODULES = {
     "grpc_tools": "dev",
     "lightgbm": "lightgbm",
+    "moto": "test",
     "onnxmltools": "xgboost",
     "pypmml": "pmml",
     "ray": "ray",
     "skl2onnx": "sklearn",
     "sklearn": "sklearn",
+    "s3fs": "s3",
     "skops": "sklearn",
     "tensorflow": "tensorflow",
     "tf2onnx": "tensorflow",

@@ -130,8 +130,8 @@ async def serve(settings: ServerSettings, *,
     configure_logging(settings.log_format, settings.log_level)
     repository = Repository(settings.repository,
                             trusted_keys=trusted_keys(settings.security))
-    if not repository.root.is_dir():
-        raise ConfigError(f"repository {str(repository.root)!r} does not exist",
+    if not repository.exists():
+        raise ConfigError(f"repository {repository.location!r} does not exist",
                           hint="import a model first (ferry import FILE --name NAME), or "
                           "run `ferry demo`")
     policies, audit = security_policies(settings.security, host=settings.host,

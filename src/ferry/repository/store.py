@@ -15,6 +15,12 @@ model's lock is held, so two concurrent imports get two distinct numbers and a r
 sees half a version. A process killed mid-import leaves only its staging directory, which
 the next writer removes.
 
+The root may also be an object-storage URL, ``s3://bucket/prefix``
+(:mod:`ferry.repository.storage`): the same layout and rules, with the files uploaded first
+and the manifest last (a version without its manifest is invisible), version numbers claimed
+with conditional writes, and :meth:`Repository.open` downloading a version into a local
+cache (``root``) keyed by its manifest's sha256 and checking every file before use.
+
 With ``trusted_keys``, :meth:`Repository.open` also requires a signature by one of those
 keys over the version's manifest (:mod:`ferry.repository.signing`); since the manifest holds
 every file's sha256, the signature covers the whole version.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -48,12 +55,15 @@ from ferry.repository.signing import (
     dump_signatures,
     parse_signatures,
 )
+from ferry.repository.storage import ObjectStorage, default_cache_dir, remote_url, safe_relative
 from ferry.repository.versions import VersionPolicy
 
 __all__ = ["Repository", "StoredModel"]
 
 _STAGING = ".staging"
 _LOCKS = ".locks"
+#: A remote repository's cache: ``<root>/.versions/<manifest sha256>/<model>/<version>/``.
+_CACHE = ".versions"
 #: Files of a version directory that its manifest does not list.
 _UNLISTED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 
@@ -72,25 +82,49 @@ class StoredModel:
 
 
 class Repository:
-    """A model repository rooted at a directory (created on first write).
+    """A model repository rooted at a directory (created on first write) or a URL.
 
     Args:
-        root: the directory.
+        root: the directory, or ``s3://bucket/prefix`` (needs ``ferry[s3]``).
         trusted_keys: when given, :meth:`open` refuses a version without a signature by
             one of these keys that verifies over its manifest.
+        cache_dir: a remote repository's local cache (default:
+            :func:`~ferry.repository.storage.default_cache_dir`); it becomes ``root``.
+        cache_versions: a remote repository keeps at most this many downloaded versions
+            of each model in its cache (the oldest used are removed first).
+
+    Attributes:
+        location: what users named: the directory or the URL (for messages).
+        storage: the object storage of a remote repository, None for a directory.
     """
 
-    def __init__(self, root: Path | str, *, trusted_keys: TrustedKeys | None = None) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str, *, trusted_keys: TrustedKeys | None = None,
+                 cache_dir: Path | str | None = None, cache_versions: int = 4) -> None:
+        url = remote_url(root)
+        self.storage: ObjectStorage | None = ObjectStorage(url) if url is not None else None
+        if url is not None:
+            self.root = Path(cache_dir) if cache_dir is not None else default_cache_dir(url)
+            self.location = url
+        else:
+            self.root = Path(root)
+            self.location = str(self.root)
         self.trusted_keys = trusted_keys
+        self.cache_versions = max(1, cache_versions)
 
     def __repr__(self) -> str:
-        return f"Repository({str(self.root)!r})"
+        return f"Repository({self.location!r})"
+
+    def exists(self) -> bool:
+        """Whether the repository's directory (or bucket and prefix) exists."""
+        return self.storage.exists() if self.storage is not None else self.root.is_dir()
 
     # ----------------------------------------------------------------- reading
 
     def models(self) -> list[str]:
         """Names of the models that have at least one committed version, sorted."""
+        if self.storage is not None:
+            return [name for name in self.storage.children()
+                    if not name.startswith(".") and _valid_name(name) and self.versions(name)]
         if not self.root.is_dir():
             return []
         names = []
@@ -103,6 +137,8 @@ class Repository:
 
     def versions(self, name: str) -> list[int]:
         """Committed versions of a model, ascending (empty if the model does not exist)."""
+        if self.storage is not None:
+            return self.storage.committed(check_model_name(name), MANIFEST_NAME)
         model_dir = self.root / check_model_name(name)
         if not model_dir.is_dir():
             return []
@@ -123,7 +159,7 @@ class Repository:
         if not have:
             known = ", ".join(self.models()) or "none"
             raise NotFoundError(
-                f"model {ref.name!r} is not in repository {str(self.root)!r} (models: {known})"
+                f"model {ref.name!r} is not in repository {self.location!r} (models: {known})"
             )
         if ref.version is None:
             return have[-1]
@@ -141,6 +177,9 @@ class Repository:
     def manifest(self, ref: ModelRef | str) -> Manifest:
         """Read a version's manifest without hashing its files (for listings)."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        if self.storage is not None:
+            _, where, raw = self._manifest_bytes(ref)
+            return parse_manifest(raw, where)
         version = self.resolve(ref)
         return read_manifest(self.root / ref.name / str(version) / MANIFEST_NAME)
 
@@ -161,7 +200,7 @@ class Repository:
         if self.trusted_keys is not None:
             check_signatures(raw, self._signatures(path, where), self.trusted_keys.keys(), where)
         manifest = parse_manifest(raw, where)
-        _verify(path, manifest, where)
+        self._checked(path, raw, manifest, where)
         return StoredModel(manifest, path)
 
     def signatures(self, ref: ModelRef | str) -> list[ManifestSignature]:
@@ -171,9 +210,8 @@ class Repository:
             NotFoundError: no such model or version.
             UntrustedArtifactError: its ``manifest.sig`` is not a valid signature file.
         """
-        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
-        version = self.resolve(ref)
-        return self._signatures(self.root / ref.name / str(version), f"{ref.name}:{version}")
+        path, where, _ = self._manifest_bytes(ref)
+        return self._signatures(path, where)
 
     def verify_signature(self, ref: ModelRef | str,
                          trusted: TrustedKeys | dict[str, TrustedKey]) -> TrustedKey:
@@ -187,21 +225,29 @@ class Repository:
         path, where, raw = self._manifest_bytes(ref)
         keys = trusted.keys() if isinstance(trusted, TrustedKeys) else trusted
         signer = check_signatures(raw, self._signatures(path, where), keys, where)
-        _verify(path, parse_manifest(raw, where), where)
+        self._checked(path, raw, parse_manifest(raw, where), where)
         return signer
 
     def _manifest_bytes(self, ref: ModelRef | str) -> tuple[Path, str, bytes]:
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         version = self.resolve(ref)
-        path = self.root / ref.name / str(version)
         where = f"{ref.name}:{version}"
+        if self.storage is not None:
+            raw = self.storage.read(f"{ref.name}/{version}/{MANIFEST_NAME}")
+            if raw is None:
+                raise IntegrityError(f"model {where}: {MANIFEST_NAME} is missing")
+            return self._cache_path(ref.name, version, raw), where, raw
+        path = self.root / ref.name / str(version)
         try:
             return path, where, (path / MANIFEST_NAME).read_bytes()
         except FileNotFoundError:
             raise IntegrityError(f"model {where}: {MANIFEST_NAME} is missing") from None
 
-    @staticmethod
-    def _signatures(path: Path, where: str) -> list[ManifestSignature]:
+    def _signatures(self, path: Path, where: str) -> list[ManifestSignature]:
+        if self.storage is not None:
+            found = self.storage.read(f"{path.parent.name}/{path.name}/{SIGNATURE_NAME}",
+                                      MAX_SIGNATURE_FILE)
+            return [] if found is None else parse_signatures(found, where)
         try:
             with (path / SIGNATURE_NAME).open("rb") as handle:
                 raw = handle.read(MAX_SIGNATURE_FILE + 1)
@@ -211,6 +257,58 @@ class Repository:
             raise UntrustedArtifactError(f"model {where}: cannot read {SIGNATURE_NAME} "
                                          f"({exc.strerror})") from None
         return parse_signatures(raw, where)
+
+    def _cache_path(self, name: str, version: int, raw_manifest: bytes) -> Path:
+        digest = hashlib.sha256(raw_manifest).hexdigest()
+        return self.root / _CACHE / digest / name / str(version)
+
+    def _checked(self, path: Path, raw: bytes, manifest: Manifest, where: str) -> None:
+        """Check a version's files against its manifest (a remote one's cached copy).
+
+        A remote version is downloaded into its cache directory first, unless an earlier
+        download is there; a cached copy that fails the check is removed, so the next
+        call downloads it again.
+        """
+        if self.storage is None:
+            _verify(path, manifest, where)
+            return
+        fresh = not (path / MANIFEST_NAME).is_file()
+        if fresh:
+            self._download(path, raw, manifest, where)
+        try:
+            _verify(path, manifest, where)
+        except IntegrityError:
+            _remove_tree(path.parent.parent)
+            raise
+        os.utime(path.parent.parent)  # most recently used: the last one the bound removes
+        if fresh:
+            self._bound_cache(manifest.name, keep=path.parent.parent)
+
+    def _download(self, path: Path, raw: bytes, manifest: Manifest, where: str) -> None:
+        assert self.storage is not None
+        prefix = f"{path.parent.name}/{path.name}"
+        with self.stage() as staging:
+            for rel in manifest.files:
+                target = staging / safe_relative(rel, where)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.storage.download(f"{prefix}/{rel}", target)
+                except FileNotFoundError:
+                    raise IntegrityError(f"model {where}: file {rel!r} is missing from "
+                                         f"{self.location}") from None
+            (staging / MANIFEST_NAME).write_bytes(raw)
+            _seal(staging)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):  # another process put the same copy there
+                os.rename(staging, path)
+
+    def _bound_cache(self, name: str, keep: Path) -> None:
+        """Remove the least recently used cached versions of ``name`` beyond the bound."""
+        cache = self.root / _CACHE
+        entries = [e for e in cache.iterdir() if (e / name).is_dir() and e != keep]
+        entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+        for entry in entries[self.cache_versions - 1:]:
+            _remove_tree(entry)
 
     # ----------------------------------------------------------------- writing
 
@@ -227,12 +325,15 @@ class Repository:
                 file.
         """
         path, where, raw = self._manifest_bytes(ref)
-        _verify(path, parse_manifest(raw, where), where)
+        self._checked(path, raw, parse_manifest(raw, where), where)
         signature = key.sign(raw)
         name = path.parent.name
         with self._lock(name):
             kept = [s for s in self._signatures(path, where) if s.key_id != key.key_id]
             data = dump_signatures([*kept, signature])
+            if self.storage is not None:  # one PUT: readers see the old object or the new
+                self.storage.write(f"{name}/{path.name}/{SIGNATURE_NAME}", data)
+                return signature
             # Written in a staging directory and renamed into place: a reader sees the old
             # file or the new, and a crash leaves nothing in the version directory.
             staging_root = self.root / _STAGING
@@ -296,6 +397,8 @@ class Repository:
         if links:
             raise IntegrityError(f"artifact file {links[0]!r} is a symbolic link; copy it instead")
         files = {rel: FileEntry(sha256=h, size=n) for rel, (h, n) in hashed.items()}
+        if self.storage is not None:
+            return self._publish(staging, draft, files)
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(name) as lock:
@@ -316,6 +419,28 @@ class Repository:
             fsync_dir(model_dir)
         return manifest
 
+    def _publish(self, staging: Path, draft: Manifest, files: dict[str, FileEntry]) -> Manifest:
+        """Upload a staged version: a claimed number, the files, then the manifest last."""
+        assert self.storage is not None
+        name = draft.name
+        with self._lock(name):
+            version = self.storage.claim(name)
+            manifest = draft.model_copy(update={"version": version, "files": files})
+            raw = manifest.to_json()
+            for rel in sorted(files):
+                self.storage.upload(staging / rel, f"{name}/{version}/{rel}")
+            if not self.storage.write(f"{name}/{version}/{MANIFEST_NAME}", raw, exclusive=True):
+                raise IntegrityError(f"model {name}:{version}: another writer created its "
+                                     f"{MANIFEST_NAME} in {self.location} first; import again")
+        # The staged files are this version's cached copy: serving it downloads nothing.
+        (staging / MANIFEST_NAME).write_bytes(raw)
+        _seal(staging)
+        target = self._cache_path(name, version, raw)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.rename(staging, target)
+        return manifest
+
     def delete(self, ref: ModelRef | str) -> list[int]:
         """Delete one version, or every version of a model when none is named.
 
@@ -326,6 +451,12 @@ class Repository:
         targets = [self.resolve(ref)] if ref.version is not None else self.versions(ref.name)
         if not targets:
             self.resolve(ref)  # raises the NotFoundError that names what exists
+        if self.storage is not None:
+            with self._lock(ref.name):
+                for version in targets:  # the manifest first: the version is gone at once
+                    self.storage.remove(f"{ref.name}/{version}/{MANIFEST_NAME}")
+                    self.storage.remove(f"{ref.name}/{version}")
+            return targets
         staging_root = self.root / _STAGING
         staging_root.mkdir(parents=True, exist_ok=True)
         with self._lock(ref.name):
@@ -358,6 +489,14 @@ class Repository:
             pid_text = entry.name.partition("-")[0]
             if pid_text.isdigit() and not _alive(int(pid_text)):
                 _remove_tree(entry)
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_model_name(name)
+    except InputError:
+        return False
+    return True
 
 
 def _verify(path: Path, manifest: Manifest, where: str) -> None:

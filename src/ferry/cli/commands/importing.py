@@ -13,7 +13,7 @@ from ferry.cli.console import ConsoleProgress, err_console, out_console, print_j
 from ferry.errors import InputError
 from ferry.formats import ImportOptions, import_model, iter_importers
 from ferry.formats.detect import is_pipeline_file
-from ferry.repository import Manifest
+from ferry.repository import Manifest, Repository
 
 
 @app.command("import")
@@ -54,6 +54,12 @@ def import_(
         "--eval", metavar="FILE.npz", help="Pipelines: report the pipeline's accuracy on "
         "this eval set (one array per input, and 'y') beside each member's.",
     )] = None,
+    repository: Annotated[str | None, typer.Option(
+        "--repository", metavar="DIR|s3://BUCKET/PREFIX", help="The repository to import "
+        "into, instead of --repo: a directory, or object storage (ferry[s3]; credentials "
+        "from AWS_* variables, AWS_ENDPOINT_URL for S3-compatible servers).",
+        show_default=False,
+    )] = None,
 ) -> None:
     """Import a model file as a new version: convert to ONNX, prove parity, store.
 
@@ -62,9 +68,10 @@ def import_(
       [bold]ferry import my_model.h5 --name digits[/]
       [bold]ferry import model.onnx --name resnet --samples inputs.npz[/]
       [bold]ferry import model.skops --name iris[/]
+      [bold]ferry import model.onnx --name resnet --repository s3://bucket/models[/]
       [bold]ferry import pipeline.toml --name digits-top3[/]  (a pipeline: see ferry pipeline)
     """
-    repo = state(ctx).repo
+    repo = state(ctx).repo if repository is None else Repository(repository)
     if format in (None, "pipeline") and is_pipeline_file(file):
         from ferry.cli.commands.pipelines import store_pipeline
 
@@ -77,7 +84,7 @@ def import_(
                             opset=opset, native=native, trust_sha256=trust_sha256)
     manifest = import_model(repo, file, name, format=format, options=options,
                             progress=ConsoleProgress())
-    _summary(manifest, repo.root)
+    _summary(manifest, repo.location)
 
 
 def _labels(text: str | None) -> list[str] | None:
@@ -93,7 +100,7 @@ def _labels(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",")]
 
 
-def _summary(m: Manifest, root: Path) -> None:
+def _summary(m: Manifest, root: str) -> None:
     parity = m.parity
     figures = ""
     if parity:
@@ -102,7 +109,7 @@ def _summary(m: Manifest, root: Path) -> None:
                    f"(tolerance {parity.tolerance:g})")
     out_console.print(
         f"imported [bold]{m.name}:{m.version}[/] ({m.format} -> {m.runtime}) into "
-        f"{root / m.name / str(m.version)}{figures}", highlight=False,
+        f"{root}/{m.name}/{m.version}{figures}", highlight=False,
     )
 
 

@@ -38,7 +38,7 @@ def models(
         print_json(rows)
         return
     if not rows:
-        err_console.print(f"no models in {repo.root} yet; try: ferry demo", highlight=False)
+        err_console.print(f"no models in {repo.location} yet; try: ferry demo", highlight=False)
         return
     table = Table("model", "versions", "latest format", "runtime", "created (UTC)")
     for row in rows:

@@ -115,9 +115,11 @@ def serve(
       [bold]FERRY_HTTP_PORT=9000 ferry serve --config ferry.toml --watch[/]
       [bold]ferry serve model-repository --api-keys-file keys.json[/]
       [bold]ferry serve model-repository --trusted-keys trusted-keys[/]
+      [bold]ferry serve s3://bucket/models --watch[/]  (AWS_* credentials, AWS_ENDPOINT_URL)
       [bold]ferry serve model-repository --ray --address auto[/]
       [bold]curl -d '{"data": [[0, 1, ...]]}' http://127.0.0.1:8000/predict[/]
     """
+    from ferry.repository.storage import remote_url
     from ferry.server import Endpoints, run
     from ferry.settings import load_settings
 
@@ -143,7 +145,7 @@ def serve(
     if security:
         flags["security"] = security  # merged into [security] of the file and environment
     if repository is None and config is None and "FERRY_REPOSITORY" not in _environ():
-        flags["repository"] = state(ctx).repo.root
+        flags["repository"] = state(ctx).repo.location
     settings = load_settings(config, **flags)
     if ray or address is not None or ray_replicas is not None:
         from ferry.cli.ray_serving import serve_on_ray
@@ -151,9 +153,11 @@ def serve(
         serve_on_ray(settings, ray=ray, address=address, replicas=ray_replicas)
         return
 
+    served_from = remote_url(settings.repository) or settings.repository
+
     def ready(where: Endpoints) -> None:
         out_console.print(
-            f"ferry is serving [bold]{', '.join(where.models)}[/] from {settings.repository}\n"
+            f"ferry is serving [bold]{', '.join(where.models)}[/] from {served_from}\n"
             f"  REST  {where.url}   (V2: /v2/models/NAME/infer, seed: /predict, "
             f"docs: {where.url}/docs, metrics: {where.url}/metrics)\n"
             f"  gRPC  {where.host}:{where.grpc_port}   (inference.GRPCInferenceService)\n"
