@@ -86,7 +86,7 @@ def serve(
         "\\[security] tls_client_ca_file).", show_default=False,
     )] = None,
     ray: Annotated[bool, typer.Option(
-        "--ray", help="Deploy on Ray Serve instead (ferry[ray]): replicas of ferry's engine "
+        "--ray", help="Deploy on Ray Serve instead (ferry\\[ray]): replicas of ferry's engine "
         "behind Ray's HTTP proxy on --host/--http-port, REST only (docs/deploy.md).",
     )] = False,
     address: Annotated[str | None, typer.Option(
