@@ -16,6 +16,7 @@ from benchmarks.optimize_bench import (
     Profile,
     Served,
     Version,
+    best_runs,
     binary_body,
     goal_rows,
     op_times,
@@ -130,3 +131,35 @@ def test_the_readme_quotes_the_results_file():
     assert len(quoted) >= 10
     for line in quoted:  # the goals and the MLP's table, word for word
         assert line in section, line
+
+
+def test_each_version_keeps_its_best_served_run_and_a_failure_shows():
+    runs = [Served(PARENT, "big:1", 100.0), Served(DYNAMIC, "big:2", 150.0),
+            Served(DYNAMIC, "big:2", 170.0), Served(PARENT, "big:1", 90.0),
+            Served(PARENT, "big:1", note="wrk exited 1")]
+    kept = best_runs(runs)
+    assert [(s.label, s.rps, s.note) for s in kept] == [(PARENT, 0.0, "wrk exited 1"),
+                                                        (DYNAMIC, 170.0, "")]
+
+
+def test_the_benchmark_notes_a_failed_optimize_group(tmp_path: Path, monkeypatch):
+    from benchmarks import optimize_bench
+    from benchmarks.run import Bench, Options
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("training failed\nmore")
+
+    monkeypatch.setattr(optimize_bench, "run", fail)
+    bench = Bench(Options(duration=1, warmup=0, workdir=tmp_path, out=tmp_path / "r.md",
+                          groups=frozenset({"optimize"}), connections=(64,), cold_runs=0))
+    bench.optimize_versions()
+    assert bench.report.notes[-1] == "Optimize (issue 18): not measured: training failed"
+
+
+def test_the_served_section_splits_an_answers_time_into_model_and_transport():
+    text = render(_result(dynamic=1.6, static=2.0, pruned=4.0, served=(1000.0, 1250.0)), {},
+                  seconds=1, rounds=1, duration=1)
+    assert ("Server core time: parent (FP32) 1.000 ms per answer, of which the model 0.312 ms "
+            "per row in-process (batch 32); dynamic INT8 0.800 ms per answer, of which the "
+            "model 0.050 ms per row") in text
+    assert "The rest, 0.688 and 0.750 ms, is ferry's transport" in text
