@@ -82,13 +82,12 @@ def safe_relative(rel: str, where: str) -> PurePosixPath:
     """Check a manifest's file name before it becomes a local path.
 
     Raises:
-        IntegrityError: absolute, empty, or climbing out with ``..``.
+        IntegrityError: absolute, empty, or with an empty, ``.`` or ``..`` part.
     """
-    path = PurePosixPath(rel)
-    if not rel or path.is_absolute() or any(part in ("", ".", "..") for part in path.parts):
+    if any(part in ("", ".", "..") for part in rel.split("/")):
         raise IntegrityError(f"model {where}: its manifest lists file {rel!r}, which is not "
                              "a plain relative path inside the version")
-    return path
+    return PurePosixPath(rel)
 
 
 class ObjectStorage:

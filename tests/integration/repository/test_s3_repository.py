@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -27,7 +29,7 @@ import numpy as np
 import pytest
 
 # ruff: noqa: E402
-from extras import require
+from extras import require, strict
 
 require("moto")
 require("s3fs")
@@ -122,7 +124,7 @@ def _wait(what, timeout: float = 30.0):
 def test_import_to_s3_serve_from_it_and_only_complete_verified_versions_are_served(
         s3, iris, tmp_path):
     client, env = s3
-    url = f"s3://{BUCKET}/prod"
+    url = f"s3://{BUCKET}/live"
     strong, strong_file = iris["strong"]
     weak, weak_file = iris["weak"]
     x = iris["x"]
@@ -132,7 +134,7 @@ def test_import_to_s3_serve_from_it_and_only_complete_verified_versions_are_serv
     assert done.returncode == 0, done.stderr
     assert f"imported iris:1 (sklearn -> onnxruntime) into {url}/iris/1" in done.stdout
     assert not (tmp_path / "model-repository").exists()  # nothing written locally
-    stored = _objects(client, "prod/")
+    stored = _objects(client, "live/")
     assert sorted(stored) == [".locks/iris/1", "iris/1/manifest.json", "iris/1/model.onnx"]
     manifest = json.loads(stored["iris/1/manifest.json"])
     assert manifest["files"]["model.onnx"]["sha256"] == hashlib.sha256(
@@ -144,13 +146,13 @@ def test_import_to_s3_serve_from_it_and_only_complete_verified_versions_are_serv
         assert _labels(_infer(server.url, x[::10])) == strong.predict(x[::10]).tolist()
 
         # A half-uploaded version: its files, no manifest. Invisible to every reader.
-        client.put_object(Bucket=BUCKET, Key="prod/iris/2/model.onnx",
+        client.put_object(Bucket=BUCKET, Key="live/iris/2/model.onnx",
                           Body=stored["iris/1/model.onnx"])
         # A version whose manifest does not match its file (written by hand, or corrupted).
         bad = {**manifest, "version": 3}
-        client.put_object(Bucket=BUCKET, Key="prod/iris/3/model.onnx",
+        client.put_object(Bucket=BUCKET, Key="live/iris/3/model.onnx",
                           Body=stored["iris/1/model.onnx"] + b"\0")
-        client.put_object(Bucket=BUCKET, Key="prod/iris/3/manifest.json",
+        client.put_object(Bucket=BUCKET, Key="live/iris/3/manifest.json",
                           Body=json.dumps(bad).encode())
         assert Repository(url).versions("iris") == [1, 3]
         with pytest.raises(IntegrityError, match=r"model iris:3: file 'model.onnx' does not "
@@ -310,3 +312,38 @@ def test_bad_urls_and_unreachable_buckets_are_one_clear_line(s3, tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "cannot list s3://models/prod" in done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+def _readme_block() -> list[str]:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## From laptop to cluster", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n# repository-in-a-bucket\n(.*?)```", section, re.S)
+    assert block, "the README's object-storage block is missing"
+    return [line.split("  #", 1)[0].strip() for line in block.group(1).splitlines()
+            if line.strip()]
+
+
+def test_the_readme_bucket_commands_run_as_written(s3, tmp_path):
+    lgb = pytest.importorskip("lightgbm") if not strict() else __import__("lightgbm")
+    _, env = s3
+    commands = _readme_block()
+    assert [c.split()[0] for c in commands] == ["pip", "export", "export", "ferry", "ferry"]
+    assert "'.[serve,s3]'" in commands[0] and "requirements/constraints.txt" in commands[0]
+    exported = {word.split("=")[0] for c in commands[1:3] for word in c.split()[1:]}
+    assert exported == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    booster = lgb.LGBMClassifier(n_estimators=8, max_depth=3, verbose=-1).fit(x, y)
+    booster.booster_.save_model(tmp_path / "iris.txt")
+    done = _ferry(*shlex.split(commands[3])[1:], env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    serve = shlex.split(commands[4])
+    assert serve[:2] == ["ferry", "serve"]
+    with ferry_serve(None, *serve[2:], env=env, cwd=tmp_path) as server:
+        meta = httpx.get(f"{server.url}/v2/models/iris", timeout=10).json()
+        name = meta["inputs"][0]["name"]
+        body = {"inputs": [{"name": name, "datatype": "FP32", "shape": [15, 4],
+                            "data": x[::10].ravel().tolist()}]}
+        answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert _labels(answer.json()) == booster.predict(x[::10]).tolist()
