@@ -742,7 +742,7 @@ class Engine:
             state = self._states.setdefault(name, _State("LOADING"))
             try:
                 wanted = self._wanted(name, state.pinned)
-                config = read_model_config(self.repository.root / name, self._defaults)
+                config = read_model_config(self.repository.model_dir(name), self._defaults)
                 current = self._table.get(name)
                 have = current.versions if current is not None else {}
                 loaded: dict[int, Version] = {}
@@ -881,7 +881,7 @@ class Engine:
                 raise NotFoundError(f"model {quote_name(name)} has no version {missing[0]} "
                                     f"(versions: {', '.join(map(str, have))})")
             return pinned
-        config = read_model_config(self.repository.root / name, self._defaults)
+        config = read_model_config(self.repository.model_dir(name), self._defaults)
         chosen = config.policy.select(have)
         if not chosen:
             raise NotFoundError(f"model {quote_name(name)}: version policy "

@@ -167,6 +167,17 @@ class ObjectStorage:
                 versions.add(int(version))
         return sorted(versions)
 
+    def files(self, rel: str) -> list[str]:
+        """Names of the objects directly below ``rel`` (not the prefixes), sorted."""
+        try:
+            found = self._fs.ls(self._path(rel), detail=True)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._unavailable("list", rel, exc) from None
+        return sorted(str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in found
+                      if e.get("type") == "file")
+
     def read(self, rel: str, limit: int | None = None) -> bytes | None:
         """An object's bytes (at most ``limit`` + 1 of them), or None when it is absent."""
         try:

@@ -64,6 +64,8 @@ _STAGING = ".staging"
 _LOCKS = ".locks"
 #: A remote repository's cache: ``<root>/.versions/<manifest sha256>/<model>/<version>/``.
 _CACHE = ".versions"
+#: The largest model-level file (``<model>/config.toml``) mirrored from a remote repository.
+_MAX_MODEL_FILE = 1 << 20
 #: Files of a version directory that its manifest does not list.
 _UNLISTED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 
@@ -147,6 +149,38 @@ class Repository:
             if entry.name.isdigit() and (entry / MANIFEST_NAME).is_file():
                 found.append(int(entry.name))
         return sorted(found)
+
+    def model_dir(self, name: str) -> Path:
+        """The directory of a model's own files beside its versions (``config.toml``).
+
+        For a remote repository: a local mirror of the objects directly under
+        ``<model>/`` whose names are plain (letters, digits, ``_.-``), refreshed on each
+        call (one listing, one download per file, each replaced atomically; files gone
+        from the bucket are removed).
+
+        Raises:
+            InputError: such a remote file is larger than 1 MiB.
+        """
+        local = self.root / check_model_name(name)
+        if self.storage is None:
+            return local
+        remote = [file for file in self.storage.files(name) if _valid_name(file)]
+        if local.is_dir():
+            for entry in local.iterdir():
+                if entry.is_file() and entry.name not in remote:
+                    entry.unlink(missing_ok=True)
+        for file in remote:
+            data = self.storage.read(f"{name}/{file}", _MAX_MODEL_FILE)
+            if data is None:
+                continue
+            if len(data) > _MAX_MODEL_FILE:
+                raise InputError(f"{self.location}/{name}/{file} is larger than 1 MiB; a "
+                                 "model's own files are small settings files")
+            local.mkdir(parents=True, exist_ok=True)
+            tmp = local / f".{file}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.write_bytes(data)
+            os.replace(tmp, local / file)
+        return local
 
     def resolve(self, ref: ModelRef | str) -> int:
         """Return the version a reference names: its own, or the model's latest.

@@ -42,6 +42,7 @@ from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from ferry.call import internal_call
 from ferry.errors import InputError, IntegrityError
 from ferry.formats import import_model
 from ferry.repository import Repository
@@ -347,3 +348,29 @@ def test_the_readme_bucket_commands_run_as_written(s3, tmp_path):
         answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
         assert _labels(answer.json()) == booster.predict(x[::10]).tolist()
+
+
+async def test_a_models_config_toml_in_the_bucket_applies_and_follows_the_bucket(
+        s3, iris, tmp_path):
+    from ferry.engine import Engine
+
+    client, _ = s3
+    url = f"s3://{BUCKET}/config"
+    writer = Repository(url, cache_dir=tmp_path / "writer")
+    for _ in range(3):
+        import_model(writer, iris["strong"][1], "iris")
+    client.put_object(Bucket=BUCKET, Key="config/iris/config.toml",
+                      Body=b'version_policy = "latest:2"\n')
+    client.put_object(Bucket=BUCKET, Key="config/iris/.hidden", Body=b"not mirrored")
+    repo = Repository(url, cache_dir=tmp_path / "server")
+    engine = Engine(repo)
+    await engine.start()
+    try:
+        assert sorted(engine.served_versions("iris")) == [2, 3]
+        assert sorted(p.name for p in repo.model_dir("iris").iterdir()) == ["config.toml"]
+        client.delete_object(Bucket=BUCKET, Key="config/iris/config.toml")
+        assert list(repo.model_dir("iris").iterdir()) == []  # gone from the bucket: removed
+        await engine.load_model(internal_call("test"), "iris")
+        assert sorted(engine.served_versions("iris")) == [3]  # the default policy: latest
+    finally:
+        await engine.stop()
