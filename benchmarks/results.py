@@ -37,6 +37,8 @@ V2_BINARY = "V2 binary infer"
 V2_JSON_API_KEY = "V2 JSON infer, API key"
 V2_JSON_JWT = "V2 JSON infer, JWT"
 V2_JSON_TLS = "V2 JSON infer, TLS"
+#: Issue 21: the plain server while a client polls the console's live view every second.
+V2_JSON_CONSOLE = "V2 JSON infer, console open"
 #: The plain V2 JSON run measured right before and after the secured ones, on a server
 #: started the same way with no [security]: what each secured figure is paired with.
 V2_JSON_CONTROL = "V2 JSON infer, beside the secured runs"
@@ -234,7 +236,8 @@ def ratios(report: Report) -> list[Ratio]:
     plain = report.rps("W1", FERRY, V2_JSON, 64)
     for route, name, goal in ((V2_JSON_API_KEY, "with API key / without", 0.90),
                               (V2_JSON_JWT, "with JWT / without", 0.85),
-                              (V2_JSON_TLS, "over TLS / plain", 0.60)):
+                              (V2_JSON_TLS, "over TLS / plain", 0.60),
+                              (V2_JSON_CONSOLE, "with the console open / closed", 0.97)):
         paired = report.paired("W1", route, V2_JSON_CONTROL, 64)
         out.append(Ratio(f"W1, 64 conns: ferry V2 JSON {name}", paired if paired is not None
                          else _div(report.rps("W1", FERRY, route, 64), plain),
@@ -361,7 +364,7 @@ def zero_error_check(report: Report) -> tuple[int, int]:
     """
     errors = runs = 0
     for route in (V2_JSON, PREDICT, V2_JSON_NO_TYPE, V2_JSON_API_KEY, V2_JSON_JWT,
-                  V2_JSON_TLS, V2_JSON_CONTROL):
+                  V2_JSON_TLS, V2_JSON_CONSOLE, V2_JSON_CONTROL):
         for result in report.results("W1", FERRY, route, 64):
             runs += 1
             errors += result.errors

@@ -18,6 +18,7 @@ end (and after each group, so an interrupted run still leaves its figures).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -579,8 +581,9 @@ class Bench:
                         self.wrong_answers += 1
                         self._skip(w, FERRY, [variant.route], WRK, refused, connections)
                         continue
-                    self.http_runs(service, w, FERRY, variant.route, url, w.v2_body(),
-                                   check_v2, variant=variant, connections=connections)
+                    with ConsoleWatcher(f"{base}/console/api/live", on=variant.console):
+                        self.http_runs(service, w, FERRY, variant.route, url, w.v2_body(),
+                                       check_v2, variant=variant, connections=connections)
             except ServerError as exc:
                 self._skip(w, FERRY, [variant.route], WRK, _first_line(exc), connections)
 
@@ -786,6 +789,46 @@ def _probe_finish(process: subprocess.Popen[str] | None, seconds: float
         return prober.parse_probe(out), ""
     except (LoadgenError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
         return None, f"the refusal probe failed: {_first_line(exc)}"
+
+
+class ConsoleWatcher:
+    """What an open console page does: GET its live view every second (on the load core).
+
+    A context manager; off (``on`` False) it does nothing. It fails the run (ServerError)
+    when no poll was answered 200, so a console that is off cannot pass for a cheap one.
+    """
+
+    def __init__(self, url: str, *, on: bool, interval: float = 1.0) -> None:
+        self.url = url
+        self.on = on
+        self.interval = interval
+        self.answered = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ConsoleWatcher:
+        if self.on:
+            self._thread = threading.Thread(target=self._poll, name="console-watcher",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {LOAD_CORE})
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):  # a refused or timed-out poll: not answered
+                if http_get(self.url, timeout=5)[0] == 200:
+                    self.answered += 1
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(10)
+        if not self.answered and exc[0] is None:
+            raise ServerError(f"the console's live view ({self.url}) never answered 200")
 
 
 def _grpc_counts(metrics_url: str | None) -> dict[str, float] | None:

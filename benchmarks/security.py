@@ -23,7 +23,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.results import V2_JSON_API_KEY, V2_JSON_CONTROL, V2_JSON_JWT, V2_JSON_TLS
+from benchmarks.results import (
+    V2_JSON_API_KEY,
+    V2_JSON_CONSOLE,
+    V2_JSON_CONTROL,
+    V2_JSON_JWT,
+    V2_JSON_TLS,
+)
 
 #: The ``[security]`` settings a TLS run needs; without them ferry cannot serve TLS.
 TLS_SETTINGS = ("tls_cert_file", "tls_key_file")
@@ -49,6 +55,9 @@ class Variant:
     #: The certificate a TLS run's checks trust (wrk does not verify certificates).
     ca_file: Path | None = None
     missing: str | None = None
+    #: Poll the console's live view (``/console/api/live``) every second during the run, as
+    #: an open console page does (issue 21: the console must not cost the inference path).
+    console: bool = False
 
     def context(self) -> ssl.SSLContext | None:
         """The TLS client context of the harness's own requests (None over plain HTTP)."""
@@ -58,10 +67,16 @@ class Variant:
 
 
 def variants(folder: Path) -> list[Variant]:
-    """The three secured runs, their credentials made afresh in ``folder`` (emptied first)."""
+    """The secured runs, their credentials made afresh in ``folder`` (emptied first), and
+    the plain server with its console open: every run paired with the control runs."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, mode=0o700)
-    return [api_key(folder), jwt_token(folder), tls(folder)]
+    return [api_key(folder), jwt_token(folder), tls(folder), console_open()]
+
+
+def console_open() -> Variant:
+    """The plain server while a client watches its console's live view."""
+    return Variant(V2_JSON_CONSOLE, console=True)
 
 
 def control() -> Variant:

@@ -57,6 +57,7 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_concurrent_streams", 100),
     ("grpc.http.overload_protection", 0),
     ("grpc.max_connection_idle_ms", 300_000),
+    ("grpc.server_handshake_timeout_ms", 10_000),
     ("grpc.compression_enabled_algorithms_bitset", 1),
 ]
 

@@ -26,6 +26,7 @@ from benchmarks.results import (
     FERRY,
     V2_JSON,
     V2_JSON_API_KEY,
+    V2_JSON_CONSOLE,
     V2_JSON_CONTROL,
     V2_JSON_JWT,
     V2_JSON_TLS,
@@ -249,13 +250,14 @@ def test_the_harness_measures_each_secured_run(bench_dir: tuple[Path, Workload],
     bench = _bench(work, tmp_path)
     bench.ferry_secured(w)
     got = {m.route: m for m in bench.report.measurements}
-    assert sorted(got) == sorted([V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_TLS, V2_JSON_CONTROL])
+    assert sorted(got) == sorted([V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_TLS, V2_JSON_CONSOLE,
+                                  V2_JSON_CONTROL])
     order = [m.route for m in bench.report.measurements]
     assert order[0] == order[-1] == V2_JSON_CONTROL and order.count(V2_JSON_CONTROL) == 2
     assert all(m.result is not None and m.result.errors == 0
                for m in bench.report.measurements if m.route == V2_JSON_CONTROL)
     assert {m.connections for m in bench.report.measurements} == {64}
-    for route in (V2_JSON_API_KEY, V2_JSON_JWT):
+    for route in (V2_JSON_API_KEY, V2_JSON_JWT, V2_JSON_CONSOLE):  # the console: issue 21
         m = got[route]
         assert m.result is not None, m.note
         assert m.result.requests > 10 and m.result.errors == 0, m.result.detail
