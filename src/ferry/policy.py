@@ -34,7 +34,6 @@ imports the other.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ferry.call import CallContext
@@ -56,13 +55,33 @@ class Kind(enum.Enum):
     INFER = "infer"
 
 
-@dataclass(frozen=True, slots=True)
 class Action:
-    """One call's request: its kind, and the model (and version) it names, if any."""
+    """One call's request: its kind, and the model (and version) it names, if any.
 
-    kind: Kind
-    model: str | None = None
-    version: str | None = None
+    Built for every call that a policy chain checks, so it is a plain slotted class: a
+    frozen dataclass cost twice as much to make (each field set through
+    ``object.__setattr__``). Treat it as read-only: policies never change it.
+    """
+
+    __slots__ = ("kind", "model", "version")
+
+    def __init__(self, kind: Kind, model: str | None = None,
+                 version: str | None = None) -> None:
+        self.kind = kind
+        self.model = model
+        self.version = version
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Action):
+            return NotImplemented
+        return (self.kind, self.model, self.version) == (other.kind, other.model,
+                                                         other.version)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.model, self.version))
+
+    def __repr__(self) -> str:
+        return f"Action(kind={self.kind!r}, model={self.model!r}, version={self.version!r})"
 
 
 class Stage(enum.IntEnum):
