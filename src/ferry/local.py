@@ -240,7 +240,8 @@ def load(repository: Repository | Path | str, model: str | None = None, *,
 
     Args:
         repository: a model repository directory (or :class:`~ferry.repository.Repository`);
-            a bundle written by ``ferry export`` is one.
+            a bundle written by ``ferry export`` is one. ``s3://bucket/prefix`` loads from
+            object storage (``ferry[s3]``), through the local cache.
         model: ``"NAME"`` (its latest version) or ``"NAME:VERSION"``. May be left out for
             an exported bundle (it names its version) or a repository of one model.
         trusted_keys: when given, refuse a version not signed by one of these keys.
@@ -259,7 +260,8 @@ def load(repository: Repository | Path | str, model: str | None = None, *,
     repo = repository if isinstance(repository, Repository) else Repository(
         Path(repository), trusted_keys=trusted_keys)
     if trusted_keys is not None and repo.trusted_keys is None:
-        repo = Repository(repo.root, trusted_keys=trusted_keys)
+        repo = Repository(repo.location, trusted_keys=trusted_keys, cache_dir=repo.root,
+                          cache_versions=repo.cache_versions)
     ref = ModelRef.parse(model if model is not None else _only_model(repo))
     stored = repo.open(ref)
     runtime = _loader(stored.manifest.runtime)(repo, stored, options or RuntimeOptions())
@@ -271,17 +273,18 @@ def load(repository: Repository | Path | str, model: str | None = None, *,
 
 
 def _only_model(repo: Repository) -> str:
-    if not repo.root.is_dir():
-        raise NotFoundError(f"no model repository or bundle at {str(repo.root)!r}")
-    named = bundle_model(repo.root)  # a bundle says which version it was made for
+    if not repo.exists():
+        raise NotFoundError(f"no model repository or bundle at {repo.location!r}")
+    # A bundle says which version it was made for (bundles are directories).
+    named = bundle_model(repo.root) if repo.storage is None else None
     if named is not None:
         return named
     names = repo.models()
     if len(names) == 1:
         return names[0]
     if not names:
-        raise NotFoundError(f"{str(repo.root)!r} holds no model version")
+        raise NotFoundError(f"{repo.location!r} holds no model version")
     raise NotFoundError(
-        f"{str(repo.root)!r} holds {len(names)} models ({', '.join(names)}); name one: "
-        f"ferry.load({str(repo.root)!r}, {names[0]!r})"
+        f"{repo.location!r} holds {len(names)} models ({', '.join(names)}); name one: "
+        f"ferry.load({repo.location!r}, {names[0]!r})"
     )

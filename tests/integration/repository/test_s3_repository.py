@@ -252,6 +252,12 @@ def test_repository_commands_take_the_url(s3, iris, tmp_path, capsys):
     assert (row["name"], row["versions"]) == ("iris", [1, 2])
     assert main(["--repo", url, "show", "iris:2"]) == 0
     assert "iris" in capsys.readouterr().out
+    rows = iris["x"][::10]
+    np.save(tmp_path / "rows.npy", rows)
+    assert main(["--repo", url, "predict", "iris:2", "--input", str(tmp_path / "rows.npy"),
+                 "--output", "label"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert _labels(answer) == iris["strong"][0].predict(rows).tolist()
     key = SigningKey.generate()
     key.write(tmp_path / "release.pem")
     assert main(["--repo", url, "sign", "iris:2", "--key", str(tmp_path / "release.pem")]) == 0
@@ -374,3 +380,19 @@ async def test_a_models_config_toml_in_the_bucket_applies_and_follows_the_bucket
         assert sorted(engine.served_versions("iris")) == [3]  # the default policy: latest
     finally:
         await engine.stop()
+
+
+def test_ferry_load_reads_a_bucket(s3, iris, tmp_path):
+    import ferry
+    from ferry.errors import NotFoundError
+
+    url = f"s3://{BUCKET}/in-process"
+    import_model(Repository(url, cache_dir=tmp_path / "w"), iris["strong"][1], "iris")
+    strong, x = iris["strong"][0], iris["x"]
+    with ferry.load(url) as model:  # the only model of the repository
+        assert (model.name, model.version) == ("iris", 1)
+        got = model.predict(x[::10])
+    assert got["label"].tolist() == strong.predict(x[::10]).tolist()
+    with pytest.raises(NotFoundError, match=r"no model repository or bundle at "
+                                            r"'s3://models/nothing-here'"):
+        ferry.load(f"s3://{BUCKET}/nothing-here")
