@@ -43,7 +43,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from ferry.call import internal_call
-from ferry.errors import InputError, IntegrityError
+from ferry.errors import InputError, IntegrityError, UntrustedArtifactError
 from ferry.formats import import_model
 from ferry.repository import Repository
 from serving import ferry_serve, free_port
@@ -242,7 +242,7 @@ def test_delete_hides_the_version_first_and_numbers_are_never_reused(s3, iris, t
 
 def test_repository_commands_take_the_url(s3, iris, tmp_path, capsys):
     from ferry.cli import main
-    from ferry.repository import SigningKey
+    from ferry.repository import SigningKey, TrustedKeys
 
     url = f"s3://{BUCKET}/cli"
     import_model(Repository(url, cache_dir=tmp_path / "cache"), iris["strong"][1], "iris")
@@ -262,6 +262,13 @@ def test_repository_commands_take_the_url(s3, iris, tmp_path, capsys):
     key.write(tmp_path / "release.pem")
     assert main(["--repo", url, "sign", "iris:2", "--key", str(tmp_path / "release.pem")]) == 0
     assert Repository(url).signatures("iris:2")[0].key_id == key.key_id
+    (tmp_path / "trusted").write_text(key.public_line("release") + "\n")
+    trusting = Repository(url, trusted_keys=TrustedKeys(tmp_path / "trusted"),
+                          cache_dir=tmp_path / "trusting")
+    assert trusting.open("iris:2").manifest.version == 2
+    with pytest.raises(UntrustedArtifactError, match=r"iris:1"):
+        trusting.open("iris:1")  # unsigned: refused before any file is downloaded
+    assert [p.name for p in (tmp_path / "trusting" / ".versions").glob("*/iris/*")] == ["2"]
     assert main(["--repo", url, "delete", "iris:1", "--yes"]) == 0
     assert Repository(url).versions("iris") == [2]
 
