@@ -42,14 +42,26 @@ def _request(model: str) -> InferRequest:
     return InferRequest(model_name=model, inputs=[Tensor("x", "FP32", X.shape, X)])
 
 
+async def _backlog(engine: Engine, model: str, at_least: int) -> None:
+    """Until ``model``'s queue holds ``at_least`` requests (bounded: 30 s)."""
+    for _ in range(3000):
+        snap = engine._table[model]  # read only: the queue depth
+        if snap.latest.queued >= at_least:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{model}'s queue never held {at_least} requests")
+
+
 async def test_under_global_overload_the_lower_priority_model_gives_way(
         repo: Repository) -> None:
     engine = Engine(repo, max_backlog=4)
     await engine.start()
+    high: list[asyncio.Future[object]] = []
     try:
-        # Six requests for the high model: one runs, five wait: the server is overloaded.
-        high = [asyncio.ensure_future(engine.infer(CALL, _request("high"))) for _ in range(6)]
-        await asyncio.sleep(0.01)
+        # Twelve requests for the high model: one runs, the rest wait: the server is
+        # overloaded (the model is slow: the last of them waits a quarter of a second).
+        high = [asyncio.ensure_future(engine.infer(CALL, _request("high"))) for _ in range(12)]
+        await _backlog(engine, "high", 8)
         with pytest.raises(RateLimitedError) as refused:
             await engine.infer(CALL, _request("low"))
         assert "'low' (priority 0) gives way to models of priority 10" in refused.value.message
@@ -62,18 +74,21 @@ async def test_under_global_overload_the_lower_priority_model_gives_way(
         answer = await engine.infer(CALL, _request("low"))
         np.testing.assert_allclose(answer.outputs[0].data, also.outputs[0].data, rtol=1e-6)
     finally:
+        await asyncio.gather(*high, return_exceptions=True)
         await engine.stop()
 
 
 async def test_without_max_backlog_or_below_it_no_model_gives_way(repo: Repository) -> None:
     for engine in (Engine(repo), Engine(repo, max_backlog=100)):
         await engine.start()
+        high: list[asyncio.Future[object]] = []
         try:
             high = [asyncio.ensure_future(engine.infer(CALL, _request("high")))
-                    for _ in range(6)]
-            await asyncio.sleep(0.01)
+                    for _ in range(12)]
+            await _backlog(engine, "high", 8)
             low = await engine.infer(CALL, _request("low"))
             assert low.model_name == "low"
             await asyncio.gather(*high)
         finally:
+            await asyncio.gather(*high, return_exceptions=True)
             await engine.stop()
