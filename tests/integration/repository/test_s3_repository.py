@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 # ruff: noqa: E402
-from extras import require, strict
+from extras import require
 
 require("moto")
 require("s3fs")
@@ -338,7 +338,7 @@ def _readme_block() -> list[str]:
 
 
 def test_the_readme_bucket_commands_run_as_written(s3, tmp_path):
-    lgb = pytest.importorskip("lightgbm") if not strict() else __import__("lightgbm")
+    lgb = require("lightgbm")
     _, env = s3
     commands = _readme_block()
     assert [c.split()[0] for c in commands] == ["pip", "export", "export", "ferry", "ferry"]
