@@ -40,9 +40,15 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """One headless Chromium for the session (a missing browser fails a strict run)."""
+    """One headless Chromium per test module (a missing browser fails a strict run).
+
+    Per module, not per session: Playwright's sync API runs its own asyncio event loop in
+    the main thread for as long as ``sync_playwright()`` is open, and every asyncio test
+    that ran after the console's (engine, deadlines, pipelines...) failed with "cannot be
+    called from a running event loop" while a session-wide browser kept it open.
+    """
     missing = _browser_missing()
     if missing:
         if strict():
