@@ -262,15 +262,13 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client closed its sending side: answer what it sent, then close.
 
-        Except an inference request of the lane still waiting for its model (queued, or on
-        a thread): a client that closes then has given up on it (nginx and uvicorn read a
-        close the same way), so the connection closes and the waiting work is dropped
-        (connection_lost cancels it) instead of computed for nobody.
+        A half-close is HTTP/1.1's way to say "no more requests" (RFC 9112 9.6), not that
+        the client left: requests it sent are still answered. A client that is gone resets
+        the connection when the answer reaches it, or at once; connection_lost then cancels
+        the work still waiting (and deadlines bound the rest).
         """
         self._eof = True
         if self._lingering:
-            return None
-        if self._pending is not None and not isinstance(self._pending, asyncio.Task):
             return None
         if self._busy or (self._queue and self._queue[0].complete):
             return True  # keep the transport open for the answers
