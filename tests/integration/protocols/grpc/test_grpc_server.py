@@ -280,19 +280,30 @@ def test_empty_request_names_the_missing_model(stub):
     assert "model" in info.value.details()
 
 
-def test_a_full_queue_is_resource_exhausted_with_retry_after(grpc_repo):
+def test_a_full_queue_is_resource_exhausted_with_retry_after(tmp_path):
     import asyncio
 
     from ferry.engine import Engine, ModelConfig
+    from ferry.formats import ImportOptions, import_model
+    from ferry.repository import Repository
     from grpc_server import serve_grpc
+    from protocol_models import slow
 
+    # A deliberately slow model (a few ms a call): 40 calls at once overflow a queue of one
+    # however the machine's load spreads their arrival.
+    repo = Repository(tmp_path / "repo")
+    import_model(repo, slow(tmp_path, layers=100), "slow", options=ImportOptions(sample_count=2))
     tight = ModelConfig.model_validate({"max_queue": 1, "max_waiting": 0, "inline_below_ms": 0.0,
-                                        "batching": {"max_batch_size": 1}})
-    with serve_grpc(Engine(grpc_repo, models=["pair"], defaults=tight)) as server:
+                                        "batching": {"enabled": False}})
+    x = np.ones((64, 512), np.float32)
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    with serve_grpc(Engine(repo, defaults=tight)) as server:
         async def burst() -> list[object]:
             async with grpc.aio.insecure_channel(server.target) as channel:
                 aio_stub = pb_grpc.GRPCInferenceServiceStub(channel)
-                calls = [aio_stub.ModelInfer(_raw_request(), timeout=30) for _ in range(40)]
+                calls = [aio_stub.ModelInfer(request, timeout=60) for _ in range(40)]
                 return await asyncio.gather(*calls, return_exceptions=True)
 
         results = asyncio.run(burst())
