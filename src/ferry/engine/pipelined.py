@@ -14,11 +14,11 @@ request that is already past that step.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ferry.engine.config import ModelConfig
+from ferry.engine.inflight import InFlight
 from ferry.observability.metrics import Metrics
 from ferry.pipelines import Graph, Step, call_custom, run_graph
 from ferry.pipelines.spec import PipelineSpec
@@ -27,13 +27,12 @@ from ferry.runtimes import Arrays
 
 __all__ = ["PipelineVersion", "RunMember"]
 
-log = logging.getLogger("ferry.engine")
 
 #: How a model step runs: ``(model, version or None for its latest, inputs, deadline)``.
 RunMember = Callable[[str, int | None, Arrays, float | None], Awaitable[Arrays]]
 
 
-class PipelineVersion:
+class PipelineVersion(InFlight):
     """One served version of a pipeline model (see the module's docstring).
 
     Made off the event loop from the stored version (``spec``: its parsed file); the engine
@@ -42,6 +41,7 @@ class PipelineVersion:
 
     def __init__(self, manifest: Manifest, spec: PipelineSpec, config: ModelConfig,
                  metrics: Metrics) -> None:
+        super().__init__()
         self.manifest = manifest
         self.spec = spec
         self.name = manifest.name
@@ -51,13 +51,11 @@ class PipelineVersion:
         self.config = config
         self.output_types = {s.name: s.datatype for s in self.signature.outputs}
         self.load_seconds = 0.0
-        self.inflight = 0
         self.depth = 1
         self._metrics = metrics
         self._graph: Graph | None = None
         self._run_member: RunMember | None = None
         self._step_metrics: dict[str, Any] = {}
-        self._idle: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,13 +74,7 @@ class PipelineVersion:
 
     async def retire(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for in-flight requests; there is nothing to close."""
-        if self.inflight:
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except TimeoutError:
-                log.warning("%s:%s retired with %d requests still in flight after %.0f s",
-                            self.name, self.label, self.inflight, timeout)
+        await self._drain(timeout)
 
     def close(self) -> None:
         """Nothing to free: the members are served (and closed) as models of their own."""
@@ -116,9 +108,7 @@ class PipelineVersion:
         try:
             result = await run_graph(graph, arrays, run_step, observe=self._observe)
         finally:
-            self.inflight -= 1
-            if not self.inflight and self._idle is not None:
-                self._idle.set()
+            self._left()
         if outputs is not None:
             return {name: result[name] for name in outputs}
         return result

@@ -30,6 +30,7 @@ import numpy as np
 
 from ferry.engine.batching import Batcher, Pending
 from ferry.engine.config import ModelConfig
+from ferry.engine.inflight import InFlight
 from ferry.errors import (
     DeadlineExceededError,
     FerryError,
@@ -72,7 +73,7 @@ def _timed(runtime: Runtime, inputs: Arrays) -> float:
     return time.perf_counter() - start
 
 
-class ServedVersion:
+class ServedVersion(InFlight):
     """A loaded, warmed version of a model that requests run on.
 
     Create it off the event loop (:meth:`warm` runs the model), then :meth:`attach` it to
@@ -81,6 +82,7 @@ class ServedVersion:
 
     def __init__(self, manifest: Manifest, runtimes: Sequence[Runtime], config: ModelConfig,
                  metrics: Metrics) -> None:
+        super().__init__()
         self.manifest = manifest
         self.name = manifest.name
         self.version = manifest.version
@@ -93,7 +95,6 @@ class ServedVersion:
         self.load_seconds = 0.0
         self.fixed_seconds = 0.0  # warm-up's cost model of one call: fixed + per row
         self.row_seconds = 0.0
-        self.inflight = 0
         self._metrics = metrics
         self._model_metrics = metrics.for_model(self.name)
         self._input_names = tuple(self.signature.input_names)
@@ -109,7 +110,6 @@ class ServedVersion:
             max_workers=len(self.runtimes), thread_name_prefix=f"ferry-{self.name}-{self.label}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batcher: Batcher | None = None
-        self._idle: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -160,13 +160,7 @@ class ServedVersion:
 
     async def retire(self, timeout: float) -> None:
         """Stop admitting, wait up to ``timeout`` s for in-flight requests, close runtimes."""
-        if self.inflight:
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except TimeoutError:
-                log.warning("%s:%s retired with %d requests still in flight after %.0f s",
-                            self.name, self.label, self.inflight, timeout)
+        await self._drain(timeout)
         if self._batcher is not None:
             self._batcher.fail_queued(UnavailableError(
                 f"model {self.name!r} version {self.label} was unloaded", retry_after=0.1))
@@ -223,10 +217,8 @@ class ServedVersion:
             self._batcher.submit(item)
             return await future
         finally:
-            self.inflight -= 1
             self._model_metrics.inflight.dec()
-            if not self.inflight and self._idle is not None:
-                self._idle.set()
+            self._left()
 
     def _next_turn(self) -> None:
         self._inline_this_turn = False

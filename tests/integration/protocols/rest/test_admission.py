@@ -1,7 +1,8 @@
 """A full queue is refused at once with 429 and Retry-After (issue 4, deliver 7 on REST).
 
-The model is a real, deliberately slow ONNX model (a chain of 512x512 MatMul + Tanh), served
-with one instance, no batching and a queue of one, so that concurrent requests overflow it.
+The model is a real, deliberately slow ONNX model (``protocol_models.slow``: a chain of
+512x512 MatMul + Tanh), served with one instance, no batching and a queue of one, so that
+concurrent requests overflow it.
 """
 
 from __future__ import annotations
@@ -10,40 +11,19 @@ import asyncio
 
 import httpx
 import numpy as np
-import onnx
 import orjson
-from onnx import TensorProto, helper, numpy_helper
 
 from ferry.formats import ImportOptions, import_model
 from ferry.repository import Repository
+from protocol_models import slow
 from rest_server import make_engine, serve
 
 WIDTH, LAYERS, ROWS = 512, 30, 256
 
 
-def _slow_model(path):
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(
-        (rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH)).astype(np.float32), "w")
-    nodes, last = [], "x"
-    for i in range(LAYERS):
-        nodes.append(helper.make_node("MatMul", [last, "w"], [f"m{i}"]))
-        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"]))
-        last = f"t{i}"
-    nodes.append(helper.make_node("Identity", [last], ["y"]))
-    graph = helper.make_graph(
-        nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", WIDTH])],
-        initializer=[weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 async def test_a_full_queue_answers_429_with_retry_after_and_no_5xx(tmp_path):
     repo = Repository(tmp_path / "repo")
-    import_model(repo, _slow_model(tmp_path / "slow.onnx"), "slow",
+    import_model(repo, slow(tmp_path, width=WIDTH, layers=LAYERS), "slow",
                  options=ImportOptions(sample_count=2))
     (repo.root / "slow" / "config.toml").write_text(
         "instances = 1\nmax_queue = 1\nmax_waiting = 0\nwarmup = false\n"
