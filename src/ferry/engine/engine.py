@@ -52,6 +52,10 @@ __all__ = ["EXTENSIONS", "Engine", "Snapshot"]
 
 log = logging.getLogger("ferry.engine")
 
+#: A module constant: an Enum member read as a class attribute costs a slow look-up, and
+#: every inference call names this one.
+_INFER = Kind.INFER
+
 #: What a request resolves to: a model's version, or a pipeline's (engine/pipelined.py).
 Version = ServedVersion | PipelineVersion
 
@@ -404,7 +408,7 @@ class Engine:
             DeadlineExceededError: the request's deadline passed.
         """
         if self.policies:
-            self.policies.check(call, Action(Kind.INFER, request.model_name,
+            self.policies.check(call, Action(_INFER, request.model_name,
                                              request.model_version))
         if call.problem is not None:
             raise call.problem
@@ -429,7 +433,7 @@ class Engine:
             The answer and the metadata ``build`` was given.
         """
         if self.policies:
-            self.policies.check(call, Action(Kind.INFER, model, version))
+            self.policies.check(call, Action(_INFER, model, version))
         if call.problem is not None:
             raise call.problem
         self._check_serving()

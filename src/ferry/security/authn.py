@@ -29,8 +29,9 @@ reason=...)``.
 
 **The cache.** Verifying costs a SHA-256 (an API key) or a signature check (a JWT: tens of
 microseconds for RS256/ES256), too much for every request, so verified credentials are kept
-in a dict keyed by the SHA-256 of the credential: the raw token is never a key, and a hit
-costs that hash plus a dict look-up (well under 2 µs; figures in the tests' report). An
+in a dict keyed by the BLAKE2s hash of the ``Authorization`` value as sent: the raw token is
+never a key, and a hit costs that hash, a dict look-up and a clock read, with no parsing of
+the header (a flat path at the top of :meth:`Authenticate.check`; under 1 µs on its own). An
 entry lives until the token's ``exp`` or ``cache_ttl`` (60 s), whichever comes first
 (measured on the monotonic clock from verification), and every entry is dropped when the
 key store reloads its file (:attr:`KeyStore.generation`), so a revoked key stops working
@@ -44,10 +45,10 @@ authorizing policy's per-tuple cache expects.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable
+from hashlib import blake2s
 from typing import NoReturn
 
 from ferry.call import CallContext
@@ -70,6 +71,18 @@ _MAX_INTERNED = 1024
 
 #: A cache entry: principal, grants, monotonic time it expires at.
 _Entry = tuple[str, tuple[Grant, ...], float]
+
+
+def _digest(header: str) -> bytes:
+    """The cache's key for an ``Authorization`` value: its BLAKE2s, never the value itself.
+
+    The whole value as sent (scheme included) is hashed, so that a hit needs no parsing;
+    the same credential sent with other spacing is one more entry, verified once. BLAKE2s
+    (CPython's own code) rather than OpenSSL's SHA-256: measured in a serving process,
+    OpenSSL's per-call set-up made SHA-256 cost 1.4 µs a request, several times its cost in
+    isolation.
+    """
+    return blake2s(header.encode("utf-8", "surrogatepass")).digest()
 
 
 class Authenticate:
@@ -130,6 +143,19 @@ class Authenticate:
 
     def check(self, call: CallContext, action: Action) -> None:
         """Authenticate ``call`` (set its principal and grants) or raise 401."""
+        # The hit path, first and flat: it runs for every request of a secured server, so
+        # it does no more than the cache look-up needs (see the module docstring).
+        header = call.credentials
+        if header and call.protocol != "internal":
+            kind = action.kind
+            if not (self.open_health and (kind is _LIVE or kind is _READY)):
+                keys = self._keys
+                if keys is None or keys.refresh() == self._generation:
+                    entry = self._cache.get(_digest(header))
+                    if entry is not None and self._clock() < entry[2]:
+                        call.principal = entry[0]
+                        call.grants = entry[1]
+                        return
         try:
             self._check(call, action)
         except AuthenticationError as error:  # (free until raised: 3.11's exceptions)
@@ -165,7 +191,7 @@ class Authenticate:
             if generation != self._generation:  # the keys file changed: trust nothing cached
                 self._cache.clear()
                 self._generation = generation
-        digest = hashlib.sha256(credential.encode()).digest()
+        digest = _digest(header)
         entry = self._cache.get(digest)
         now = self._clock()
         if entry is None or now >= entry[2]:

@@ -85,6 +85,7 @@ _MAX_GRANTS = 1024
 _MAX_NAMES = 1024
 
 _HEALTH = (Kind.LIVE, Kind.READY)
+_INFER_KIND = Kind.INFER
 
 
 class _Compiled:
@@ -134,9 +135,18 @@ class Authorize:
 
     def check(self, call: CallContext, action: Action) -> None:
         """Let ``call`` do ``action`` if its grants cover it; else raise 401 or 403."""
+        kind = action.kind
+        grants = call.grants
+        if kind is _INFER_KIND and grants is not None and call.principal is not None:
+            # The hit path of every inference request: the caller's compiled grants are
+            # cached, and a grant on '*' (or a decision made before) settles it.
+            compiled = self._compiled.get(id(grants))
+            if compiled is not None and compiled.grants is grants and action.model is not None \
+                    and (_INFER in compiled.everything
+                         or compiled.decided.get((_INFER, action.model))):
+                return
         if call.protocol == "internal":
             return
-        kind = action.kind
         if kind in _HEALTH and call.principal is None:
             return  # the authenticator let a health probe through without credentials
         if call.principal is None:
