@@ -39,7 +39,7 @@ V2_JSON_JWT = "V2 JSON infer, JWT"
 V2_JSON_TLS = "V2 JSON infer, TLS"
 #: Issue 21: the plain server while a client polls the console's live view every second.
 V2_JSON_CONSOLE = "V2 JSON infer, console open"
-#: The plain V2 JSON run measured right before and after the secured ones, on a server
+#: The plain V2 JSON run measured before the first secured run and after each one, on a server
 #: started the same way with no [security]: what each secured figure is paired with.
 V2_JSON_CONTROL = "V2 JSON infer, beside the secured runs"
 GRPC = "gRPC raw contents"
@@ -173,23 +173,30 @@ class Report:
 
     def paired(self, workload: str, route: str, control: str, connections: int
                ) -> float | None:
-        """``route`` over ``control`` measured in the same minutes: the median of rounds.
+        """``route`` over ``control`` measured in the same minutes: the median of its pairs.
 
-        In each round the control runs right before and right after the compared runs, and
-        the round's ratio divides by the mean of its two figures, so a machine whose speed
-        drifts within the round hits both sides alike (the best-of-rounds rule compares
-        figures taken minutes apart). None when a round lacks either side.
+        The control runs beside the compared runs (the harness runs one before the first and
+        after each); each figure of ``route`` divides by the mean of the control runs right
+        before and right after it in its round (one when it has only one neighbour), so a
+        machine whose speed drifts hits both sides alike (the best-of-rounds rule compares
+        figures taken minutes apart). The median over all its pairs (rounds) is the ratio;
+        None when no figure of ``route`` has a control beside it.
         """
         ratios = []
         for number in sorted({m.round for m in self.measurements}):
-            def figures(name: str, number: int = number) -> list[float]:
-                return [m.result.rps for m in self.measurements
-                        if (m.workload, m.server, m.route, m.connections, m.round)
-                        == (workload, FERRY, name, connections, number)
-                        and m.result is not None and m.result.requests]
-            compared, controls = figures(route), figures(control)
-            if compared and controls:
-                ratios.append(compared[0] / statistics.fmean(controls))
+            runs = [(m.route, m.result.rps) for m in self.measurements
+                    if (m.workload, m.server, m.connections, m.round)
+                    == (workload, FERRY, connections, number)
+                    and m.route in (route, control)
+                    and m.result is not None and m.result.requests]
+            for i, (name, rps) in enumerate(runs):
+                if name != route:
+                    continue
+                before = next((f for n, f in reversed(runs[:i]) if n == control), None)
+                after = next((f for n, f in runs[i + 1:] if n == control), None)
+                beside = [f for f in (before, after) if f is not None]
+                if beside:
+                    ratios.append(rps / statistics.fmean(beside))
         return statistics.median(ratios) if ratios else None
 
     def raw_samples(self, workload: str, batch: int) -> float | None:
@@ -231,7 +238,7 @@ def ratios(report: Report) -> list[Ratio]:
         report.rps("W1", FERRY, V2_JSON_NO_TYPE, 64), report.rps("W1", FERRY, V2_JSON, 64)),
         0.95, "%", "requests/s"))
     # Issue 15: authentication and TLS, each variant measured on its own `ferry serve`, paired
-    # with the plain control run beside it in each round (median of rounds; without control
+    # with the plain control runs right beside it (median of its pairs; without control
     # runs, the plain V2 JSON figure of the run); its errors (a 401 is fast) fail the target.
     plain = report.rps("W1", FERRY, V2_JSON, 64)
     for route, name, goal in ((V2_JSON_API_KEY, "with API key / without", 0.90),
