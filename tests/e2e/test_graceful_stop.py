@@ -67,7 +67,11 @@ class Readiness:
         with grpc.insecure_channel(self.grpc_target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while not self._stop.wait(0.02):
-                self.rest.append((time.monotonic(), self._rest()))
+                # Each answer is timed when it arrives, not when its request left: a probe
+                # sent just before SIGTERM can be answered 503 just after it (a CI run saw
+                # "unready" 0.7 ms before the signal when timed at the request).
+                seen = self._rest()
+                self.rest.append((time.monotonic(), seen))
                 try:
                     status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
                     seen = "SERVING" if status == SERVING else "NOT_SERVING"
