@@ -12,38 +12,10 @@ import pytest
 
 from ferry.errors import IntegrityError, NotFoundError
 from ferry.repository import (
-    Manifest,
-    Repository,
-    SourceInfo,
     VersionPolicy,
-    now_utc,
     read_manifest,
 )
-from ferry.signature import Signature, TensorSpec
-
-SIG = Signature(
-    inputs=(TensorSpec(name="x", datatype="FP32", shape=(-1, 4)),),
-    outputs=(TensorSpec(name="y", datatype="FP32", shape=(-1, 2)),),
-)
-
-
-def draft(name: str = "m") -> Manifest:
-    return Manifest(
-        name=name, version=0, format="onnx", runtime="onnxruntime", platform="onnx_onnxv1",
-        artifact="model.onnx", signature=SIG, files={},
-        source=SourceInfo(filename="m.onnx", sha256="0" * 64, size=3, format="onnx"),
-        created=now_utc(),
-    )
-
-
-def add_version(repo: Repository, name: str = "m", payload: bytes = b"abc",
-                extra: dict[str, bytes] | None = None) -> Manifest:
-    with repo.stage() as work:
-        (work / "model.onnx").write_bytes(payload)
-        for rel, data in (extra or {}).items():
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            (work / rel).write_bytes(data)
-        return repo.commit(work, draft(name))
+from repository_versions import add_version, commit_in_child, draft
 
 
 def writable(path: Path) -> Path:
@@ -184,14 +156,11 @@ def test_select_uses_version_policy(repo):
     assert repo.select("m", VersionPolicy.parse("latest:2")) == [2, 3]
 
 
-def _commit_in_child(root: str, payload: bytes) -> int:
-    return add_version(Repository(root), payload=payload).version
-
 
 def test_concurrent_imports_get_distinct_versions(repo):
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
-        versions = pool.starmap(_commit_in_child,
+        versions = pool.starmap(commit_in_child,
                                 [(str(repo.root), f"p{i}".encode()) for i in range(8)])
     assert sorted(versions) == list(range(1, 9))
     payloads = {repo.open(f"m:{v}").artifact_path.read_bytes() for v in versions}
