@@ -223,10 +223,30 @@ def array_from_json(data: Any, name: str, datatype: str,
         InputError: as ``as_array``, and for numbers too large for a float datatype
             (1e6 in FP16 would silently become infinity).
     """
-    # JSON nesting: orjson parses at most 1024 levels; a tensor's data nests at most
-    # MAX_RANK (64) lists deep. Deeper data is named here, before numpy walks it (numpy
-    # would refuse it too, as "not a rectangular array"). The first element of each level
-    # is enough: deeper nesting elsewhere is ragged, which numpy refuses.
+    if datatype == "UINT64":
+        _check_depth(data, name, role)
+        return _uint64(data, name, role)
+    try:
+        with np.errstate(over="raise"):
+            return values_as(name, datatype, data, role=role)
+    except InputError:
+        # numpy walks at most MAX_RANK (64) levels (orjson parses up to 1024) and refuses
+        # deeper data as "not a rectangular array": name the depth instead.
+        _check_depth(data, name, role)
+        raise
+    except FloatingPointError:
+        limit = float(np.finfo(DATATYPES[datatype]).max)
+        raise InputError(
+            f"{role} {quote_name(name)}: a value is out of range for {datatype} "
+            f"(largest magnitude {limit:g})") from None
+
+
+def _check_depth(data: Any, name: str, role: str) -> None:
+    """Refuse ``data`` nested more than MAX_RANK lists deep, naming its depth.
+
+    The first element of each level is enough: deeper nesting elsewhere is ragged, which
+    numpy refuses.
+    """
     depth, probe = 0, data
     while type(probe) is list and probe:
         probe = probe[0]
@@ -235,16 +255,6 @@ def array_from_json(data: Any, name: str, datatype: str,
         raise InputError(
             f"{role} {quote_name(name)}: 'data' nests {depth} lists deep; a tensor has at "
             f"most {MAX_RANK} dimensions")
-    if datatype == "UINT64":
-        return _uint64(data, name, role)
-    try:
-        with np.errstate(over="raise"):
-            return values_as(name, datatype, data, role=role)
-    except FloatingPointError:
-        limit = float(np.finfo(DATATYPES[datatype]).max)
-        raise InputError(
-            f"{role} {quote_name(name)}: a value is out of range for {datatype} "
-            f"(largest magnitude {limit:g})") from None
 
 
 def _uint64(data: Any, name: str, role: str) -> np.ndarray[Any, Any]:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from ferry import __version__
 from ferry.call import CallContext
@@ -135,15 +136,13 @@ def _version_number(text: str) -> int | None:
     return None
 
 
-def _check_elements(arrays: Arrays, limit: int) -> None:
-    """Refuse a request whose inputs hold more than ``limit`` elements in all."""
-    total = sum(array.size for array in arrays.values())
-    if total > limit:
-        from ferry.errors import PayloadTooLargeError
+def _too_many_elements(total: int, limit: int) -> NoReturn:
+    """Refuse a request whose inputs hold ``total`` elements, more than ``limit``."""
+    from ferry.errors import PayloadTooLargeError
 
-        raise PayloadTooLargeError(
-            f"the request's inputs hold {total} elements, more than this server's limit of "
-            f"{limit} (max_request_elements)", hint="send fewer rows per request")
+    raise PayloadTooLargeError(
+        f"the request's inputs hold {total} elements, more than this server's limit of "
+        f"{limit} (max_request_elements)", hint="send fewer rows per request")
 
 
 #: The longest V2 ``timeout`` parameter accepted: a day, in microseconds.
@@ -245,6 +244,9 @@ class Engine:
         self._default_timeout = default_timeout
         self._max_elements = max_request_elements
         self.policies = PolicyChain(policies)
+        # What inference tests, for a request: None for an empty chain, so that the empty
+        # default costs an attribute load rather than a Python-level __bool__ call.
+        self._chain = self.policies if self.policies else None
         self.metrics = metrics if metrics is not None else Metrics()
         self._selection = parse_selection(models)
         self._defaults = defaults or ModelConfig()
@@ -407,12 +409,13 @@ class Engine:
                 circuit breaker is open and no fallback answers (``retry_after`` set).
             DeadlineExceededError: the request's deadline passed.
         """
-        if self.policies:
-            self.policies.check(call, Action(_INFER, request.model_name,
-                                             request.model_version))
+        chain = self._chain
+        if chain is not None:
+            chain.check(call, Action(_INFER, request.model_name, request.model_version))
         if call.problem is not None:
             raise call.problem
-        self._check_serving()
+        if self._stopping or not self._started:
+            self._check_serving()
         snap = self._snapshot(request.model_name)
         served = self._version(snap, request.model_name, request.model_version)
         if snap.guards:
@@ -432,11 +435,13 @@ class Engine:
         Returns:
             The answer and the metadata ``build`` was given.
         """
-        if self.policies:
-            self.policies.check(call, Action(_INFER, model, version))
+        chain = self._chain
+        if chain is not None:
+            chain.check(call, Action(_INFER, model, version))
         if call.problem is not None:
             raise call.problem
-        self._check_serving()
+        if self._stopping or not self._started:
+            self._check_serving()
         snap = self._snapshot(model)
         served = self._version(snap, model, version)
         meta = snap.metadata(model, served)
@@ -455,18 +460,26 @@ class Engine:
                      ) -> InferResponse:
         signature = served.signature
         arrays: Arrays = {}
+        total = 0
         for tensor in request.inputs:
-            if tensor.name in arrays:
-                raise InputError(f"input {quote_name(tensor.name)} is given twice")
-            arrays[tensor.name] = tensor.data
-        if self._max_elements is not None:
-            _check_elements(arrays, self._max_elements)
+            name = tensor.name
+            if name in arrays:
+                raise InputError(f"input {quote_name(name)} is given twice")
+            arrays[name] = data = tensor.data
+            total += data.size
+        limit = self._max_elements
+        if limit is not None and total > limit:
+            _too_many_elements(total, limit)
         signature.check_inputs(arrays)
         outputs: tuple[str, ...] | None = None
         types = served.output_types
-        if request.outputs:
-            _refuse_classification(request)
-            outputs = tuple(dict.fromkeys(o.name for o in request.outputs))
+        asked = request.outputs
+        if asked:
+            if len(asked) == 1 and not asked[0].parameters:  # one output, as /predict asks
+                outputs = (asked[0].name,)
+            else:
+                _refuse_classification(request)
+                outputs = tuple(dict.fromkeys(o.name for o in asked))
             for name in outputs:
                 if name not in types:
                     signature.output(name)  # NotFoundError naming the outputs there are

@@ -25,11 +25,20 @@ TWO = ModelMetadata("m", ["1"], "onnx",
                     (TensorSpec(name="y", datatype="FP32", shape=(-1, 2)),))
 
 
-def test_predict_rows_become_the_input_in_its_datatype_asking_for_the_first_output() -> None:
+def test_predict_rows_become_the_input_in_its_datatype() -> None:
     request = predict_request(ONE, "m", "1", {"data": [[1, 2], [3, 4]]})
     (x,) = request.inputs
     assert (x.name, x.datatype, x.data.dtype, x.shape) == ("x", "FP32", np.float32, (2, 2))
-    assert [o.name for o in request.outputs or []] == ["y"] and request.model_version == "1"
+    # One output: asked for all of them (that one), as a V2 request that names none is.
+    assert request.outputs is None and request.model_version == "1"
+
+
+def test_predict_asks_a_model_with_several_outputs_for_its_first() -> None:
+    meta = ModelMetadata("m", ["1"], "onnx", ONE.inputs,
+                         (TensorSpec(name="label", datatype="INT64", shape=(-1,)),
+                          TensorSpec(name="probabilities", datatype="FP32", shape=(-1, 2))))
+    request = predict_request(meta, "m", None, {"data": [[1, 2]]})
+    assert [o.name for o in request.outputs or []] == ["label"]
 
 
 def test_a_single_row_gets_its_batch_axis() -> None:
