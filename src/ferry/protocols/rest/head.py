@@ -112,10 +112,24 @@ def media(content_type: bytes) -> int:
     ``application/octet-stream`` (V2 binary tensor data) by the V2 infer routes; anything
     else is refused with 415 by the route.
     """
-    kind = content_type.split(b";", 1)[0].strip().lower()
-    if kind == _JSON or kind.endswith(_JSON_SUFFIX):
-        return JSON
-    return OCTETS if kind == _OCTETS else OTHER
+    # Clients send one or two values over and over: each is read once. Bounded (clients
+    # choose the values): short values only, and at most _MEDIA_MAX of them, then no more.
+    found = _MEDIA.get(content_type)
+    if found is None:
+        kind = content_type.split(b";", 1)[0].strip().lower()
+        if kind == _JSON or kind.endswith(_JSON_SUFFIX):
+            found = JSON
+        else:
+            found = OCTETS if kind == _OCTETS else OTHER
+        if len(_MEDIA) < _MEDIA_MAX and len(content_type) <= _MEDIA_KEY:
+            _MEDIA[bytes(content_type)] = found
+    return found
+
+
+#: :func:`media`'s memo: values of at most _MEDIA_KEY bytes, at most _MEDIA_MAX of them.
+_MEDIA: dict[bytes, int] = {}
+_MEDIA_MAX = 64
+_MEDIA_KEY = 100
 
 
 def usable_request_id(value: bytes) -> bytes | None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.protocols.rest.head import read_head
+from ferry.protocols.rest.head import (
+    _MEDIA,
+    _MEDIA_KEY,
+    _MEDIA_MAX,
+    JSON,
+    OCTETS,
+    OTHER,
+    media,
+    read_head,
+)
 from ferry.protocols.rest.hot import match
 
 
@@ -59,3 +68,20 @@ def test_the_head_reads_ids_credentials_and_the_binary_header_in_one_pass():
             head.expect_continue) == (1, 40, b"abc", b"Bearer t", "12", True)
     assert read_head([(b"x-request-id", b"bad\x01id")]).request_id is None
     assert read_head([(b"x-request-id", b"x" * 129)]).request_id is None
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    (b"application/json", JSON), (b"Application/JSON; charset=utf-8", JSON),
+    (b"application/vnd.api+json", JSON), (b"application/octet-stream", OCTETS),
+    (b"text/plain", OTHER), (b"application/jsonx", OTHER), (b"", OTHER),
+])
+def test_media_reads_the_same_each_time_it_is_asked(value, kind) -> None:
+    assert media(value) == kind and media(value) == kind  # the second from the memo
+
+
+def test_the_media_memo_holds_few_short_values() -> None:
+    for i in range(500):
+        assert media(b"text/x-%d" % i) == OTHER
+    assert media(b"application/json; x=" + b"y" * 1000) == JSON
+    assert len(_MEDIA) <= _MEDIA_MAX and all(len(key) <= _MEDIA_KEY for key in _MEDIA)
+    assert media(b"application/json") == JSON  # read without the memo once it is full
