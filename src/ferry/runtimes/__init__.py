@@ -1,6 +1,6 @@
 """Runtimes: the one interface that runs a stored model, ONNX Runtime first."""
 
-from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions
+from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions, usable_cpus
 from ferry.runtimes.registry import load_runtime, register_runtime, runtime_class, runtime_names
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "register_runtime",
     "runtime_class",
     "runtime_names",
+    "usable_cpus",
 ]

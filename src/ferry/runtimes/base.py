@@ -7,6 +7,7 @@ the same interface (registered in :mod:`ferry.runtimes.registry`).
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.signature import Signature
 
-__all__ = ["Arrays", "Runtime", "RuntimeOptions"]
+__all__ = ["Arrays", "Runtime", "RuntimeOptions", "usable_cpus"]
 
 #: Tensors by name; BYTES tensors are object arrays of ``bytes``.
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -97,3 +98,19 @@ class Runtime(abc.ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask); 0 where the platform cannot say.
+
+    Not the machine's cores: runtimes size their thread pools by it, and the engine's
+    batching reads it (on one core the loop and the compute thread take turns). ONNX
+    Runtime's own default (0) starts one thread per physical core and pins each to its
+    core, overriding ``taskset``, a cgroup cpuset or ``--cpuset-cpus``: a server confined to
+    one core then computed on two. Asking for as many threads as the mask holds keeps the
+    runtime where the operator put the process.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux: the runtime's own default
+        return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ferry.errors import ArtifactError, InputError
-from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions
+from ferry.runtimes.base import Arrays, Runtime, RuntimeOptions, usable_cpus
 from ferry.signature import Signature
 
 __all__ = ["ORT_TYPES", "OrtRuntime", "session_options"]
@@ -39,20 +38,6 @@ _LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), not the machine's cores.
-
-    ONNX Runtime's own default (0) starts one thread per physical core and pins each to its
-    core, overriding ``taskset``, a cgroup cpuset or ``--cpuset-cpus``: a server confined to
-    one core then computed on two. Asking for as many threads as the mask holds keeps the
-    runtime where the operator put the process.
-    """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux: the runtime's own default
-        return 0
 
 
 def session_options(options: RuntimeOptions) -> ort.SessionOptions:
