@@ -36,16 +36,12 @@ def predict_request(meta: ModelMetadata, model: str, version: str | None,
         InputError: both or neither of ``data`` and ``inputs``, ``data`` for a model with
             several inputs, an unknown input, or values that do not convert.
     """
-    data, specs = doc.get("data"), meta.inputs
-    if data is not None and len(specs) == 1 and "inputs" not in doc:  # the seed's form
-        inputs = [_tensor(specs[0], data)]
-    else:
-        inputs = _named_tensors(meta, data, doc.get("inputs"), what="'data'")
+    inputs = _named_tensors(meta, doc.get("data"), doc.get("inputs"), what="'data'")
     # The first output; a model with only one is asked for all of its outputs, the same
     # answer without naming it (and batched with V2 requests, which name none either).
-    first = meta.outputs
+    outputs = meta.outputs
     return infer_request(model, inputs, model_version=version,
-                         outputs=None if len(first) == 1 else [RequestedOutput(first[0].name)])
+                         outputs=None if len(outputs) == 1 else [RequestedOutput(outputs[0].name)])
 
 
 def predict_answer(meta: ModelMetadata, model: str, response: InferResponse) -> dict[str, Any]:

@@ -409,13 +409,7 @@ class Engine:
                 circuit breaker is open and no fallback answers (``retry_after`` set).
             DeadlineExceededError: the request's deadline passed.
         """
-        chain = self._chain
-        if chain is not None:
-            chain.check(call, Action(_INFER, request.model_name, request.model_version))
-        if call.problem is not None:
-            raise call.problem
-        if self._stopping or not self._started:
-            self._check_serving()
+        self._enter_infer(call, request.model_name, request.model_version)
         snap = self._snapshot(request.model_name)
         served = self._version(snap, request.model_name, request.model_version)
         if snap.guards:
@@ -435,6 +429,19 @@ class Engine:
         Returns:
             The answer and the metadata ``build`` was given.
         """
+        self._enter_infer(call, model, version)
+        snap = self._snapshot(model)
+        served = self._version(snap, model, version)
+        meta = snap.metadata(model, served)
+        if snap.guards:
+            return await self._guarded(call, build(meta), snap.guards[served.version]), meta
+        return await self._infer(call, build(meta), served), meta
+
+    def _enter_infer(self, call: CallContext, model: str, version: str | None) -> None:
+        """Pass an inference call's first checks, before anything of the model is looked up.
+
+        The policy chain, the call's own problem, and whether the engine serves at all.
+        """
         chain = self._chain
         if chain is not None:
             chain.check(call, Action(_INFER, model, version))
@@ -442,12 +449,6 @@ class Engine:
             raise call.problem
         if self._stopping or not self._started:
             self._check_serving()
-        snap = self._snapshot(model)
-        served = self._version(snap, model, version)
-        meta = snap.metadata(model, served)
-        if snap.guards:
-            return await self._guarded(call, build(meta), snap.guards[served.version]), meta
-        return await self._infer(call, build(meta), served), meta
 
     def _check_serving(self) -> None:
         if self._stopping:
@@ -473,13 +474,9 @@ class Engine:
         signature.check_inputs(arrays)
         outputs: tuple[str, ...] | None = None
         types = served.output_types
-        asked = request.outputs
-        if asked:
-            if len(asked) == 1 and not asked[0].parameters:  # one output, as /predict asks
-                outputs = (asked[0].name,)
-            else:
-                _refuse_classification(request)
-                outputs = tuple(dict.fromkeys(o.name for o in asked))
+        if request.outputs:
+            _refuse_classification(request)
+            outputs = tuple(dict.fromkeys(o.name for o in request.outputs))
             for name in outputs:
                 if name not in types:
                     signature.output(name)  # NotFoundError naming the outputs there are
